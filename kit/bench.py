@@ -1,0 +1,102 @@
+"""Benchmarks that print numbers: ``python -m kit.bench <name>``.
+
+    rle   encode a test set's worth of 960×540 label maps with kit.rle and with the baseline
+          (one full pass per class), check the strings are identical, print both throughputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import cv2
+import numpy as np
+
+from kit.data import IGNORE_INDEX, NUM_CLASSES
+from kit.rle import SUBMISSION_SIZE, encode_label_map
+
+
+def baseline_rle_encode(mask: np.ndarray) -> str:
+    """The competition baseline's encoder, kept verbatim in spirit as the reference."""
+    pixels = mask.flatten()
+    pixels = np.concatenate([[0], pixels, [0]])
+    runs = np.where(pixels[1:] != pixels[:-1])[0] + 1
+    runs[1::2] -= runs[::2]
+    return " ".join(str(x) for x in runs)
+
+
+def baseline_encode_label_map(label_map: np.ndarray) -> list[str]:
+    """One full pass per class over an already 960×540 map, ``-1`` for empty masks (baseline)."""
+    strings = []
+    for class_id in range(NUM_CLASSES):
+        class_mask = (label_map == class_id).astype(np.uint8)
+        strings.append(baseline_rle_encode(class_mask) if class_mask.sum() > 0 else "-1")
+    return strings
+
+
+def fake_fisheye_label_map(rng: np.random.Generator, size: tuple[int, int] = SUBMISSION_SIZE) -> np.ndarray:
+    """A piecewise-constant ``uint8 (H, W)`` street-like prediction: sky, buildings, road, objects,
+    a dark border outside an ellipse. Realistic run counts, unlike per-pixel noise."""
+    w, h = size
+    label = np.full((h, w), 8, np.uint8)  # sky
+    horizon = int(h * rng.uniform(0.35, 0.55))
+    x = 0
+    while x < w:  # buildings / trees of random widths and heights above the horizon
+        bw = int(rng.integers(w // 30, w // 6))
+        top = int(rng.integers(h // 10, horizon))
+        label[top:horizon, x : x + bw] = rng.choice([2, 2, 7, 3])
+        x += bw
+    label[horizon:] = 0  # road
+    for side in (-1, 1):  # sidewalks as triangles toward the horizon
+        pts = np.array([[w // 2, horizon], [w // 2 + side * w, h], [w // 2 + side * w, horizon]], np.int32)
+        cv2.fillPoly(label, [pts], 1)
+    for _ in range(int(rng.integers(5, 25))):  # cars, people, poles, signs as boxes and ellipses
+        cls = int(rng.choice([11, 11, 11, 9, 10, 4, 5, 6, 7, 3]))
+        cx, cy = int(rng.integers(0, w)), int(rng.integers(h // 4, h))
+        ax, ay = int(rng.integers(3, w // 12)), int(rng.integers(3, h // 8))
+        if rng.random() < 0.5:
+            cv2.rectangle(label, (cx - ax, cy - ay), (cx + ax, cy + ay), cls, -1)
+        else:
+            cv2.ellipse(label, (cx, cy), (ax, ay), float(rng.uniform(0, 180)), 0, 360, cls, -1)
+    disc = np.zeros((h, w), np.uint8)
+    cv2.ellipse(disc, (w // 2, h // 2), (int(w * 0.47), int(h * 0.62)), 0, 0, 360, 1, -1)
+    label[disc == 0] = IGNORE_INDEX
+    return label
+
+
+def bench_rle(count: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    maps = [fake_fisheye_label_map(rng) for _ in range(count)]
+    runs = np.mean([np.count_nonzero(m.ravel()[1:] != m.ravel()[:-1]) + 1 for m in maps])
+    print(f"{count} label maps at {SUBMISSION_SIZE[0]}x{SUBMISSION_SIZE[1]}, {runs:.0f} runs per map on average")
+
+    start = time.perf_counter()
+    base = [baseline_encode_label_map(m) for m in maps]
+    t_base = time.perf_counter() - start
+
+    start = time.perf_counter()
+    kit = [encode_label_map(m) for m in maps]
+    t_kit = time.perf_counter() - start
+
+    identical = base == kit
+    print(f"baseline (12 passes): {count / t_base:8.1f} maps/s  ({t_base:.2f} s)")
+    print(f"kit.rle  (1 pass):    {count / t_kit:8.1f} maps/s  ({t_kit:.2f} s)")
+    print(f"speed-up: {t_base / t_kit:.1f}x   strings identical: {identical}")
+    if not identical:
+        raise SystemExit("kit.rle output differs from the baseline")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m kit.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="name", required=True)
+    rle = sub.add_parser("rle", help="RLE encoding throughput against the baseline")
+    rle.add_argument("--count", type=int, default=1898, help="number of label maps (test set: 1898)")
+    rle.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.name == "rle":
+        bench_rle(args.count, args.seed)
+
+
+if __name__ == "__main__":
+    main()

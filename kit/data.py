@@ -1,0 +1,258 @@
+"""The competition's data layout: class names, CSV splits, image/label I/O and a torch Dataset.
+
+Layout of a dataset root (2023 Samsung AI Challenge, camera-invariant domain adaptation):
+
+    train_source.csv  val_source.csv      id,img_path,gt_path
+    train_target.csv  test.csv            id,img_path
+    train_source_image/TRAIN_SOURCE_0000.png  train_source_gt/TRAIN_SOURCE_0000.png ...
+
+Paths inside the CSVs are relative to the root (``./train_source_image/...``). The kit's synthetic
+datasets add held-out fisheye labels as ``train_target_gt.csv`` / ``test_gt.csv`` (id,img_path,gt_path).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+CLASSES: tuple[str, ...] = (
+    "Road",
+    "Sidewalk",
+    "Construction",
+    "Fence",
+    "Pole",
+    "Traffic Light",
+    "Traffic Sign",
+    "Nature",
+    "Sky",
+    "Person",
+    "Rider",
+    "Car",
+)
+NUM_CLASSES = len(CLASSES)
+IGNORE_INDEX = 255  # background: outside the fisheye circle, ego vehicle, unlabelled
+BACKGROUND_CLASS = NUM_CLASSES  # 255 remapped to this index when a model has a background output
+
+# Cityscapes colours for the matching classes; background is black.
+PALETTE = np.array(
+    [
+        (128, 64, 128),  # Road
+        (244, 35, 232),  # Sidewalk
+        (70, 70, 70),  # Construction
+        (190, 153, 153),  # Fence
+        (153, 153, 153),  # Pole
+        (250, 170, 30),  # Traffic Light
+        (220, 220, 0),  # Traffic Sign
+        (107, 142, 35),  # Nature
+        (70, 130, 180),  # Sky
+        (220, 20, 60),  # Person
+        (255, 0, 0),  # Rider
+        (0, 0, 142),  # Car
+    ],
+    dtype=np.uint8,
+)
+BACKGROUND_COLOUR = np.array((0, 0, 0), dtype=np.uint8)
+
+# Per-domain statistics measured on the competition data by reference solution A (RGB, 0..1).
+SOURCE_MEAN = (0.5897, 0.5953, 0.5790)
+SOURCE_STD = (0.1669, 0.1572, 0.1590)
+TARGET_MEAN = (0.4715, 0.4714, 0.4973)
+TARGET_STD = (0.2391, 0.2403, 0.2528)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# Columns of each split's CSV; "id" plus the path columns.
+SPLIT_COLUMNS: dict[str, tuple[str, ...]] = {
+    "train_source": ("id", "img_path", "gt_path"),
+    "val_source": ("id", "img_path", "gt_path"),
+    "train_target": ("id", "img_path"),
+    "test": ("id", "img_path"),
+    # held-out fisheye labels: only in the kit's synthetic datasets
+    "train_target_gt": ("id", "img_path", "gt_path"),
+    "test_gt": ("id", "img_path", "gt_path"),
+}
+VALID_LABEL_VALUES = frozenset(range(NUM_CLASSES)) | {IGNORE_INDEX}
+
+
+def read_split(root: str | os.PathLike, split: str) -> pd.DataFrame:
+    """Read ``<root>/<split>.csv`` into a DataFrame whose ``*_path`` columns are absolute paths.
+
+    Raises FileNotFoundError naming the CSV when it is missing and ValueError when a required
+    column is absent. Files named in the CSV are not opened here.
+    """
+    root = Path(root)
+    csv = root / f"{split}.csv"
+    if not csv.is_file():
+        present = sorted(p.name for p in root.glob("*.csv")) if root.is_dir() else []
+        raise FileNotFoundError(
+            f"split CSV not found: {csv} (dataset root {root} has: {present or 'no CSV files'})"
+        )
+    frame = pd.read_csv(csv, dtype=str)
+    required = SPLIT_COLUMNS.get(split, ("id", "img_path"))
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"{csv}: missing column(s) {missing}; expected columns {list(required)}, "
+            f"found {list(frame.columns)}"
+        )
+    for column in [c for c in frame.columns if c.endswith("_path")]:
+        frame[column] = [str((root / p).resolve()) for p in frame[column]]
+    return frame
+
+
+def has_split(root: str | os.PathLike, split: str) -> bool:
+    return (Path(root) / f"{split}.csv").is_file()
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as ``uint8 (H, W, 3) RGB``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image file not found: {path}")
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError(f"could not decode image file {path} (corrupt or not an image)")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def read_label(path: str | os.PathLike) -> np.ndarray:
+    """Read a label PNG as ``uint8 (H, W)`` with values in 0..11 and 255.
+
+    A 3-channel file whose channels are identical is accepted (grey saved as RGB).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"label file not found: {path}")
+    label = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if label is None:
+        raise ValueError(f"could not decode label file {path} (corrupt or not an image)")
+    if label.ndim == 3:
+        if not all(np.array_equal(label[..., 0], label[..., c]) for c in range(1, label.shape[2])):
+            raise ValueError(
+                f"label file {path} has {label.shape[2]} differing channels; expected a "
+                "single-channel map of class ids"
+            )
+        label = label[..., 0]
+    if label.dtype != np.uint8:
+        raise ValueError(f"label file {path} has dtype {label.dtype}; expected 8-bit class ids")
+    check_label_values(label, source=str(path))
+    return np.ascontiguousarray(label)
+
+
+def check_label_values(label: np.ndarray, source: str = "label") -> None:
+    """Raise ValueError listing the values of ``label`` outside {0..11, 255}."""
+    counts = np.bincount(np.asarray(label, dtype=np.uint8).ravel(), minlength=256)
+    bad = [v for v in np.flatnonzero(counts) if int(v) not in VALID_LABEL_VALUES]
+    if bad:
+        detail = ", ".join(f"{int(v)} ({int(counts[v])} px)" for v in bad)
+        raise ValueError(
+            f"{source}: label values outside 0..{NUM_CLASSES - 1} and {IGNORE_INDEX}: {detail}"
+        )
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix + ".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
+    """Write ``uint8 (H, W, 3) RGB`` (or ``(H, W)`` grey/label) atomically; format from the suffix."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim not in (2, 3):
+        raise ValueError(f"{path}: expected uint8 (H, W) or (H, W, 3), got {image.dtype} {image.shape}")
+    data = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
+    with atomic_path(path) as tmp:
+        ok, encoded = cv2.imencode(Path(path).suffix or ".png", data)
+        if not ok:
+            raise ValueError(f"could not encode image for {path}")
+        tmp.write_bytes(encoded.tobytes())
+
+
+def normalize(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """``uint8 (H, W, 3)`` → normalised ``float32 (3, H, W)`` tensor: (x/255 - mean) / std."""
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)  # (3, H, W)
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+    return (x - mean_t) / std_t
+
+
+class SegmentationDataset(Dataset):
+    """Images (and labels, when the frame has ``gt_path``) with an albumentations pipeline.
+
+    Each item is a dict: ``image`` float32 (3, H, W) normalised with this domain's mean/std,
+    ``id`` str, and for labelled frames ``label`` int64 (H, W) where 255 becomes ``background``.
+
+    Args:
+        frame: a split from :func:`read_split` (``gt_path`` present → labelled).
+        transform: an ``A.Compose`` (or any callable taking ``image=``, ``mask=`` and returning a
+            dict with the same keys); applied to uint8 arrays before normalisation.
+        mean, std: this domain's RGB statistics in 0..1 (e.g. SOURCE_MEAN / TARGET_MEAN).
+        background: the value 255 label pixels take (255 to ignore them, 12 for a background class).
+        label_fn: optional ``uint8 (H, W) → uint8 (H, W)`` applied on load (e.g. the sky-bonnet fix).
+    """
+
+    def __init__(
+        self,
+        frame: pd.DataFrame,
+        transform: Callable | None = None,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        background: int = IGNORE_INDEX,
+        label_fn: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> None:
+        self.frame = frame.reset_index(drop=True)
+        self.labelled = "gt_path" in self.frame.columns
+        self.transform = transform
+        self.mean = tuple(mean)
+        self.std = tuple(std)
+        self.background = background
+        self.label_fn = label_fn
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """The raw ``uint8`` image and label (None when unlabelled), before any transform."""
+        row = self.frame.iloc[index]
+        image = read_image(row["img_path"])
+        label = read_label(row["gt_path"]) if self.labelled else None
+        if label is not None and label.shape != image.shape[:2]:
+            raise ValueError(
+                f"label {row['gt_path']} is {label.shape[1]}x{label.shape[0]} but image "
+                f"{row['img_path']} is {image.shape[1]}x{image.shape[0]}"
+            )
+        if label is not None and self.label_fn is not None:
+            label = self.label_fn(label)
+        return image, label
+
+    def __getitem__(self, index: int) -> dict:
+        image, label = self.load(index)
+        if self.transform is not None:
+            out = self.transform(image=image, mask=label) if label is not None else self.transform(image=image)
+            image, label = out["image"], out.get("mask", label)
+        item = {"image": normalize(image, self.mean, self.std), "id": self.frame.at[index, "id"]}
+        if label is not None:
+            target = torch.from_numpy(np.ascontiguousarray(label)).long()  # (H, W)
+            if self.background != IGNORE_INDEX:
+                target[target == IGNORE_INDEX] = self.background
+            item["label"] = target
+        return item

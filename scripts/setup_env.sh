@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Creates ./.venv and installs requirements.txt into it when missing or when
+# requirements.txt changed since the last install. Safe to run repeatedly.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="${KIT_VENV:-$root/.venv}"
+python="${PYTHON:-python3}"
+stamp="$venv/.requirements.sha256"
+want="$(sha256sum "$root/requirements.txt" | cut -d' ' -f1)"
+
+if [[ -x "$venv/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+  exit 0
+fi
+echo "[setup] installing requirements into $venv (first run: several minutes, ~6 GB)" >&2
+start=$(date +%s)
+[[ -x "$venv/bin/python" ]] || "$python" -m venv "$venv"
+"$venv/bin/python" -m pip install --upgrade --quiet pip
+"$venv/bin/python" -m pip install --progress-bar off -r "$root/requirements.txt"
+# timm imports torchvision; a torch/torchvision mismatch only shows up on import.
+"$venv/bin/python" -c "import torch, torchvision, timm; print('[setup] torch', torch.__version__, 'torchvision', torchvision.__version__, 'timm', timm.__version__)" >&2
+echo "$want" > "$stamp"
+echo "[setup] done in $(( $(date +%s) - start )) s" >&2

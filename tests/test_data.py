@@ -1,0 +1,126 @@
+import albumentations as A
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from kit.data import (
+    CLASSES,
+    IGNORE_INDEX,
+    PALETTE,
+    SOURCE_MEAN,
+    SOURCE_STD,
+    SegmentationDataset,
+    atomic_path,
+    read_image,
+    read_label,
+    read_split,
+    write_image,
+)
+
+
+def test_class_table():
+    assert CLASSES[0] == "Road" and CLASSES[8] == "Sky" and CLASSES[11] == "Car"
+    assert len(CLASSES) == 12 and IGNORE_INDEX == 255
+    assert PALETTE.shape == (12, 3) and len({tuple(c) for c in PALETTE}) == 12
+
+
+@pytest.fixture
+def layout(tmp_path):
+    """A two-image competition-layout root written by hand."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(2):
+        image = rng.integers(0, 256, (6, 8, 3)).astype(np.uint8)
+        label = rng.choice([0, 4, 11, 255], size=(6, 8)).astype(np.uint8)
+        write_image(tmp_path / "train_source_image" / f"TRAIN_SOURCE_{i:04d}.png", image)
+        write_image(tmp_path / "train_source_gt" / f"TRAIN_SOURCE_{i:04d}.png", label)
+        rows.append((f"TRAIN_SOURCE_{i:04d}", f"./train_source_image/TRAIN_SOURCE_{i:04d}.png",
+                     f"./train_source_gt/TRAIN_SOURCE_{i:04d}.png", image, label))
+    pd.DataFrame([r[:3] for r in rows], columns=["id", "img_path", "gt_path"]).to_csv(
+        tmp_path / "train_source.csv", index=False)
+    pd.DataFrame([r[:2] for r in rows], columns=["id", "img_path"]).to_csv(tmp_path / "test.csv", index=False)
+    return tmp_path, rows
+
+
+def test_read_split_resolves_paths_and_round_trips_pixels(layout):
+    root, rows = layout
+    frame = read_split(root, "train_source")
+    assert list(frame.columns) == ["id", "img_path", "gt_path"]
+    assert frame.loc[1, "img_path"] == str((root / "train_source_image" / "TRAIN_SOURCE_0001.png").resolve())
+    for (_, _, _, image, label), (_, row) in zip(rows, frame.iterrows()):
+        assert np.array_equal(read_image(row.img_path), image)  # RGB order preserved
+        assert np.array_equal(read_label(row.gt_path), label)
+    assert "gt_path" not in read_split(root, "test").columns
+
+
+def test_read_split_errors_name_the_file(layout, tmp_path):
+    root, _ = layout
+    with pytest.raises(FileNotFoundError, match=r"val_source\.csv.*train_source\.csv"):
+        read_split(root, "val_source")
+    pd.DataFrame({"id": ["a"], "img_path": ["./a.png"]}).to_csv(root / "val_source.csv", index=False)
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['gt_path'\]"):
+        read_split(root, "val_source")
+
+
+def test_missing_corrupt_and_out_of_range_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.png"):
+        read_image(tmp_path / "nope.png")
+    with pytest.raises(FileNotFoundError, match="label file not found.*nope.png"):
+        read_label(tmp_path / "nope.png")
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    with pytest.raises(ValueError, match="could not decode image.*corrupt.png"):
+        read_image(corrupt)
+    with pytest.raises(ValueError, match="could not decode label.*corrupt.png"):
+        read_label(corrupt)
+    label = np.zeros((4, 4), np.uint8)
+    label[0, 0] = 37
+    label[1, :2] = 200
+    write_image(tmp_path / "bad_gt.png", label)
+    with pytest.raises(ValueError, match=r"bad_gt\.png.*37 \(1 px\), 200 \(2 px\)"):
+        read_label(tmp_path / "bad_gt.png")
+
+
+def test_atomic_path_keeps_old_file_on_failure(tmp_path):
+    target = tmp_path / "ckpt.bin"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half-written")
+            raise RuntimeError("crash")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.bin"]
+
+
+def test_dataset_applies_transform_normalisation_and_background(layout):
+    root, rows = layout
+    frame = read_split(root, "train_source")
+    flip = A.Compose([A.HorizontalFlip(p=1.0)])
+    ds = SegmentationDataset(frame, transform=flip, mean=SOURCE_MEAN, std=SOURCE_STD, background=12)
+    item = ds[0]
+    image, label = rows[0][3], rows[0][4]
+    expected = (image[:, ::-1].astype(np.float32) / 255 - np.array(SOURCE_MEAN, np.float32)) / np.array(SOURCE_STD, np.float32)
+    assert item["image"].shape == (3, 6, 8) and item["image"].dtype == torch.float32
+    np.testing.assert_allclose(item["image"].permute(1, 2, 0).numpy(), expected, rtol=1e-5, atol=1e-5)
+    flipped = label[:, ::-1].astype(np.int64)
+    flipped[flipped == 255] = 12
+    assert item["label"].dtype == torch.int64 and np.array_equal(item["label"].numpy(), flipped)
+    assert item["id"] == "TRAIN_SOURCE_0000"
+
+
+def test_unlabelled_dataset_and_label_fn(layout):
+    root, rows = layout
+    unlabelled = SegmentationDataset(read_split(root, "test"))
+    assert not unlabelled.labelled and "label" not in unlabelled[1]
+    to_road = SegmentationDataset(read_split(root, "train_source"), label_fn=lambda l: np.where(l == 11, 0, l).astype(np.uint8))
+    got = to_road[0]["label"].numpy()
+    assert not (got == 11).any() and (got == 255).sum() == (rows[0][4] == 255).sum()
+
+
+def test_dataset_rejects_label_of_other_size(tmp_path):
+    write_image(tmp_path / "i.png", np.zeros((6, 8, 3), np.uint8))
+    write_image(tmp_path / "g.png", np.zeros((5, 8), np.uint8))
+    frame = pd.DataFrame({"id": ["x"], "img_path": [str(tmp_path / "i.png")], "gt_path": [str(tmp_path / "g.png")]})
+    with pytest.raises(ValueError, match=r"g\.png is 8x5 but image .*i\.png is 8x6"):
+        SegmentationDataset(frame)[0]

@@ -1,0 +1,22 @@
+"""The installed environment: torch and torchvision must be a matching pair, or timm fails to import."""
+
+import torch
+
+
+def test_timm_imports_and_builds_a_feature_pyramid():
+    import timm
+
+    model = timm.create_model("pvt_v2_b0", features_only=True, pretrained=False)
+    assert model.feature_info.reduction() == [4, 8, 16, 32]
+    with torch.no_grad():
+        feats = model(torch.zeros(1, 3, 64, 96))
+    assert [tuple(f.shape[-2:]) for f in feats] == [(16, 24), (8, 12), (4, 6), (2, 3)]
+    assert [f.shape[1] for f in feats] == model.feature_info.channels()
+
+
+def test_torchvision_operators_load():
+    import torchvision
+
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 10.0, 10.0], [20.0, 20.0, 30.0, 30.0]])
+    keep = torchvision.ops.nms(boxes, torch.tensor([0.9, 0.8, 0.7]), iou_threshold=0.5)
+    assert keep.tolist() == [0, 2]

@@ -2,6 +2,8 @@
 
     rle   encode a test set's worth of 960×540 label maps with kit.rle and with the baseline
           (one full pass per class), check the strings are identical, print both throughputs.
+    warp  FisheyeWarp throughput at competition and demo sizes: the first call (building the
+          remap maps) against calls that reuse the cached maps.
 """
 
 from __future__ import annotations
@@ -86,6 +88,27 @@ def bench_rle(count: int, seed: int) -> None:
         raise SystemExit("kit.rle output differs from the baseline")
 
 
+def bench_warp(repeats: int) -> None:
+    from kit.augment import FisheyeWarp
+    from kit.fisheye import pinhole_to_fisheye_maps
+
+    rng = np.random.default_rng(0)
+    for name, src, dst in [("competition", (2048, 1024), (1920, 1080)), ("demo", (512, 256), (480, 270))]:
+        image = rng.integers(0, 256, (src[1], src[0], 3)).astype(np.uint8)
+        label = rng.integers(0, 12, (src[1], src[0])).astype(np.uint8)
+        pinhole_to_fisheye_maps.cache_clear()
+        warp = FisheyeWarp(size=dst, pool_size=1, p=1.0)
+        start = time.perf_counter()
+        warp(image=image, mask=label)
+        first = time.perf_counter() - start
+        start = time.perf_counter()
+        for _ in range(repeats):
+            warp(image=image, mask=label)
+        cached = (time.perf_counter() - start) / repeats
+        print(f"{name:12s} {src[0]}x{src[1]} -> {dst[0]}x{dst[1]}: first call {first * 1e3:7.1f} ms, "
+              f"cached maps {cached * 1e3:6.1f} ms/pair ({1 / cached:6.1f} pairs/s)")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m kit.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -93,9 +116,13 @@ def main(argv: list[str] | None = None) -> None:
     rle = sub.add_parser("rle", help="RLE encoding throughput against the baseline")
     rle.add_argument("--count", type=int, default=1898, help="number of label maps (test set: 1898)")
     rle.add_argument("--seed", type=int, default=0)
+    warp = sub.add_parser("warp", help="FisheyeWarp throughput, first call against cached maps")
+    warp.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args(argv)
     if args.name == "rle":
         bench_rle(args.count, args.seed)
+    elif args.name == "warp":
+        bench_warp(args.repeats)
 
 
 if __name__ == "__main__":

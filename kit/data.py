@@ -13,6 +13,7 @@ datasets add held-out fisheye labels as ``train_target_gt.csv`` / ``test_gt.csv`
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -159,6 +160,15 @@ def check_label_values(label: np.ndarray, source: str = "label") -> None:
         )
 
 
+def class_pixel_share(label_paths: Sequence[str | os.PathLike]) -> np.ndarray:
+    """Share of all pixels of ``label_paths`` per class: ``float64 (13,)``, classes 0..11 then background."""
+    counts = np.zeros(256, np.int64)
+    for path in label_paths:
+        counts += np.bincount(read_label(path).ravel(), minlength=256)
+    share = np.append(counts[:NUM_CLASSES], counts[IGNORE_INDEX]).astype(np.float64)
+    return share / max(share.sum(), 1)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
@@ -172,6 +182,27 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_json(path: str | os.PathLike, obj) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2) + "\n")
+
+
+def prepare_output_dir(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Create ``path`` for a run's outputs. If it already holds results (any file but executed
+    ``.ipynb`` notebooks, which papermill writes before the run starts), refuse unless ``overwrite``."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        earlier = sorted(p.name for p in path.iterdir() if p.suffix != ".ipynb")
+        if earlier:
+            raise FileExistsError(
+                f"output folder {path} already holds an earlier run's results ({', '.join(earlier[:5])}"
+                f"{', ...' if len(earlier) > 5 else ''}); choose another folder or set OVERWRITE = True"
+            )
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray) -> None:

@@ -124,3 +124,27 @@ def test_dataset_rejects_label_of_other_size(tmp_path):
     frame = pd.DataFrame({"id": ["x"], "img_path": [str(tmp_path / "i.png")], "gt_path": [str(tmp_path / "g.png")]})
     with pytest.raises(ValueError, match=r"g\.png is 8x5 but image .*i\.png is 8x6"):
         SegmentationDataset(frame)[0]
+
+
+def test_class_pixel_share_counts_background_last(tmp_path):
+    write_image(tmp_path / "a.png", np.array([[0, 0, 255], [11, 11, 11]], np.uint8))
+    write_image(tmp_path / "b.png", np.array([[0, 255]], np.uint8))
+    from kit.data import class_pixel_share
+
+    share = class_pixel_share([tmp_path / "a.png", tmp_path / "b.png"])
+    expected = np.zeros(13)
+    expected[0], expected[11], expected[12] = 3 / 8, 3 / 8, 2 / 8
+    np.testing.assert_allclose(share, expected)
+
+
+def test_prepare_output_dir_refuses_earlier_results(tmp_path):
+    from kit.data import prepare_output_dir, write_json
+
+    out = prepare_output_dir(tmp_path / "run")
+    (out / "executed.ipynb").write_text("{}")
+    assert prepare_output_dir(out) == out  # a notebook papermill is writing is not a result
+    write_json(out / "stats.json", {"a": 1})
+    with pytest.raises(FileExistsError, match=r"run already holds .*stats\.json.*OVERWRITE = True"):
+        prepare_output_dir(out)
+    assert prepare_output_dir(out, overwrite=True) == out
+    assert (out / "stats.json").read_text() == '{\n  "a": 1\n}\n'

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from kit.data import IGNORE_INDEX, read_image
-from kit.fisheye import ellipse_mask, pinhole_to_fisheye_maps, warp_image, warp_label
+from kit.fisheye import DEFAULT_CIRCLE, ellipse_mask, pinhole_to_fisheye_maps, warp_image, warp_label
 
 Ellipse = tuple[tuple[float, float], tuple[float, float], float]
 SKY = 8
@@ -53,7 +53,7 @@ class FisheyeWarp(A.DualTransform):
         model: str = "equidistant",
         fov_deg: tuple[float, float] = (190.0, 210.0),
         circle_scale: tuple[float, float] = (0.9, 1.1),
-        circle: tuple[float, float] = (0.96, 1.25),
+        circle: tuple[float, float] = DEFAULT_CIRCLE,
         center_shift: float = 0.03,
         yaw_deg: tuple[float, float] = (-10.0, 10.0),
         pitch_deg: tuple[float, float] = (-10.0, 5.0),

@@ -26,6 +26,10 @@ from kit.data import IGNORE_INDEX, atomic_path, read_image, read_label, read_spl
 
 RadialFn = Callable[[np.ndarray, float], np.ndarray]
 
+# Image-circle semi-axes as fractions of (W/2, H/2) in a 16:9 frame: the frame cuts the circle at
+# top and bottom, as in the competition's fisheye frames.
+DEFAULT_CIRCLE = (0.96, 1.25)
+
 
 def rectilinear(theta: np.ndarray, f: float = 1.0) -> np.ndarray:
     return f * np.tan(theta)
@@ -226,7 +230,7 @@ def fisheye_camera(
     height: int,
     fov_deg: float = 200.0,
     projection: str = "equidistant",
-    circle: tuple[float, float] = (0.96, 1.25),
+    circle: tuple[float, float] = DEFAULT_CIRCLE,
     k: tuple[float, float, float, float] | None = None,
 ) -> CameraModel:
     """A fisheye whose image circle (θ = fov/2) has semi-axes ``circle`` × (W/2, H/2) pixels.
@@ -291,7 +295,7 @@ def pinhole_to_fisheye_maps(
     dst_size: tuple[int, int],
     model: str = "equidistant",
     fov_deg: float = 200.0,
-    circle: tuple[float, float] = (0.96, 1.25),
+    circle: tuple[float, float] = DEFAULT_CIRCLE,
     center: tuple[float, float] | None = None,
     yaw_deg: float = 0.0,
     pitch_deg: float = 0.0,
@@ -440,7 +444,7 @@ def make_fisheye_split(
     dst_size: tuple[int, int] = (1920, 1080),
     model: str = "equidistant",
     fov_deg: float = 200.0,
-    circle: tuple[float, float] = (0.96, 1.25),
+    circle: tuple[float, float] = DEFAULT_CIRCLE,
     border: np.ndarray | None = None,
     limit: int | None = None,
     overwrite: bool = False,

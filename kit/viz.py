@@ -1,0 +1,136 @@
+"""Pictures of label maps: Cityscapes-coloured labels, image/label overlays and saved PNG grids.
+
+Colours are ``kit.data.PALETTE`` (Cityscapes' colours for the 12 classes); background (255) is
+black. Figures use matplotlib's Agg backend, so this works without a display.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+import matplotlib.patches
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402  (installed with matplotlib)
+
+from kit.data import BACKGROUND_COLOUR, CLASSES, IGNORE_INDEX, PALETTE, atomic_path, read_image, read_label, read_split  # noqa: E402
+
+# 256-entry lookup: class ids → palette, everything else (255 included) → background colour
+_LUT = np.tile(BACKGROUND_COLOUR, (256, 1))
+_LUT[: len(PALETTE)] = PALETTE
+
+
+def colorize(label: np.ndarray) -> np.ndarray:
+    """``uint8 (H, W)`` class ids → ``uint8 (H, W, 3)`` RGB; 255 is black."""
+    return _LUT[np.asarray(label, dtype=np.uint8)]
+
+
+def overlay(image: np.ndarray, label: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Blend the label colours over ``image`` (``uint8 (H, W, 3)``); background pixels keep the image."""
+    if image.shape[:2] != label.shape:
+        raise ValueError(f"image is {image.shape[:2]} but label is {label.shape}; expected the same (H, W)")
+    blend = (1 - alpha) * image.astype(np.float32) + alpha * colorize(label).astype(np.float32)
+    blend = np.where((label == IGNORE_INDEX)[..., None], image, blend)
+    return np.clip(blend + 0.5, 0, 255).astype(np.uint8)
+
+
+def save_grid(
+    path: str | os.PathLike,
+    rows: Sequence[tuple[np.ndarray, np.ndarray]],
+    titles: Sequence[str] | None = None,
+    width_inches: float = 8.0,
+    dpi: int = 100,
+    colours: int | None = None,
+) -> None:
+    """Save one row per (image, label) pair: the image, then the overlay; written atomically as PNG.
+
+    ``colours`` quantises the PNG to that many palette colours, which keeps figures committed to
+    the repository small (noisy photos barely compress otherwise).
+    """
+    if not rows:
+        raise ValueError("save_grid needs at least one (image, label) row")
+    heights = [image.shape[0] / image.shape[1] for image, _ in rows]  # per-row aspect
+    panel = width_inches / 2
+    figure, axes = plt.subplots(
+        len(rows),
+        2,
+        figsize=(width_inches, sum(h * panel for h in heights) + 0.25 * len(rows)),
+        gridspec_kw={"height_ratios": heights},
+        squeeze=False,
+    )
+    for r, (image, label) in enumerate(rows):
+        axes[r, 0].imshow(image)
+        axes[r, 1].imshow(overlay(image, label))
+        if titles is not None:
+            axes[r, 0].set_title(titles[r], fontsize=8, loc="left")
+        for axis in axes[r]:
+            axis.set_axis_off()
+    save_figure(figure, path, dpi, colours)
+
+
+def save_figure(figure: plt.Figure, path: str | os.PathLike, dpi: int = 100, colours: int | None = None) -> None:
+    """Write a matplotlib figure as PNG atomically and close it; ``colours`` quantises the PNG to
+    that many palette colours, which keeps figures committed to the repository small."""
+    figure.tight_layout(pad=0.3)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    plt.close(figure)
+    picture = Image.open(buffer).convert("RGB")
+    if colours is not None:
+        picture = picture.quantize(colours, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
+    with atomic_path(path) as tmp:
+        picture.save(tmp, format="PNG", optimize=True)
+
+
+def save_dataset_preview(
+    root: str | os.PathLike,
+    path: str | os.PathLike,
+    indices: Sequence[int] = (0, 1, 2),
+    width_inches: float = 8.0,
+    dpi: int = 100,
+    colours: int | None = None,
+) -> None:
+    """A grid of the train-source and held-out train-target images at ``indices``, with overlays."""
+    rows, titles = [], []
+    for split in ("train_source", "train_target_gt"):
+        frame = read_split(root, split)
+        for _, item in frame.iloc[list(indices)].iterrows():
+            rows.append((read_image(item["img_path"]), read_label(item["gt_path"])))
+            titles.append(f"{item['id']} ({Path(item['img_path']).parent.name})")
+    save_grid(path, rows, titles, width_inches, dpi, colours)
+
+
+def save_class_share(path: str | os.PathLike, shares: dict[str, np.ndarray], dpi: int = 100) -> None:
+    """Grouped bar chart of per-class pixel shares (``(13,)``: 12 classes + background) per domain,
+    log-scaled so rare classes stay visible; written atomically as PNG."""
+    names = [*CLASSES, "background"]
+    figure, axis = plt.subplots(figsize=(10, 3.5))
+    width = 0.8 / len(shares)
+    for i, (domain, share) in enumerate(shares.items()):
+        axis.bar(np.arange(len(names)) + i * width, np.maximum(share, 1e-6), width, label=domain)
+    axis.set_xticks(np.arange(len(names)) + width * (len(shares) - 1) / 2, names, rotation=40, ha="right")
+    axis.set_yscale("log")
+    axis.set_ylabel("share of pixels")
+    axis.legend()
+    save_figure(figure, path, dpi)
+
+
+def save_border(path: str | os.PathLike, mean_target: np.ndarray, inside: np.ndarray,
+                ellipse: tuple[tuple[float, float], tuple[float, float], float], dpi: int = 100) -> None:
+    """The mean target image, its thresholded disc (solution B) and the fitted ellipse (solution A)."""
+    figure, axes = plt.subplots(1, 2, figsize=(10, 3))
+    axes[0].imshow(np.clip(mean_target, 0, 255).astype(np.uint8))
+    axes[0].set_title("mean target image", fontsize=9)
+    axes[1].imshow(inside, cmap="gray")
+    (cx, cy), (a, b), angle = ellipse
+    axes[1].add_patch(matplotlib.patches.Ellipse((cx, cy), a, b, angle=angle, fill=False, color="red", lw=1.5))
+    axes[1].set_title("border mask (white = inside) and fitted ellipse (red)", fontsize=9)
+    for axis in axes:
+        axis.set_axis_off()
+    save_figure(figure, path, dpi)

@@ -1,0 +1,198 @@
+"""The synthetic dataset: reproducibility, label values, fisheye border, geometry and the layout."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kit.data import CLASSES, IGNORE_INDEX, PALETTE, VALID_LABEL_VALUES, read_image, read_label, read_split
+from kit.fisheye import fisheye_camera, pinhole_camera
+from kit.synth import (
+    LAYOUT,
+    PERSON,
+    PRESETS,
+    SKY,
+    Cameras,
+    Material,
+    Pose,
+    Sphere,
+    Thing,
+    generate,
+    main,
+    render,
+    render_sample,
+    sample_scene,
+)
+from kit.viz import colorize, overlay
+
+TINY = PRESETS["tiny"]
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file() and p.name != "stats.json"}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("tiny") / "data"
+    generate(root, preset="tiny", seed=0, workers=1, progress=False)
+    return root
+
+
+def test_same_seed_gives_identical_files_whatever_the_workers(tiny: Path, tmp_path: Path) -> None:
+    again = tmp_path / "again"
+    generate(again, preset="tiny", seed=0, workers=2, progress=False)
+    first, second = _files(tiny), _files(again)
+    assert len(first) > 20 and first.keys() == second.keys()
+    assert [name for name in first if first[name] != second[name]] == []
+
+
+def test_different_seed_gives_different_scenes() -> None:
+    for split in ("train_source", "train_target"):
+        a, label_a = render_sample(split, 0, seed=0, preset="tiny")
+        b, label_b = render_sample(split, 0, seed=1, preset="tiny")
+        assert np.abs(a.astype(int) - b.astype(int)).mean() > 5
+        assert (label_a != label_b).mean() > 0.05
+
+
+def test_labels_only_hold_class_ids_and_background(tiny: Path) -> None:
+    seen: set[int] = set()
+    for split in ("train_source", "val_source", "train_target_gt", "test_gt"):
+        for path in read_split(tiny, split)["gt_path"]:
+            seen |= set(np.unique(read_label(path)).tolist())
+    assert seen <= VALID_LABEL_VALUES
+    assert {0, 2, SKY, IGNORE_INDEX} <= seen  # road, buildings, sky and the fisheye border at least
+
+
+def test_outside_the_fisheye_circle_is_background_and_dark(tiny: Path) -> None:
+    camera = fisheye_camera(*TINY.target_size, circle=Cameras().fisheye_circle)
+    _, inside = camera.pixel_rays()
+    assert 0.05 < (~inside).mean() < 0.3
+    for _, row in read_split(tiny, "train_target_gt").iterrows():
+        image, label = read_image(row["img_path"]), read_label(row["gt_path"])
+        assert (label[~inside] == IGNORE_INDEX).all()
+        assert image[~inside].max() <= 8
+        assert image[inside].mean() > 60  # the scene itself is not dark
+
+
+@pytest.mark.parametrize("kind", ["fisheye", "pinhole"])
+def test_a_known_point_lands_where_the_camera_model_says(kind: str) -> None:
+    """A small sphere at a known 3-D point is drawn at the pixel that CameraModel.project gives."""
+    if kind == "fisheye":
+        camera = fisheye_camera(480, 270, fov_deg=200.0, circle=(1.0, 1.3))
+        angles = [(5.0, -90.0), (60.0, -120.0), (95.0, 200.0), (80.0, -60.0)]  # (θ, φ); φ < 0 is up
+    else:
+        camera = pinhole_camera(512, 256, 80.0)
+        angles = [(5.0, -90.0), (30.0, -160.0), (20.0, -20.0)]
+    pose = Pose((0.0, 0.0, 1.5), yaw=30.0, pitch=-10.0, roll=5.0)
+    rotation = pose.rotation()
+    empty = dataclasses.replace(sample_scene(np.random.default_rng(0)), things=[])
+    for theta, phi in angles:
+        t, p = np.radians(theta), np.radians(phi)
+        direction = np.array([np.sin(t) * np.cos(p), np.sin(t) * np.sin(p), np.cos(t)])  # camera frame
+        point = np.array(pose.position) + 6.0 * rotation @ direction
+        assert point[2] > 0.5, "test point must be above the ground"
+        marker = Thing([(Sphere(tuple(point), 0.25), Material(PERSON, (1.0, 0.0, 0.0)))])
+        _, label = render(dataclasses.replace(empty, things=[marker]), camera, pose)
+        uv, valid = camera.project((rotation.T @ (point - pose.position))[None])
+        u, v = uv[0]
+        assert valid[0]
+        rows, cols = np.nonzero(label == PERSON)
+        assert len(rows) > 10
+        assert label[int(round(v)), int(round(u))] == PERSON
+        assert abs(cols.mean() - u) < 1.0 and abs(rows.mean() - v) < 1.0
+
+
+def test_bonnet_is_sky_by_default_and_background_when_asked() -> None:
+    _, label = render_sample("train_source", 0, seed=3, preset="demo")
+    _, fixed = render_sample("train_source", 0, seed=3, preset="demo", cameras=Cameras(bonnet_as_sky=False))
+    h = label.shape[0]
+    bottom = slice(int(h * 0.94), h)  # the bonnet edge is lowest in the corners, at ~0.92 H
+    assert (label[bottom] == SKY).mean() > 0.95
+    assert (fixed[bottom] == IGNORE_INDEX).mean() > 0.95
+    assert (label[: h // 2] == fixed[: h // 2]).all()  # the rest of the frame is untouched
+    assert (fixed == IGNORE_INDEX).mean() < 0.3
+
+
+def test_layout_follows_the_competition(tiny: Path) -> None:
+    expected = {
+        "train_source": ("TRAIN_SOURCE_0000", "./train_source_image/TRAIN_SOURCE_0000.png", TINY.source_size),
+        "val_source": ("VALID_SOURCE_000", "./val_source_image/VALID_SOURCE_000.png", TINY.source_size),
+        "train_target": ("TRAIN_TARGET_0000", "./train_target_image/TRAIN_TARGET_0000.png", TINY.target_size),
+        "test": ("TEST_0000", "./test_image/TEST_0000.png", TINY.target_size),
+    }
+    for split, (first_id, first_path, (width, height)) in expected.items():
+        raw = pd.read_csv(tiny / f"{split}.csv", dtype=str)
+        columns = ["id", "img_path", "gt_path"] if split.endswith("source") else ["id", "img_path"]
+        assert list(raw.columns) == columns
+        assert len(raw) == TINY.counts[split]
+        assert (raw.iloc[0]["id"], raw.iloc[0]["img_path"]) == (first_id, first_path)
+        frame = read_split(tiny, split)
+        assert read_image(frame.iloc[-1]["img_path"]).shape == (height, width, 3)
+    for split in ("train_target", "test"):
+        held_out = pd.read_csv(tiny / f"{LAYOUT[split].gt_csv}.csv", dtype=str)
+        assert list(held_out.columns) == ["id", "img_path", "gt_path"]
+        assert held_out.iloc[0]["gt_path"] == f"./{LAYOUT[split].gt_dir}/{held_out.iloc[0]['id']}.png"
+        label = read_label(read_split(tiny, LAYOUT[split].gt_csv).iloc[0]["gt_path"])
+        assert label.shape == TINY.target_size[::-1]
+    submission = pd.read_csv(tiny / "sample_submission.csv", dtype=str)
+    assert list(submission.columns) == ["id", "mask_rle"]
+    assert len(submission) == TINY.counts["test"] * len(CLASSES)
+    assert submission["id"].iloc[[0, 11, 12, -1]].tolist() == [
+        "TEST_0000_class_0",
+        "TEST_0000_class_11",
+        "TEST_0001_class_0",
+        f"TEST_{TINY.counts['test'] - 1:04d}_class_11",
+    ]
+    assert (submission["mask_rle"] == "-1").all()
+
+
+def test_stats_match_the_written_labels(tiny: Path) -> None:
+    stats = json.loads((tiny / "stats.json").read_text())
+    labels = [read_label(p) for p in read_split(tiny, "val_source")["gt_path"]]
+    counts = np.bincount(np.concatenate([label.ravel() for label in labels]), minlength=256)
+    share = stats["class_share"]["val_source"]
+    assert share["Road"] == pytest.approx(counts[0] / counts.sum(), abs=1e-6)
+    assert sum(share.values()) == pytest.approx(1.0, abs=1e-4)
+    target, source = stats["domain_rgb"]["target"], stats["domain_rgb"]["source"]
+    assert np.mean(target["mean"]) < np.mean(source["mean"])  # the target is darker
+    assert np.mean(target["std"]) > np.mean(source["std"])  # and contrastier
+
+
+def test_refuses_to_overwrite_without_being_asked(tiny: Path, tmp_path: Path) -> None:
+    out = tmp_path / "data"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="already holds"):
+        generate(out, preset="tiny", progress=False)
+    assert not (out / "train_source.csv").exists()
+    generate(out, preset="tiny", progress=False, overwrite=True, counts={"train_source": 1, "val_source": 1, "train_target": 1, "test": 1})
+    assert (out / "notes.txt").read_text() == "keep me"
+    assert len(list((out / "train_source_image").iterdir())) == 1
+
+
+def test_cli_writes_a_dataset_and_a_preview_then_refuses_to_write_again(tmp_path: Path) -> None:
+    out = tmp_path / "cli"
+    assert main(["--out", str(out), "--preset", "tiny", "--workers", "1"]) == 0
+    preview = read_image(out / "preview.png")
+    assert preview.shape[0] > 200 and preview.std() > 20  # six rows of pictures, not a blank figure
+    assert json.loads((out / "stats.json").read_text())["counts"] == TINY.counts
+    with pytest.raises(SystemExit) as refused:
+        main(["--out", str(out), "--preset", "tiny", "--workers", "1"])
+    assert refused.value.code == 2
+
+
+def test_colorize_and_overlay_use_the_palette_and_keep_background() -> None:
+    label = np.array([[0, 11, IGNORE_INDEX], [8, 9, 3]], np.uint8)
+    colours = colorize(label)
+    assert (colours[0, 0] == PALETTE[0]).all() and (colours[0, 1] == PALETTE[11]).all()
+    assert (colours[0, 2] == 0).all()  # background is black
+    image = np.full((2, 3, 3), 100, np.uint8)
+    blended = overlay(image, label, alpha=0.5)
+    assert (blended[0, 2] == 100).all()  # background keeps the image
+    assert blended[1, 0].tolist() == [round(50 + p / 2) for p in PALETTE[8].tolist()]

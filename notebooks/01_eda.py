@@ -1,0 +1,100 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 01 · Exploratory data analysis
+# What the two domains look like: class pixel shares, per-domain colour statistics (solution A
+# normalises each domain with its own), the mean target image and its fisheye border (solution B's
+# mask, solution A's ellipse), and samples with their labels. Works on the competition layout and
+# on the kit's synthetic data (which adds held-out fisheye labels, so the target column of the
+# class-share chart exists only there).
+
+# %% tags=["parameters"]
+DATA_DIR = "data/demo"  # dataset root in the competition layout
+OUTPUT_DIR = "outputs/eda"  # figures and stats.json are written here
+MAX_IMAGES = 200  # images per split used for statistics (None: all)
+N_SAMPLES = 3  # samples per domain in the preview grid
+BORDER_THRESHOLD = 108.0  # channel-mean threshold of the border mask (solution B); None: Otsu
+OVERWRITE = False  # replace figures of an earlier run in OUTPUT_DIR
+
+# %%
+import json
+from pathlib import Path
+
+from IPython.display import Image, display
+
+from kit import data, fisheye, viz
+from kit.augment import channel_stats
+
+out = data.prepare_output_dir(OUTPUT_DIR, overwrite=OVERWRITE)
+source = data.read_split(DATA_DIR, "train_source").head(MAX_IMAGES)
+target = data.read_split(DATA_DIR, "train_target").head(MAX_IMAGES)
+target_gt = data.read_split(DATA_DIR, "train_target_gt").head(MAX_IMAGES) if data.has_split(DATA_DIR, "train_target_gt") else None
+print(f"{len(source)} source and {len(target)} target images; held-out target labels: {target_gt is not None}")
+
+# %% [markdown]
+# ## Class pixel share per domain
+
+# %%
+shares = {"source": data.class_pixel_share(source.gt_path)}
+if target_gt is not None:
+    shares["target (held-out labels)"] = data.class_pixel_share(target_gt.gt_path)
+viz.save_class_share(out / "class_share.png", shares)
+display(Image(str(out / "class_share.png")))
+
+# %% [markdown]
+# ## Per-domain colour statistics
+# Reference solution A measured source mean (0.590, 0.595, 0.579) / std (0.167, 0.157, 0.159) and
+# target mean (0.472, 0.471, 0.497) / std (0.239, 0.240, 0.253) on the competition data.
+
+# %%
+stats = {}
+for name, frame in [("source", source), ("target", target)]:
+    mean, std = channel_stats(list(frame.img_path))
+    stats[name] = {"mean": mean, "std": std}
+    print(f"{name:7s} mean {tuple(round(m, 4) for m in mean)}  std {tuple(round(s, 4) for s in std)}")
+
+# %% [markdown]
+# ## The mean target image and its fisheye border
+
+# %%
+mean_target = fisheye.mean_image(list(target.img_path))
+inside = fisheye.border_mask(mean_target, threshold=BORDER_THRESHOLD)
+ellipse = fisheye.fit_ellipse(inside)
+print(f"disc covers {inside.mean():.1%} of the frame; ellipse centre {ellipse[0]}, axes {ellipse[1]}, angle {ellipse[2]:.1f}")
+viz.save_border(out / "border.png", mean_target, inside, ellipse)
+display(Image(str(out / "border.png")))
+
+# %% [markdown]
+# ## Samples with label overlays
+
+# %%
+rows, titles = [], []
+labelled = [("source", source)] + ([("target", target_gt)] if target_gt is not None else [])
+for name, frame in labelled:
+    for item in frame.head(N_SAMPLES).itertuples():
+        rows.append((data.read_image(item.img_path), data.read_label(item.gt_path)))
+        titles.append(f"{name}: {item.id}")
+viz.save_grid(out / "samples.png", rows, titles)
+display(Image(str(out / "samples.png")))
+
+# %%
+summary = {
+    "class_share": {k: dict(zip([*data.CLASSES, "background"], v.round(5).tolist())) for k, v in shares.items()},
+    "channel_stats": stats,
+    "border": {"disc_share": float(inside.mean()), "ellipse": ellipse, "threshold": BORDER_THRESHOLD},
+}
+data.write_json(out / "stats.json", summary)
+print(json.dumps(summary["border"], indent=1))

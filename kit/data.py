@@ -114,15 +114,19 @@ def has_split(root: str | os.PathLike, split: str) -> bool:
     return (Path(root) / f"{split}.csv").is_file()
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as ``uint8 (H, W, 3) RGB``."""
+def _imread(path: str | os.PathLike, flags: int, kind: str) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"image file not found: {path}")
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ValueError(f"could not decode image file {path} (corrupt or not an image)")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        raise FileNotFoundError(f"{kind} file not found: {path}")
+    array = cv2.imread(str(path), flags)
+    if array is None:
+        raise ValueError(f"could not decode {kind} file {path} (corrupt or not an image)")
+    return array
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as ``uint8 (H, W, 3) RGB``."""
+    return cv2.cvtColor(_imread(path, cv2.IMREAD_COLOR, "image"), cv2.COLOR_BGR2RGB)
 
 
 def read_label(path: str | os.PathLike) -> np.ndarray:
@@ -130,12 +134,7 @@ def read_label(path: str | os.PathLike) -> np.ndarray:
 
     A 3-channel file whose channels are identical is accepted (grey saved as RGB).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"label file not found: {path}")
-    label = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if label is None:
-        raise ValueError(f"could not decode label file {path} (corrupt or not an image)")
+    label = _imread(path, cv2.IMREAD_UNCHANGED, "label")
     if label.ndim == 3:
         if not all(np.array_equal(label[..., 0], label[..., c]) for c in range(1, label.shape[2])):
             raise ValueError(

@@ -195,6 +195,12 @@ def write_json(path: str | os.PathLike, obj) -> None:
         tmp.write_text(json.dumps(obj, indent=2) + "\n")
 
 
+def write_csv(path: str | os.PathLike, frame: pd.DataFrame) -> None:
+    """Write ``frame`` as CSV without its index, atomically."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+
+
 def prepare_output_dir(path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Create ``path`` for a run's outputs. If it already holds results (any file but executed
     ``.ipynb`` notebooks, which papermill writes before the run starts), refuse unless ``overwrite``."""

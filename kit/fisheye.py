@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from kit.data import IGNORE_INDEX, atomic_path, read_image, read_label, read_split, write_image
+from kit.data import IGNORE_INDEX, read_image, read_label, read_split, write_csv, write_image
 
 RadialFn = Callable[[np.ndarray, float], np.ndarray]
 
@@ -316,10 +316,8 @@ def pinhole_to_fisheye_maps(
     pinhole = pinhole_camera(src_size[0], src_size[1], src_hfov_deg)
     rays, circle_mask = camera.pixel_rays()  # (H, W, 3), (H, W)
     rays = rays.reshape(-1, 3).astype(np.float64) @ rotation_matrix(yaw_deg, pitch_deg, roll_deg).T
-    ahead = rays[:, 2] > 1e-6  # the pinhole sees only the half-space in front of it
-    z = np.where(ahead, rays[:, 2], 1.0)
-    u = pinhole.cx + pinhole.fx * rays[:, 0] / z
-    v = pinhole.cy + pinhole.fy * rays[:, 1] / z
+    uv, ahead = pinhole.project(rays)  # (N, 2); ahead: within the pinhole's field of view
+    u, v = uv[:, 0], uv[:, 1]
     h, w = dst_size[1], dst_size[0]
     inside = ahead & (u >= -0.5) & (u <= src_size[0] - 0.5) & (v >= -0.5) & (v <= src_size[1] - 0.5)
     valid = circle_mask & inside.reshape(h, w)
@@ -479,6 +477,5 @@ def make_fisheye_split(
         write_image(out_dir / rel_image, fish_image)
         write_image(out_dir / rel_gt, fish_label)
         rows.append((row.id, rel_image, rel_gt))
-    with atomic_path(csv_path) as tmp:
-        pd.DataFrame(rows, columns=["id", "img_path", "gt_path"]).to_csv(tmp, index=False)
+    write_csv(csv_path, pd.DataFrame(rows, columns=["id", "img_path", "gt_path"]))
     return read_split(out_dir, name)

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from kit.data import CLASSES, IGNORE_INDEX, atomic_path, prepare_output_dir, write_image, write_json
+from kit.data import CLASSES, IGNORE_INDEX, prepare_output_dir, write_csv, write_image, write_json
 from kit.fisheye import DEFAULT_CIRCLE, CameraModel, fisheye_camera, pinhole_camera
 
 ROAD, SIDEWALK, CONSTRUCTION, FENCE, POLE, LIGHT, SIGN, NATURE, SKY, PERSON, RIDER, CAR = range(12)
@@ -1012,11 +1012,6 @@ OUTPUTS = [  # everything the generator writes, which --overwrite replaces
 ]
 
 
-def _write_csv(path: Path, frame: pd.DataFrame) -> None:
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
-
-
 def write_csvs(out: Path, counts: dict[str, int]) -> None:
     """The competition's four CSVs, the held-out label CSVs and a sample submission of ``-1``."""
     for split in SPLITS:
@@ -1024,13 +1019,13 @@ def write_csvs(out: Path, counts: dict[str, int]) -> None:
         images = [f"./{layout.image_dir}/{i}.png" for i in ids]
         gts = [f"./{layout.gt_dir}/{i}.png" for i in ids]
         if split in SOURCE_SPLITS:
-            _write_csv(out / f"{split}.csv", pd.DataFrame({"id": ids, "img_path": images, "gt_path": gts}))
+            write_csv(out / f"{split}.csv", pd.DataFrame({"id": ids, "img_path": images, "gt_path": gts}))
         else:
-            _write_csv(out / f"{split}.csv", pd.DataFrame({"id": ids, "img_path": images}))
+            write_csv(out / f"{split}.csv", pd.DataFrame({"id": ids, "img_path": images}))
             held_out = pd.DataFrame({"id": ids, "img_path": images, "gt_path": gts})
-            _write_csv(out / f"{layout.gt_csv}.csv", held_out)
+            write_csv(out / f"{layout.gt_csv}.csv", held_out)
     rows = [f"{sample_id('test', i)}_class_{c}" for i in range(counts["test"]) for c in range(len(CLASSES))]
-    _write_csv(out / "sample_submission.csv", pd.DataFrame({"id": rows, "mask_rle": "-1"}))
+    write_csv(out / "sample_submission.csv", pd.DataFrame({"id": rows, "mask_rle": "-1"}))
 
 
 def generate(

@@ -8,16 +8,8 @@ import papermill
 import pytest
 
 from kit.data import read_label, read_split
-from kit.synth import generate
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    generate(root, preset="tiny", seed=0, workers=1, progress=False)
-    return root
 
 
 def _run(name, tmp_path, **parameters):

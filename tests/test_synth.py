@@ -37,13 +37,6 @@ def _files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file() and p.name != "stats.json"}
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("tiny") / "data"
-    generate(root, preset="tiny", seed=0, workers=1, progress=False)
-    return root
-
-
 def test_same_seed_gives_identical_files_whatever_the_workers(tiny: Path, tmp_path: Path) -> None:
     again = tmp_path / "again"
     generate(again, preset="tiny", seed=0, workers=2, progress=False)

@@ -134,3 +134,21 @@ def save_border(path: str | os.PathLike, mean_target: np.ndarray, inside: np.nda
     for axis in axes:
         axis.set_axis_off()
     save_figure(figure, path, dpi)
+
+
+def save_training_curves(path: str | os.PathLike, metrics, dpi: int = 100) -> None:
+    """Losses (left) and mIoU columns (right) of a run's ``metrics.csv`` (a DataFrame) against the epoch."""
+    epochs = metrics["epoch"] + 1
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for column in metrics.columns:
+        if column.startswith("loss_") or column == "pseudo_weight":
+            left.plot(epochs, metrics[column], marker="o", label=column.removeprefix("loss_"))
+        elif column.endswith("_miou"):
+            right.plot(epochs, metrics[column], marker="o", label=column.removesuffix("_miou"))
+    left.set(xlabel="epoch", ylabel="loss (pseudo_weight: share)", title="training losses")
+    right.set(xlabel="epoch", ylabel="mIoU", title="mIoU at model input size", ylim=(0, None))
+    for axis in (left, right):
+        axis.grid(alpha=0.3)
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(fontsize=8)
+    save_figure(figure, path, dpi)

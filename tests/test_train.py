@@ -1,0 +1,134 @@
+"""The training loop: schedule, run folder rules, resume equivalence, NaN stop, data options."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import kit.train
+from kit.train import (
+    RareClassSampler,
+    TrainConfig,
+    TrainingDiverged,
+    class_pixel_counts,
+    domain_stats,
+    load_checkpoint,
+    lr_factor,
+    train,
+)
+
+
+def _config(tiny, tmp_path, **overrides) -> TrainConfig:
+    values = dict(
+        data_dir=str(tiny), runs_dir=str(tmp_path / "runs"), run_name="run", method="uda", head_channels=16,
+        source_size=(48, 96), target_size=(54, 96), crop_size=(32, 32), epochs=2, batch_size=2, warmup_steps=2,
+        mask_block=8, eval_limit=2, progress=False, seed=3,
+    )
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+@pytest.mark.parametrize("step, expected", [(0, 0.25), (3, 1.0), (4, 1.0), (9, 0.5), (14, 0.0), (20, 0.0)])
+def test_lr_warmup_then_linear_decay(step, expected):
+    assert lr_factor(step, warmup_steps=4, total_steps=14, power=1.0) == pytest.approx(expected)
+
+
+def test_lr_poly_power():
+    assert lr_factor(9, warmup_steps=4, total_steps=14, power=0.9) == pytest.approx(0.5**0.9)
+
+
+def test_resume_equals_an_uninterrupted_run(tiny, tmp_path):
+    straight = train(_config(tiny, tmp_path, run_name="straight", epochs=4))
+    interrupted = _config(tiny, tmp_path, run_name="resumed", epochs=4, stop_after_epoch=2)
+    train(interrupted)
+    assert load_checkpoint(tmp_path / "runs/resumed/last.pt")["epoch"] == 1
+    resumed = train(_config(tiny, tmp_path, run_name="resumed", epochs=4, resume=True))
+    a, b = load_checkpoint(straight / "last.pt"), load_checkpoint(resumed / "last.pt")
+    assert a["epoch"] == b["epoch"] == 3
+    for part in ("model", "teacher"):
+        for name, value in a[part].items():
+            torch.testing.assert_close(b[part][name], value, rtol=0, atol=0, msg=f"{part}.{name}")
+    pd.testing.assert_frame_equal(
+        pd.read_csv(straight / "metrics.csv").drop(columns="train_seconds"),
+        pd.read_csv(resumed / "metrics.csv").drop(columns="train_seconds"),
+    )
+
+
+def test_a_run_folder_is_never_overwritten_silently(tiny, tmp_path):
+    run = train(_config(tiny, tmp_path, method="source_only", epochs=1))
+    before = (run / "last.pt").read_bytes()
+    with pytest.raises(FileExistsError, match="OVERWRITE = True"):
+        train(_config(tiny, tmp_path, method="source_only", epochs=1))
+    assert (run / "last.pt").read_bytes() == before
+    with pytest.raises(ValueError, match="method: run has 'source_only', now 'uda'"):
+        train(_config(tiny, tmp_path, method="uda", epochs=1, resume=True))
+    train(_config(tiny, tmp_path, method="source_only", epochs=1, overwrite=True, seed=4))
+    assert json.loads((run / "config.json").read_text())["seed"] == 4
+
+
+def test_resume_without_a_run_names_the_folder(tiny, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no last.pt"):
+        train(_config(tiny, tmp_path, resume=True))
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny, tmp_path, monkeypatch):
+    run = train(_config(tiny, tmp_path, method="source_only", epochs=3, stop_after_epoch=1))
+    good = (run / "last.pt").read_bytes()
+    calls = {"n": 0}
+    real = kit.train.supervised_step
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        losses = real(*args, **kwargs)
+        return {**losses, "ce": float("nan")} if calls["n"] == 2 else losses
+
+    monkeypatch.setattr(kit.train, "supervised_step", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"epoch 2, step 2 .*last good checkpoint .*epoch 1"):
+        train(_config(tiny, tmp_path, method="source_only", epochs=3, resume=True))
+    assert (run / "last.pt").read_bytes() == good
+
+
+def test_oracle_is_refused_without_held_out_labels(tiny, tmp_path):
+    root = tmp_path / "real_like"
+    root.mkdir()
+    for split in ("train_source", "val_source", "train_target", "test"):
+        frame = pd.read_csv(tiny / f"{split}.csv")
+        frame.to_csv(root / f"{split}.csv", index=False)
+        (root / f"{split}_image").symlink_to(tiny / f"{split}_image")
+        if (tiny / f"{split}_gt").exists():
+            (root / f"{split}_gt").symlink_to(tiny / f"{split}_gt")
+    with pytest.raises(FileNotFoundError, match="only the kit's synthetic datasets"):
+        train(_config(root, tmp_path, method="oracle"))
+
+
+def test_domain_stats_are_measured_once_and_cached(tiny, tmp_path, monkeypatch):
+    mean, std = domain_stats(tiny, "train_target", limit=None)
+    from kit.augment import channel_stats
+    from kit.data import read_split
+
+    expected = channel_stats(list(read_split(tiny, "train_target").img_path))
+    np.testing.assert_allclose(mean, expected[0])
+    np.testing.assert_allclose(std, expected[1])
+    monkeypatch.setattr(kit.train, "channel_stats", lambda paths: pytest.fail("not cached"))
+    assert domain_stats(tiny, "train_target", limit=None) == (mean, std)
+
+
+def test_class_pixel_counts_match_the_labels(tiny):
+    from kit.data import read_label, read_split
+
+    counts = class_pixel_counts(tiny, "train_source")
+    label = read_label(read_split(tiny, "train_source").gt_path[1])
+    assert counts[1, 0] == (label == 0).sum() and counts[1, 12] == (label == 255).sum()
+    assert counts[1].sum() == label.size
+
+
+def test_rare_class_sampling_prefers_images_with_rare_classes():
+    # image 0: only class 0 (common); image 1: class 0 and a little of class 1 (rare)
+    pixels = np.array([[1000, 0], [900, 10]])
+    sampler = RareClassSampler(pixels, temperature=0.01, num_samples=400, generator=torch.Generator().manual_seed(0))
+    drawn = np.bincount(list(sampler), minlength=2)
+    assert len(list(sampler)) == 400
+    # p(class 1) ≈ 1 at T = 0.01 (its frequency is 1% against 99%), and only image 1 has it
+    assert drawn[1] > 390

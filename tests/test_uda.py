@@ -1,0 +1,118 @@
+"""EMA teacher, MIC block masking, DACS class-mix masks and the UDA step."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from kit.uda import EMATeacher, UDAConfig, block_mask, class_mix_masks, uda_step
+
+
+def _net(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Conv2d(4, 13, 1))
+
+
+def _params(module: nn.Module) -> dict:
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def test_ema_alpha_zero_copies_the_student():
+    student, teacher = _net(0), EMATeacher(_net(1))
+    student[1].running_mean.fill_(3.0)
+    student[1].num_batches_tracked.fill_(7)
+    teacher.update(student, alpha=0.0)
+    for name, value in student.state_dict().items():
+        torch.testing.assert_close(teacher.state_dict()[name], value, rtol=0, atol=0)
+
+
+def test_ema_alpha_one_keeps_the_teacher_and_copies_integer_buffers():
+    student, teacher = _net(0), EMATeacher(_net(1))
+    before = _params(teacher.model)
+    student[1].num_batches_tracked.fill_(7)
+    teacher.update(student, alpha=1.0)
+    after = teacher.state_dict()
+    for name, value in before.items():
+        if name.endswith("num_batches_tracked"):
+            assert after[name].item() == 7
+        else:
+            torch.testing.assert_close(after[name], value, rtol=0, atol=0)
+
+
+def test_ema_mixes_parameters_and_float_buffers():
+    student, teacher = _net(0), EMATeacher(_net(1))
+    before, s = _params(teacher.model), student.state_dict()
+    teacher.update(student, alpha=0.25)
+    for name in ("0.weight", "1.running_var", "2.bias"):
+        torch.testing.assert_close(teacher.state_dict()[name], 0.25 * before[name] + 0.75 * s[name])
+
+
+@pytest.mark.parametrize("t, max_alpha, expected", [(0, 0.999, 0.0), (1, 0.999, 0.5), (3, 0.999, 0.75),
+                                                    (9, 0.9, 0.9), (99, 0.999, 0.99), (10_000, 0.999, 0.999)])
+def test_ema_ramp_follows_the_formula(t, max_alpha, expected):
+    teacher = EMATeacher(_net(0), max_alpha=max_alpha)
+    assert teacher.alpha(t) == pytest.approx(expected)
+    assert teacher.update(_net(1), t=t) == pytest.approx(expected)
+
+
+def test_teacher_gets_no_gradients_and_stays_in_eval_mode():
+    teacher = EMATeacher(_net(0))
+    assert not teacher.model.training
+    assert not any(p.requires_grad for p in teacher.model.parameters())
+
+
+@pytest.mark.parametrize("ratio, block", [(0.75, 32), (0.5, 16), (0.7, 64), (0.0, 8)])
+def test_block_mask_hits_the_ratio(ratio, block):
+    g = torch.Generator().manual_seed(0)
+    mask = block_mask((8, 512, 512), ratio, block, generator=g)
+    assert mask.shape == (8, 1, 512, 512)
+    assert set(mask.unique().tolist()) <= {0.0, 1.0}
+    blocks = 8 * (512 // block) ** 2
+    tolerance = 4 * math.sqrt(ratio * (1 - ratio) / blocks) + 1e-9  # 4 binomial standard deviations
+    assert abs((1 - mask.mean().item()) - ratio) <= tolerance
+
+
+def test_block_mask_is_constant_on_blocks_and_cut_at_the_border():
+    mask = block_mask((2, 70, 45), 0.5, 16, generator=torch.Generator().manual_seed(1))
+    assert mask.shape == (2, 1, 70, 45)
+    for r in range(0, 70, 16):
+        for c in range(0, 45, 16):
+            tile = mask[:, :, r : r + 16, c : c + 16]
+            assert (tile == tile[:, :, :1, :1]).all()
+
+
+def test_class_mix_takes_half_of_the_present_classes():
+    label = torch.tensor([[[0, 0, 1, 1], [2, 2, 3, 255]]])  # 4 classes present + ignore
+    mask = class_mix_masks(label, ignore_index=255, generator=torch.Generator().manual_seed(0))
+    chosen = set(label[mask[:, 0].bool()].tolist())
+    assert len(chosen) == 2 and chosen <= {0, 1, 2, 3}
+    assert mask[0, 0, 1, 3] == 0  # the ignore pixel is never pasted
+    # whole classes are pasted: every pixel of a chosen class is in the mask
+    for c in chosen:
+        assert mask[0, 0][label[0] == c].all()
+
+
+def test_uda_step_reports_every_phase_and_fills_gradients():
+    student, teacher = _net(0), EMATeacher(_net(0))
+    g = torch.Generator().manual_seed(0)
+    batch = {
+        "source": torch.randn(2, 3, 16, 16, generator=g), "source_label": torch.randint(0, 13, (2, 16, 16), generator=g),
+        "distorted": torch.randn(2, 3, 16, 16, generator=g), "distorted_label": torch.randint(0, 13, (2, 16, 16), generator=g),
+        "target": torch.randn(2, 3, 16, 16, generator=g),
+    }
+    config = UDAConfig(pseudo_threshold=0.0, mask_ratio=0.5, mask_block=4, class_mix=True)
+    losses = uda_step(student, teacher, batch, config, generator=g)
+    assert set(losses) == {"source", "distortion", "mix", "target", "pseudo_weight"}
+    assert losses["pseudo_weight"] == pytest.approx(1.0)  # threshold 0: every pixel is confident
+    assert all(math.isfinite(v) and v > 0 for v in losses.values())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
+    assert all(p.grad is None for p in teacher.model.parameters())
+
+
+def test_uda_step_without_confident_pixels_has_zero_target_loss():
+    student, teacher = _net(0), EMATeacher(_net(1))
+    batch = {"source": torch.randn(1, 3, 8, 8), "source_label": torch.zeros(1, 8, 8, dtype=torch.long),
+             "target": torch.randn(1, 3, 8, 8)}
+    losses = uda_step(student, teacher, batch, UDAConfig(pseudo_threshold=0.999999, mask_block=2))
+    assert losses["pseudo_weight"] == 0.0 and losses["target"] == 0.0

@@ -20,7 +20,6 @@ left at 1, which is exactly the unscaled model.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 
 import torch
 from timm.layers import DropPath, trunc_normal_
@@ -50,9 +49,6 @@ CHECKPOINTS = {
     "internimage_b": "internimage_b_1k_224.pth (or upernet_internimage_b_512_160k_ade20k.pth)",
 }
 WEIGHTS_URL = "https://huggingface.co/OpenGVLab/InternImage (or https://github.com/OpenGVLab/InternImage/releases)"
-
-# Keys of the official classification heads (T/S/B/L/XL and H/G), not part of the encoder.
-HEAD_PREFIXES = ("conv_head.", "head.", "fc_norm.", "clip_projector.", "dcnv3_head_x3.", "dcnv3_head_x4.")
 
 
 class StemLayer(nn.Module):
@@ -267,46 +263,19 @@ def classification_head_params(model: InternImage, num_classes: int = 1000, cls_
     return width * hidden + 2 * hidden + hidden * num_classes + num_classes
 
 
-def encoder_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """An official checkpoint's state dict with its keys as :class:`InternImage` names them.
-
-    Strips ``module.``; keeps only the ``backbone.`` keys of a segmentation checkpoint, without the
-    prefix; drops classification-head keys (``conv_head``, ``head``, ``fc_norm``, ...).
-    """
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    if any(k.startswith("backbone.") for k in state):
-        state = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
-    return {k: v for k, v in state.items() if not k.startswith(HEAD_PREFIXES)}
-
-
 def load_weights(model: InternImage, path: str | os.PathLike) -> None:
     """Load an official InternImage checkpoint (classification or UperNet) into ``model``, strictly.
 
-    Accepts the state dict at the top level or under ``"model"`` / ``"state_dict"``. The only keys
-    allowed to be missing are all the layer-scale gammas at once, when the model starts them at 1
-    (a classification T checkpoint in the segmentation T model: the same function).
+    ``kit.models.load_encoder_weights`` does the work: the state dict at the top level or under
+    ``"model"`` / ``"state_dict"``, ``module.``/``backbone.`` prefixes stripped, classification-head
+    keys (``conv_head``, ``head``, ``fc_norm``, ...) skipped. The layer-scale gammas may be missing
+    when the model starts them at 1 (a classification T checkpoint in the segmentation T model:
+    the same function).
     """
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model"):
-        if key in ckpt:
-            ckpt = ckpt[key]
-            break
-    state = encoder_state_dict(ckpt)
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    gammas = [k for k in expected if k.endswith((".gamma1", ".gamma2"))]
-    if model.layer_scale == 1.0 and gammas and sorted(missing) == sorted(gammas):
-        missing = []
-    wrong_shape = [f"{k} {tuple(v.shape)} (expected {tuple(expected[k].shape)})"
-                   for k, v in state.items() if k in expected and v.shape != expected[k].shape]
-    if missing or unexpected or wrong_shape:
-        raise ValueError(
-            f"{os.fspath(path)} does not fit this InternImage ({len(expected)} tensors): "
-            f"{len(missing)} missing, e.g. {missing[:3]}; {len(unexpected)} unexpected, e.g. {unexpected[:3]}; "
-            f"{len(wrong_shape)} of the wrong shape, e.g. {wrong_shape[:3]}. Is it a checkpoint of this size?"
-        )
-    model.load_state_dict(state, strict=False)
+    from kit.models import load_encoder_weights  # kit.models builds InternImage: import late
+
+    gammas = [k for k in model.state_dict() if k.endswith((".gamma1", ".gamma2"))] if model.layer_scale == 1.0 else []
+    load_encoder_weights(model, path, optional=gammas)
 
 
 def create_internimage(

@@ -25,7 +25,7 @@ import difflib
 import importlib
 import importlib.resources
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import timm
@@ -194,12 +194,13 @@ def bundled_state_dict(encoder: str) -> dict[str, torch.Tensor]:
     return mapped
 
 
-def load_encoder_weights(module: nn.Module, path: str | os.PathLike) -> None:
+def load_encoder_weights(module: nn.Module, path: str | os.PathLike, optional: Collection[str] = ()) -> None:
     """Load a local checkpoint into ``module`` (an encoder), checking every tensor.
 
     Accepts a plain state_dict or a dict holding one under ``"state_dict"`` or ``"model"``.
     A whole segmentation checkpoint (keys under ``encoder.``/``backbone.`` plus head keys) gives
     its encoder part; prefixes in ``CHECKPOINT_PREFIXES`` shared by all keys are stripped.
+    Keys in ``optional`` may be absent from the checkpoint; they keep their initial values.
     """
     path = Path(path)
     if not path.is_file():
@@ -208,7 +209,7 @@ def load_encoder_weights(module: nn.Module, path: str | os.PathLike) -> None:
     for key in ("state_dict", "model"):
         if isinstance(checkpoint, Mapping) and isinstance(checkpoint.get(key), Mapping):
             checkpoint = checkpoint[key]
-    load_state_into(module, _strip_prefixes(dict(checkpoint)), source=str(path))
+    load_state_into(module, _strip_prefixes(dict(checkpoint)), source=str(path), optional=optional)
 
 
 def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -226,10 +227,15 @@ def _strip_shared_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Te
     return state
 
 
-def load_state_into(module: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+def load_state_into(
+    module: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    source: str,
+    optional: Collection[str] = (),
+) -> None:
     """Copy ``state`` into ``module``; raise ValueError naming ``source`` unless every tensor fits.
 
-    Every tensor of ``module`` must be present with its shape. Keys under a top-level submodule
+    Every tensor of ``module`` but those in ``optional`` must be present with its shape. Keys under a top-level submodule
     that ``module`` lacks altogether (a classifier's ``head``/``fc``/``conv_head``, which
     ``features_only`` models drop) are skipped; any other unexpected key is an error.
     """
@@ -245,7 +251,7 @@ def load_state_into(module: nn.Module, state: Mapping[str, torch.Tensor], source
             mismatched[key] = f"{key}: checkpoint {tuple(tensor.shape)}, model {tuple(own[key].shape)}"
         elif key.split(".")[0] in children or key.replace(".", "_", 1).split(".")[0] in children:
             unexpected.append(key)
-    missing = [k for k in own if k not in matched and k not in mismatched]
+    missing = [k for k in own if k not in matched and k not in mismatched and k not in optional]
     found = {"missing": missing, "unexpected": unexpected, "shape mismatches": list(mismatched.values())}
     problems = [
         f"{len(items)} {kind}: {items[:5]}{' …' if len(items) > 5 else ''}"
@@ -257,7 +263,7 @@ def load_state_into(module: nn.Module, state: Mapping[str, torch.Tensor], source
             f"weights from {source} do not fit the encoder ({len(own)} tensors expected, "
             f"{len(matched)} matched): " + "; ".join(problems)
         )
-    module.load_state_dict(matched, strict=True)
+    module.load_state_dict(matched, strict=not optional)
 
 
 # --------------------------------------------------------------------------- building blocks

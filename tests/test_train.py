@@ -132,3 +132,14 @@ def test_rare_class_sampling_prefers_images_with_rare_classes():
     assert len(list(sampler)) == 400
     # p(class 1) ≈ 1 at T = 0.01 (its frequency is 1% against 99%), and only image 1 has it
     assert drawn[1] > 390
+
+
+def test_upernet_internimage_trains_in_the_loop(tiny, tmp_path):
+    run = train(_config(tiny, tmp_path, method="source_only", arch="upernet", encoder="internimage_tiny",
+                        epochs=1, steps_per_epoch=1, head_channels=16))
+    state = load_checkpoint(run / "last.pt")
+    assert any(k.startswith("encoder.levels.0.blocks.0.dcn.") for k in state["model"])
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.dtype.is_floating_point)
+    model = kit.train.model_from_config(state["config"])
+    model.load_state_dict(state["model"])
+    assert model.eval()(torch.zeros(1, 3, 54, 96)).shape == (1, 13, 54, 96)

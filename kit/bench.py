@@ -4,11 +4,16 @@
           (one full pass per class), check the strings are identical, print both throughputs.
     warp  FisheyeWarp throughput at competition and demo sizes: the first call (building the
           remap maps) against calls that reuse the cached maps.
+    models  InternImage-T's parameter count against the published one, and the CPU forward time
+          per 512×512 image of the InternImage-T, PVTv2-b1 and ConvNeXt-T encoders.
+    infer  kit.infer images/s on demo-sized fisheye frames: whole image, slide (windows batched and
+          one at a time, with the largest difference between the two), flip + 3-scale TTA.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import cv2
@@ -109,6 +114,93 @@ def bench_warp(repeats: int) -> None:
               f"cached maps {cached * 1e3:6.1f} ms/pair ({1 / cached:6.1f} pairs/s)")
 
 
+def bench_models(size: int, repeats: int) -> None:
+    import timm
+    import torch
+
+    from kit.internimage import PUBLISHED_PARAMS, classification_head_params, create_internimage
+
+    torch.manual_seed(0)
+    internimage = create_internimage("internimage_t")
+    params = sum(p.numel() for p in internimage.parameters())
+    head = classification_head_params(internimage)
+    published = PUBLISHED_PARAMS["internimage_t"]
+    print(f"internimage_t: encoder {params / 1e6:.2f}M + ImageNet head {head / 1e6:.2f}M = "
+          f"{(params + head) / 1e6:.2f}M, published 30M (OpenGVLab/InternImage README, InternImage-T "
+          f"ImageNet-1K), {100 * ((params + head) / published - 1):+.1f}%")
+
+    encoders = {
+        "internimage_t": internimage,
+        "pvt_v2_b1": timm.create_model("pvt_v2_b1", pretrained=False, features_only=True),
+        "convnext_tiny": timm.create_model("convnext_tiny", pretrained=False, features_only=True),
+    }
+    x = torch.randn(1, 3, size, size)
+    # A shared machine's load changes these timings a lot (threads wait for busy cores): print it.
+    print(f"\nCPU forward, 1×3×{size}×{size}, eval, no grad, torch threads: {torch.get_num_threads()}, "
+          f"load average: {os.getloadavg()[0]:.1f}, median of {repeats} after a warm-up")
+    print(f"{'encoder':15s} {'params':>8s} {'ms/image':>9s}  feature channels")
+    for name, model in encoders.items():
+        model.eval()
+        times = []
+        with torch.no_grad():
+            features = model(x)
+            for _ in range(repeats):
+                start = time.perf_counter()
+                model(x)
+                times.append(time.perf_counter() - start)
+        params = sum(p.numel() for p in model.parameters())
+        print(f"{name:15s} {params / 1e6:7.1f}M {1e3 * float(np.median(times)):9.0f}  "
+              f"{[f.shape[1] for f in features]}")
+
+
+def bench_infer(
+    image_size: tuple[int, int],
+    window: tuple[int, int],
+    stride: tuple[int, int],
+    frame_size: tuple[int, int] = (480, 270),
+    arch: str = "daformer",
+    encoder: str = "pvt_v2_b0",
+    channels: int = 256,
+    count: int = 4,
+    batch_size: int = 8,
+) -> None:
+    import torch
+
+    from kit.data import TARGET_MEAN, TARGET_STD
+    from kit.infer import InferenceSettings, predict_run
+    from kit.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model(arch, encoder, channels=channels).eval()  # random weights: speed does not depend on them
+    config = {"target_size": list(image_size), "crop_size": list(window),
+              "target_mean": TARGET_MEAN, "target_std": TARGET_STD}
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (frame_size[1], frame_size[0], 3), dtype=np.uint8) for _ in range(count)]
+    settings = {
+        "whole": InferenceSettings(mode="whole"),
+        f"slide, batch {batch_size}": InferenceSettings(mode="slide", stride=stride, batch_size=batch_size),
+        "slide, 1 window at a time": InferenceSettings(mode="slide", stride=stride, batch_size=1),
+        "tta whole (flip, 3 scales)": InferenceSettings(mode="whole", scales=(0.75, 1.0, 1.25), flip=True),
+        "tta slide (flip, 3 scales)": InferenceSettings(mode="slide", stride=stride, scales=(0.75, 1.0, 1.25),
+                                                        flip=True, batch_size=batch_size),
+    }
+    print(f"{arch} + {encoder} (head channels {channels}), frames {frame_size[0]}x{frame_size[1]} → image "
+          f"{image_size[0]}x{image_size[1]} (H×W), window {window}, stride {stride}, CPU {torch.get_num_threads()} "
+          f"threads, median of {count} frames after a warm-up")
+    first = {name: predict_run((model, config), frames[0], setting) for name, setting in settings.items()}  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in settings}
+    for frame in frames:  # settings interleaved, so a busy machine slows them all alike
+        for name, setting in settings.items():
+            start = time.perf_counter()
+            predict_run((model, config), frame, setting)
+            times[name].append(time.perf_counter() - start)
+    for name, values in times.items():
+        seconds = float(np.median(values))
+        print(f"{name:28s} {1 / seconds:7.2f} images/s  ({1e3 * seconds:7.0f} ms/image)")
+    diff = (first[f"slide, batch {batch_size}"] - first["slide, 1 window at a time"]).abs().max().item()
+    print(f"slide batched vs one window at a time: max abs probability difference {diff:.2e}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m kit.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -118,11 +210,27 @@ def main(argv: list[str] | None = None) -> None:
     rle.add_argument("--seed", type=int, default=0)
     warp = sub.add_parser("warp", help="FisheyeWarp throughput, first call against cached maps")
     warp.add_argument("--repeats", type=int, default=20)
+    models = sub.add_parser("models", help="InternImage-T parameters, CPU forward time of three encoders")
+    models.add_argument("--size", type=int, default=512, help="square input side")
+    models.add_argument("--repeats", type=int, default=5)
+    infer = sub.add_parser("infer", help="kit.infer throughput: whole, slide (batched / one window), TTA")
+    infer.add_argument("--image", type=int, nargs=2, default=(256, 512), metavar=("H", "W"), help="model input size")
+    infer.add_argument("--window", type=int, nargs=2, default=(128, 256), metavar=("H", "W"), help="slide window (crop)")
+    infer.add_argument("--stride", type=int, nargs=2, default=(64, 128), metavar=("H", "W"))
+    infer.add_argument("--arch", default="daformer")
+    infer.add_argument("--encoder", default="pvt_v2_b0")
+    infer.add_argument("--channels", type=int, default=256, help="decoder width (the trainer's head_channels)")
+    infer.add_argument("--count", type=int, default=4, help="frames per measurement")
     args = parser.parse_args(argv)
     if args.name == "rle":
         bench_rle(args.count, args.seed)
     elif args.name == "warp":
         bench_warp(args.repeats)
+    elif args.name == "models":
+        bench_models(args.size, args.repeats)
+    elif args.name == "infer":
+        bench_infer(tuple(args.image), tuple(args.window), tuple(args.stride), arch=args.arch,
+                    encoder=args.encoder, channels=args.channels, count=args.count)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,355 @@
+import csv
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from kit import fisheye
+from kit.data import write_image
+from kit.infer import (
+    Border,
+    InferenceSettings,
+    apply_border,
+    ensemble,
+    load_run,
+    predict_label_maps,
+    predict_split,
+    predict_tta,
+    predict_whole,
+    slide_predict,
+    to_label_map,
+    window_starts,
+)
+from kit.rle import SubmissionError, resize_nearest, rle_decode, validate_submission
+
+# --- dummy models ------------------------------------------------------------------------------
+
+
+class Constant(nn.Module):
+    """The same logits at every pixel."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.register_buffer("logits", torch.tensor(logits, dtype=torch.float32))
+
+    def forward(self, x):
+        b, _, h, w = x.shape
+        return self.logits.view(1, -1, 1, 1).expand(b, -1, h, w)
+
+
+class Position(nn.Module):
+    """Class 0's logit is the pixel's coordinate inside the window along ``axis``; class 1's is 0."""
+
+    def __init__(self, axis):
+        super().__init__()
+        self.axis = axis
+
+    def forward(self, x):
+        b, _, h, w = x.shape
+        coord = torch.arange(x.shape[self.axis], dtype=torch.float32)
+        coord = coord.view(1, h, 1) if self.axis == 2 else coord.view(1, 1, w)
+        return torch.stack([coord.expand(b, h, w), torch.zeros(b, h, w)], dim=1)  # (B, 2, H, W)
+
+
+def position_prob(t):
+    """Class 0's softmax probability for a window coordinate ``t`` (what Position gives)."""
+    return torch.softmax(torch.tensor([float(t), 0.0]), dim=0)[0]
+
+
+def pixel_model(seed=0, classes=5):
+    """A per-pixel function of the colour: flip-equivariant, independent of window placement."""
+    torch.manual_seed(seed)
+    return nn.Conv2d(3, classes, 1).eval()
+
+
+def conv_model(seed=0, classes=5):
+    """Sees neighbours: its output depends on where the windows are cut."""
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, classes, 3, padding=1)).eval()
+
+
+def images(b=2, h=10, w=14, seed=0):
+    return torch.randn(b, 3, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+# --- sliding windows ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "length, window, stride, starts",
+    [
+        (6, 4, 2, [0, 2]),
+        (7, 4, 2, [0, 2, 3]),  # not a multiple of the stride: the last window is clamped to the edge
+        (4, 4, 2, [0]),
+        (8, 4, 4, [0, 4]),
+        (9, 4, 4, [0, 4, 5]),
+        (5, 2, 1, [0, 1, 2, 3]),
+    ],
+)
+def test_window_starts(length, window, stride, starts):
+    assert window_starts(length, window, stride) == starts
+
+
+def test_slide_constant_model_gives_its_softmax():
+    logits = [1.0, -2.0, 0.5]
+    probs = slide_predict(Constant(logits), images(h=11, w=13), window=(4, 6), stride=(3, 4))
+    expected = torch.softmax(torch.tensor(logits), 0).view(1, 3, 1, 1).expand(2, 3, 11, 13)
+    torch.testing.assert_close(probs, expected)
+
+
+def test_slide_with_one_window_equals_a_forward_pass():
+    x = images(h=10, w=14)
+    probs = slide_predict(conv_model(), x, window=(10, 14), stride=(5, 7))
+    torch.testing.assert_close(probs, predict_whole(conv_model(), x))
+
+
+@pytest.mark.parametrize("axis", [2, 3])
+@pytest.mark.parametrize(
+    "length, window, stride, coords",
+    [
+        # windows at 0 and 2: overlap counts 1 1 2 2 1 1; each pixel lists its coordinate in every window covering it
+        (6, 4, 2, [[0], [1], [2, 0], [3, 1], [2], [3]]),
+        # 7 is not a multiple of the stride: windows at 0, 2 and 3 (clamped), counts 1 1 2 3 2 2 1
+        (7, 4, 2, [[0], [1], [2, 0], [3, 1, 0], [2, 1], [3, 2], [3]]),
+        # smaller than the window: padded to 4, one window at 0, cropped back to 3
+        (3, 4, 2, [[0], [1], [2]]),
+    ],
+)
+def test_slide_averages_overlapping_windows(axis, length, window, stride, coords):
+    other = 5  # the other axis: one window covers it
+    shape = (1, 3, length, other) if axis == 2 else (1, 3, other, length)
+    win = (window, other) if axis == 2 else (other, window)
+    strd = (stride, other) if axis == 2 else (other, stride)
+    probs = slide_predict(Position(axis), torch.zeros(shape), window=win, stride=strd)
+    assert probs.shape == (1, 2, *shape[2:])
+    expected = torch.stack([torch.stack([position_prob(t) for t in ts]).mean() for ts in coords])  # (length,)
+    line = probs[0, 0, :, 0] if axis == 2 else probs[0, 0, 0, :]
+    torch.testing.assert_close(line, expected)
+    torch.testing.assert_close(probs.sum(1), torch.ones(1, *shape[2:]))
+
+
+def test_slide_image_smaller_than_window_in_both_axes():
+    x = images(b=1, h=3, w=5)
+    probs = slide_predict(pixel_model(), x, window=(8, 8), stride=(4, 4))
+    assert probs.shape == (1, 5, 3, 5)
+    torch.testing.assert_close(probs, predict_whole(pixel_model(), x))  # per-pixel: the padding changes nothing
+
+
+def test_slide_batched_windows_equal_one_at_a_time():
+    x = images(b=2, h=13, w=17)
+    one = slide_predict(conv_model(), x, window=(6, 8), stride=(3, 5), batch_size=1)
+    batched = slide_predict(conv_model(), x, window=(6, 8), stride=(3, 5), batch_size=8)
+    torch.testing.assert_close(one, batched, rtol=0, atol=1e-6)
+
+
+def test_slide_rejects_a_stride_larger_than_the_window():
+    with pytest.raises(ValueError, match="larger than the window"):
+        slide_predict(Constant([0.0, 1.0]), images(), window=(4, 4), stride=(5, 2))
+
+
+def test_slide_checks_num_classes():
+    with pytest.raises(ValueError, match="predicts 2 classes; expected num_classes=13"):
+        slide_predict(Constant([0.0, 1.0]), images(), window=(4, 4), stride=(2, 2), num_classes=13)
+
+
+# --- test-time augmentation --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("window", [None, (6, 8)])
+def test_flip_tta_of_a_flip_equivariant_model_equals_plain(window):
+    x = images(h=11, w=15)
+    plain = predict_tta(pixel_model(), x, window=window)
+    torch.testing.assert_close(predict_tta(pixel_model(), x, flip=True, window=window), plain)
+
+
+def test_scale_one_equals_plain_prediction():
+    x = images()
+    torch.testing.assert_close(predict_tta(pixel_model(), x, scales=(1.0,)), predict_whole(pixel_model(), x))
+
+
+def test_multi_scale_flip_of_a_constant_model_is_constant_at_the_input_size():
+    logits = [0.3, -1.0, 2.0]
+    probs = predict_tta(Constant(logits), images(h=10, w=14), scales=(0.5, 0.75, 1.25), flip=True, window=(4, 6))
+    assert probs.shape == (2, 3, 10, 14)
+    torch.testing.assert_close(probs, torch.softmax(torch.tensor(logits), 0).view(1, 3, 1, 1).expand_as(probs))
+
+
+# --- label maps and the border -----------------------------------------------------------------
+
+
+def test_to_label_map_background_output_and_border_are_255():
+    probs = torch.zeros(13, 2, 3)
+    probs[[0, 4, 12, 11, 12, 7], [0, 0, 0, 1, 1, 1], [0, 1, 2, 0, 1, 2]] = 1.0
+    inside = np.array([[True, True, True], [True, True, False]])
+    assert to_label_map(probs).tolist() == [[0, 4, 255], [11, 255, 7]]
+    assert to_label_map(probs, inside).tolist() == [[0, 4, 255], [11, 255, 255]]
+
+
+def test_apply_border_hand_made_mask():
+    label = np.array([[1, 2, 3], [4, 5, 6]], np.uint8)
+    inside = np.array([[False, True, True], [True, True, False]])
+    out = apply_border(label, inside)
+    assert out.tolist() == [[255, 2, 3], [4, 5, 255]]
+    assert label.tolist() == [[1, 2, 3], [4, 5, 6]]  # input untouched
+    with pytest.raises(ValueError, match="Border.mask"):
+        apply_border(label, inside[:, :2])
+
+
+def test_border_mask_scales_to_any_size():
+    inside = np.array([[False, True, True, False], [True, True, True, True]])
+    mask = Border((4, 2), inside=inside).mask((8, 4))
+    assert mask.tolist() == np.repeat(np.repeat(inside, 2, axis=0), 2, axis=1).tolist()
+    ellipse = ((80.0, 45.0), (150.0, 110.0), 0.0)
+    drawn = Border((160, 90), ellipse=ellipse).mask((320, 180))
+    assert np.array_equal(drawn, fisheye.ellipse_mask((320, 180), ellipse, scale_from=(160, 90)))
+    with pytest.raises(ValueError, match="exactly one"):
+        Border((4, 2))
+
+
+# --- runs, ensembles, whole splits -------------------------------------------------------------
+
+
+def run_config(h, w, **extra):
+    """A run config whose normalisation passes raw 0..255 pixel values to the model."""
+    return {"arch": "dummy", "encoder": "dummy", "num_classes": 13, "head_kwargs": {},
+            "target_mean": [0.0] * 3, "target_std": [1 / 255] * 3, "target_size": [h, w], "crop_size": [h, w], **extra}
+
+
+class RedIsClass(nn.Module):
+    """Reads the class id from the red channel (raw pixel value): logit_c = -10·(red - c)²."""
+
+    def forward(self, x):
+        classes = torch.arange(13, dtype=torch.float32).view(1, 13, 1, 1)
+        return -10.0 * (x[:, :1] - classes) ** 2  # (B, 13, H, W)
+
+
+def stripe_label(rng, h=54, w=96):
+    """Vertical stripes of random classes, 12 (background) among them. Stripes, not blocks: where
+    four blocks meet, bilinear probabilities can argmax to a third class, which nearest resizing never does."""
+    return np.kron(rng.integers(0, 13, (1, w // 12)), np.ones((h, 12), np.int64)).astype(np.uint8)
+
+
+@pytest.fixture
+def labelled_split(tmp_path):
+    """Three 96×54 images whose red channel is the class id, their labels (255 for background)
+    and a sample submission for them."""
+    rng = np.random.default_rng(0)
+    rows, labels = [], {}
+    for i in range(3):
+        classes = stripe_label(rng)
+        image = np.zeros((*classes.shape, 3), np.uint8)
+        image[..., 0] = classes
+        label = np.where(classes == 12, 255, classes).astype(np.uint8)
+        image_id = f"TEST_{i:04d}"
+        write_image(tmp_path / f"{image_id}.png", image)
+        write_image(tmp_path / f"{image_id}_gt.png", label)
+        rows.append((image_id, str(tmp_path / f"{image_id}.png"), str(tmp_path / f"{image_id}_gt.png")))
+        labels[image_id] = label
+    sample = tmp_path / "sample_submission.csv"
+    row_ids = [f"{r[0]}_class_{c}" for r in rows for c in range(12)]
+    pd.DataFrame({"id": row_ids, "mask_rle": "-1"}).to_csv(sample, index=False)
+    return pd.DataFrame(rows, columns=["id", "img_path", "gt_path"]), labels, sample
+
+
+def test_predict_split_writes_a_submission_that_decodes_back_and_scores(tmp_path, labelled_split):
+    frame, labels, sample = labelled_split
+    run = (RedIsClass(), run_config(54, 96))  # probabilities are upsampled 10× to 960×540
+    result = predict_split([run], frame, settings=InferenceSettings(mode="whole"), submission=tmp_path / "sub.csv",
+                           sample=sample, progress=False)
+    assert validate_submission(result.submission, sample) == 36
+    rows = list(csv.reader(open(result.submission, newline="")))[1:]
+    for i, (image_id, label) in enumerate(labels.items()):
+        expected = resize_nearest(label, (960, 540))  # an integer scale: bilinear probabilities argmax to the same map
+        for c in range(12):
+            assert rows[12 * i + c][0] == f"{image_id}_class_{c}"
+            assert np.array_equal(rle_decode(rows[12 * i + c][1], (540, 960)), (expected == c).astype(np.uint8))
+    cm = result.confusion
+    assert cm.sum() == 3 * 54 * 96 and np.count_nonzero(cm - np.diag(np.diag(cm))) == 0
+    assert result.per_image.id.tolist() == list(labels) and (result.per_image.mIoU == 1.0).all()
+    assert result.scores["mIoU"] == 1.0
+
+
+def test_predict_split_border_and_a_corrupted_submission(tmp_path, labelled_split):
+    frame, labels, sample = labelled_split
+    inside = np.ones((54, 96), bool)
+    inside[:, :48] = False  # the left half is outside the "fisheye disc"
+    result = predict_split([(RedIsClass(), run_config(54, 96))], frame.drop(columns="gt_path"),
+                           settings=InferenceSettings(mode="slide"), border=Border((96, 54), inside=inside),
+                           submission=tmp_path / "sub.csv", sample=sample, progress=False)
+    assert result.confusion is None and result.per_image is None
+    rows = list(csv.reader(open(result.submission, newline="")))
+    for c in range(12):  # TEST_0000: nothing left of column 480 at 960×540
+        assert not rle_decode(rows[1 + c][1], (540, 960))[:, :480].any()
+    rows[5][1] = "7 3 5"  # line 6: odd count
+    del rows[-1]  # TEST_0002_class_11 missing
+    bad = tmp_path / "bad.csv"
+    with open(bad, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    with pytest.raises(SubmissionError) as info:
+        validate_submission(bad, sample)
+    problems = "\n".join(info.value.problems)
+    assert "line 6 (TEST_0000_class_4)" in problems and "TEST_0002_class_11" in problems
+
+
+def test_predict_split_missing_image_leaves_no_submission(tmp_path, labelled_split):
+    frame, _, sample = labelled_split
+    with pytest.raises(ValueError, match=r"1 image\(s\).*TEST_0002"):
+        predict_split([(RedIsClass(), run_config(54, 96))], frame.head(2), settings=InferenceSettings(mode="whole"),
+                      submission=tmp_path / "sub.csv", sample=sample, progress=False)
+    assert not (tmp_path / "sub.csv").exists()
+
+
+def test_predict_label_maps_at_a_requested_size(labelled_split):
+    frame, labels, _ = labelled_split
+    maps = dict(predict_label_maps([(RedIsClass(), run_config(54, 96))], frame, size=(192, 108),
+                                   settings=InferenceSettings(mode="whole"), progress=False))
+    assert list(maps) == list(labels)
+    for image_id, label in labels.items():
+        assert maps[image_id].dtype == np.uint8
+        assert np.array_equal(maps[image_id], resize_nearest(label, (192, 108)))
+
+
+def test_ensemble_is_the_weighted_mean_at_the_largest_image_size():
+    a, b = [2.0] + [0.0] * 12, [0.0, 3.0] + [0.0] * 11
+    runs = [(Constant(a), run_config(4, 6)), (Constant(b), run_config(8, 12))]
+    image = np.zeros((9, 16, 3), np.uint8)
+    probs = ensemble(runs, image, weights=(0.9, 1.0), settings=InferenceSettings(mode="whole"))
+    assert probs.shape == (13, 8, 12)
+    expected = (0.9 * torch.softmax(torch.tensor(a), 0) + torch.softmax(torch.tensor(b), 0)) / 1.9
+    torch.testing.assert_close(probs, expected.view(13, 1, 1).expand_as(probs))
+    with pytest.raises(ValueError, match="2 non-negative"):
+        ensemble(runs, image, weights=(1.0,))
+
+
+def test_load_run_round_trip(tmp_path):
+    models = pytest.importorskip("kit.models")
+    torch.manual_seed(0)
+    model = models.create_model("segformer", "pvt_v2_b0", num_classes=13, channels=32).eval()
+    config = run_config(32, 64, arch="segformer", encoder="pvt_v2_b0", head_kwargs={"channels": 32})
+    run_dir = tmp_path / "runs" / "tiny"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps(config))
+    torch.save({"model": model.state_dict(), "config": config}, run_dir / "best.pt")
+    loaded, loaded_config = load_run(run_dir)
+    assert loaded_config == config and not loaded.training
+    x = images(b=1, h=32, w=64)
+    torch.testing.assert_close(predict_whole(loaded, x), predict_whole(model, x))
+
+
+def test_load_run_errors_name_what_exists(tmp_path):
+    runs = tmp_path / "runs"
+    (runs / "demo").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=r"run folder not found: .*missing.*runs in .*: demo"):
+        load_run(runs / "missing")
+    with pytest.raises(FileNotFoundError, match=r"config.json not found; the run folder holds: nothing"):
+        load_run(runs / "demo")
+    (runs / "demo" / "config.json").write_text(json.dumps(run_config(4, 4)))
+    (runs / "demo" / "last.pt").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match=r"best.pt not found; checkpoints in .*: last.pt"):
+        load_run(runs / "demo")
+    (runs / "demo" / "config.json").write_text(json.dumps({"arch": "daformer"}))
+    with pytest.raises(ValueError, match=r"lacks key\(s\) \['encoder'"):
+        load_run(runs / "demo")

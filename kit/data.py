@@ -189,10 +189,22 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def _strict_json(obj):
+    """NaN and ±inf (e.g. the IoU of a class absent from truth and prediction) become null: strict
+    JSON has no such numbers, and other readers reject Python's ``NaN``."""
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict_json(v) for v in obj]
+    return obj
+
+
 def write_json(path: str | os.PathLike, obj) -> None:
-    """Write ``obj`` as indented JSON, atomically."""
+    """Write ``obj`` as indented, strict JSON (NaN/inf as null), atomically."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
+        tmp.write_text(json.dumps(_strict_json(obj), indent=2, allow_nan=False) + "\n")
 
 
 def write_csv(path: str | os.PathLike, frame: pd.DataFrame) -> None:

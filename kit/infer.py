@@ -44,13 +44,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from kit import fisheye
-from kit.data import IGNORE_INDEX, NUM_CLASSES, normalize, read_image, read_label, read_split
+from kit.data import IGNORE_INDEX, NUM_CLASSES, has_split, normalize, read_image, read_label, read_split
 from kit.metrics import confusion_matrix, iou_table, mean_iou
 from kit.rle import SUBMISSION_SIZE, SubmissionWriter, resize_nearest, validate_submission
 
 Run = tuple[nn.Module, dict]  # (model in eval mode, its config), as load_run returns them
 Ellipse = tuple[tuple[float, float], tuple[float, float], float]  # cv2.fitEllipse form
 MODES = ("whole", "slide")
+BORDERS = ("ellipse", "mask")  # Border kinds make_border builds
 CONFIG_KEYS = ("arch", "encoder", "num_classes", "head_kwargs", "target_mean", "target_std", "target_size", "crop_size")
 
 
@@ -249,6 +250,29 @@ def estimate_border(
     if ellipse:
         return Border(frame_size, ellipse=fisheye.fit_ellipse(inside))
     return Border(frame_size, inside=inside)
+
+
+def make_border(
+    root: str | os.PathLike,
+    kind: str | None,
+    threshold: float | None = 108.0,
+    split: str = "train_target",
+    max_images: int | None = 200,
+) -> Border | None:
+    """The notebooks' ``BORDER`` choice: None (no post-processing), ``"ellipse"`` (solution A) or
+    ``"mask"`` (solution B), estimated from ``split`` with :func:`estimate_border`."""
+    if kind is None:
+        return None
+    if kind not in BORDERS:
+        raise ValueError(f"unknown border {kind!r}; expected one of {BORDERS} or None")
+    return estimate_border(root, split, max_images, threshold, ellipse=kind == "ellipse")
+
+
+def prediction_frame(root: str | os.PathLike, split: str) -> pd.DataFrame:
+    """``split`` of ``root``, or its labelled twin ``<split>_gt`` where the dataset has one (the
+    kit's synthetic data: the same ids plus ``gt_path``), so that one pass both scores the
+    predictions and writes the submission."""
+    return read_split(root, f"{split}_gt" if has_split(root, f"{split}_gt") else split)
 
 
 # --- Runs: a trained model and its config --------------------------------------------------------

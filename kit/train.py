@@ -75,7 +75,7 @@ UDA_METHODS = ("uda", "uda_geo")
 NORMALIZATIONS = ("per_domain", "reference", "imagenet", "encoder")
 OUTPUTS = NUM_CLASSES + 1  # 12 classes + background
 # parameters that may differ when resuming: they change how, not what, is computed
-RESUME_MAY_CHANGE = ("resume", "overwrite", "device", "num_workers", "progress", "stop_after_epoch")
+RESUME_MAY_CHANGE = ("resume", "overwrite", "device", "num_workers", "cpu_threads", "progress", "stop_after_epoch")
 STATS_FILE = "kit_stats.json"  # per-domain statistics cached in the dataset root
 
 
@@ -128,6 +128,7 @@ class TrainConfig:
     channels_last: bool = True  # CUDA only
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_workers: int = 0
+    cpu_threads: int | None = None  # torch threads on the CPU (None: torch's default)
     seed: int = 0
     resume: bool = False
     overwrite: bool = False
@@ -521,6 +522,8 @@ def train(config: TrainConfig) -> Path:
     """Train one run; returns its folder. See the module docstring for the methods and the files."""
     run_dir = prepare_run_dir(config)
     device = resolve_device(config.device)
+    if config.cpu_threads is not None:
+        torch.set_num_threads(config.cpu_threads)
     _seed_all(config.seed)
     data = build_data(config)
     run_config = _run_config(config, data)

@@ -152,3 +152,66 @@ def save_training_curves(path: str | os.PathLike, metrics, dpi: int = 100) -> No
         if axis.get_legend_handles_labels()[0]:
             axis.legend(fontsize=8)
     save_figure(figure, path, dpi)
+
+
+def save_iou_bars(path: str | os.PathLike, tables: dict[str, dict[str, float]], dpi: int = 100) -> None:
+    """Grouped bar chart of per-class IoU and mIoU for one or several named ``kit.metrics.iou_table``
+    dicts (e.g. ensemble members and the ensemble), side by side; written atomically as PNG.
+
+    A class that is NaN in a table (absent from truth and prediction) gets no bar.
+    """
+    if not tables:
+        raise ValueError("save_iou_bars needs at least one named IoU table")
+    names = [*CLASSES, "mIoU"]
+    figure, axis = plt.subplots(figsize=(10, 3.5))
+    width = 0.8 / len(tables)
+    for i, (label, table) in enumerate(tables.items()):
+        missing = [k for k in names if k not in table]
+        if missing:
+            raise ValueError(f"IoU table {label!r} lacks {missing}; expected kit.metrics.iou_table's keys")
+        values = np.array([table[k] for k in names], dtype=np.float64)
+        shown = np.where(np.isfinite(values), values, 0.0)
+        bars = axis.bar(np.arange(len(names)) + i * width, shown, width, label=f"{label} (mIoU {table['mIoU']:.3f})")
+        for bar, value in zip(bars, values):
+            bar.set_visible(bool(np.isfinite(value)))
+    centres = np.arange(len(names)) + width * (len(tables) - 1) / 2
+    axis.set_xticks(centres, names, rotation=40, ha="right")
+    axis.axvline(centres[-1] - 0.5, color="grey", lw=0.8)  # the classes | their mean
+    axis.set(ylabel="IoU", ylim=(0, 1))
+    axis.grid(axis="y", alpha=0.3)
+    axis.legend(fontsize=8)
+    save_figure(figure, path, dpi)
+
+
+def save_comparison(
+    path: str | os.PathLike,
+    rows: Sequence[tuple[np.ndarray, dict[str, np.ndarray]]],
+    titles: Sequence[str] | None = None,
+    width_inches: float = 10.0,
+    dpi: int = 100,
+    colours: int | None = None,
+) -> None:
+    """One row per ``(image uint8 (H, W, 3), {panel title: label map uint8 (h, w)})``: the image,
+    then each label map coloured (background black) side by side, e.g. prediction | truth.
+    ``titles`` name the rows (on the image panel); written atomically as PNG."""
+    if not rows:
+        raise ValueError("save_comparison needs at least one (image, label maps) row")
+    columns = 1 + max(len(maps) for _, maps in rows)
+    heights = [image.shape[0] / image.shape[1] for image, _ in rows]  # per-row aspect
+    panel = width_inches / columns
+    figure, axes = plt.subplots(
+        len(rows),
+        columns,
+        figsize=(width_inches, sum(h * panel for h in heights) + 0.3 * len(rows)),
+        gridspec_kw={"height_ratios": heights},
+        squeeze=False,
+    )
+    for r, (image, maps) in enumerate(rows):
+        axes[r, 0].imshow(image)
+        axes[r, 0].set_title(titles[r] if titles is not None else "image", fontsize=8, loc="left")
+        for c, (name, label) in enumerate(maps.items(), start=1):
+            axes[r, c].imshow(colorize(label))
+            axes[r, c].set_title(name, fontsize=8, loc="left")
+        for axis in axes[r]:
+            axis.set_axis_off()
+    save_figure(figure, path, dpi, colours)

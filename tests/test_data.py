@@ -1,3 +1,5 @@
+import json
+
 import albumentations as A
 import numpy as np
 import pandas as pd
@@ -148,3 +150,13 @@ def test_prepare_output_dir_refuses_earlier_results(tmp_path):
         prepare_output_dir(out)
     assert prepare_output_dir(out, overwrite=True) == out
     assert (out / "stats.json").read_text() == '{\n  "a": 1\n}\n'
+
+
+def test_write_json_is_strict_json_with_nan_as_null(tmp_path):
+    from kit.data import write_json
+
+    path = tmp_path / "metrics.json"
+    write_json(path, {"iou": {"Road": 0.5, "Rider": float("nan")}, "list": [float("inf"), 1], "n": 3})
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"iou": {"Road": 0.5, "Rider": None}, "list": [None, 1], "n": 3}

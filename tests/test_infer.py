@@ -8,17 +8,19 @@ import torch
 from torch import nn
 
 from kit import fisheye
-from kit.data import write_image
+from kit.data import read_split, write_image
 from kit.infer import (
     Border,
     InferenceSettings,
     apply_border,
     ensemble,
     load_run,
+    make_border,
     predict_label_maps,
     predict_split,
     predict_tta,
     predict_whole,
+    prediction_frame,
     slide_predict,
     to_label_map,
     window_starts,
@@ -353,3 +355,22 @@ def test_load_run_errors_name_what_exists(tmp_path):
     (runs / "demo" / "config.json").write_text(json.dumps({"arch": "daformer"}))
     with pytest.raises(ValueError, match=r"lacks key\(s\) \['encoder'"):
         load_run(runs / "demo")
+
+
+def test_prediction_frame_prefers_the_labelled_twin(tiny):
+    test = prediction_frame(tiny, "test")
+    assert "gt_path" in test.columns and list(test.id) == list(read_split(tiny, "test").id)
+    assert list(prediction_frame(tiny, "train_source").columns) == ["id", "img_path", "gt_path"]  # no twin: itself
+
+
+@pytest.mark.parametrize("kind, field", [("ellipse", "ellipse"), ("mask", "inside")])
+def test_make_border_kinds(tiny, kind, field):
+    border = make_border(tiny, kind, threshold=None)
+    assert getattr(border, field) is not None and border.frame_size == (160, 90)
+    assert 0.5 < border.mask((96, 54)).mean() < 0.98
+
+
+def test_make_border_none_and_unknown(tiny):
+    assert make_border(tiny, None) is None
+    with pytest.raises(ValueError, match=r"unknown border 'circle'; expected one of \('ellipse', 'mask'\) or None"):
+        make_border(tiny, "circle")

@@ -3,13 +3,17 @@
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 import papermill
 import pytest
 import torch
 
-from kit.data import read_label, read_split
+from kit.data import read_image, read_label, read_split, write_image
+from kit.metrics import confusion_matrix, iou_table
+from kit.rle import SUBMISSION_SIZE, resize_nearest, rle_decode, validate_submission
+from kit.train import TrainConfig, train
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -85,3 +89,89 @@ def test_train_notebook(tiny, tmp_path, method):
     config = json.loads((run / "config.json").read_text())
     assert config["method"] == method and config["num_classes"] == 13 and config["crop_size"] == [32, 32]
     assert (out / "03_train.ipynb").is_file()
+
+
+# --- 04_predict and 05_ensemble ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tiny, tmp_path_factory):
+    """Two one-epoch runs on ``tiny`` (different heads and seeds) in a runs folder; read-only."""
+    runs_dir = tmp_path_factory.mktemp("runs")
+    for name, arch, seed in [("a", "daformer", 0), ("b", "segformer", 1)]:
+        train(TrainConfig(
+            data_dir=str(tiny), runs_dir=str(runs_dir), run_name=name, arch=arch, seed=seed, method="source_only",
+            head_channels=16, source_size=(48, 96), target_size=(54, 96), crop_size=(32, 32), epochs=1,
+            batch_size=2, warmup_steps=2, eval_limit=2, progress=False,
+        ))
+    return runs_dir
+
+
+@pytest.fixture(scope="module")
+def tiny_960(tiny, tmp_path_factory):
+    """``tiny`` with its test images and labels at the submission size (960×540; labels through
+    kit.rle's nearest resize), so that predict_split scores at exactly the resolution it submits."""
+    root = tmp_path_factory.mktemp("tiny_960") / "data"
+    root.mkdir()
+    for entry in tiny.iterdir():
+        if entry.name not in ("test_image", "test_gt"):
+            (root / entry.name).symlink_to(entry)
+    for item in read_split(tiny, "test_gt").itertuples():
+        image = cv2.resize(read_image(item.img_path), SUBMISSION_SIZE, interpolation=cv2.INTER_LINEAR)
+        write_image(root / "test_image" / f"{item.id}.png", image)
+        write_image(root / "test_gt" / f"{item.id}.png", resize_nearest(read_label(item.gt_path), SUBMISSION_SIZE))
+    return root
+
+
+def _submission_scores(submission, frame):
+    """kit.metrics.iou_table of a submission's decoded label maps against ``frame``'s labels (resized
+    to 960×540 with kit.rle's nearest rule): the competition's score, computed from the file."""
+    rows = pd.read_csv(submission).set_index("id").mask_rle
+    confusion = np.zeros((13, 13), np.int64)
+    for item in frame.itertuples():
+        pred = np.full(SUBMISSION_SIZE[::-1], 255, np.uint8)
+        for c in range(12):
+            pred[rle_decode(rows[f"{item.id}_class_{c}"], SUBMISSION_SIZE[::-1]) == 1] = c
+        confusion_matrix(pred, resize_nearest(read_label(item.gt_path), SUBMISSION_SIZE), out=confusion)
+    return iou_table(confusion)
+
+
+def test_predict_notebook_scores_what_it_submits(tiny_960, tiny_runs, tmp_path):
+    parameters = dict(DATA_DIR=str(tiny_960), RUNS_DIR=str(tiny_runs), RUN_NAME="a", MODE="slide", FLIP=True,
+                      SCALES=[0.75, 1.0], BATCH_SIZE=16, GRID_COUNT=2, WORST_COUNT=1)
+    out = _run("04_predict", tmp_path, **parameters)
+    assert validate_submission(out / "submission.csv", tiny_960 / "sample_submission.csv") == 2 * 12
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["labelled"] and metrics["images"] == 2 and metrics["settings"]["scales"] == [0.75, 1.0]
+    expected = _submission_scores(out / "submission.csv", read_split(tiny_960, "test_gt"))
+    assert metrics["iou"] == pytest.approx(expected, nan_ok=True, rel=0, abs=0)
+    assert metrics["mIoU"] == expected["mIoU"] and 0 <= metrics["mIoU"] <= 1
+    for figure in ("iou.png", "predictions.png", "worst.png"):
+        assert _is_png(out / figure), figure
+    with pytest.raises(papermill.PapermillExecutionError, match="OVERWRITE = True"):
+        _run("04_predict", tmp_path, **parameters)
+
+
+def test_ensemble_notebook_with_weights_one_and_zero_is_its_first_member(tiny, tiny_runs, tmp_path):
+    out = _run("05_ensemble", tmp_path, DATA_DIR=str(tiny), RUNS_DIR=str(tiny_runs), RUN_NAMES=["a", "b"],
+               WEIGHTS=[1, 0], BORDER="mask")
+    assert validate_submission(out / "submission.csv", tiny / "sample_submission.csv") == 2 * 12
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["mIoU"]) == {"a", "b", "ensemble"}
+    assert all(0 <= v <= 1 for v in metrics["mIoU"].values())
+    assert metrics["mIoU"]["ensemble"] == metrics["mIoU"]["a"]
+    assert _is_png(out / "iou.png")
+
+
+def test_predict_notebook_without_labels_skips_the_scores(tiny, tiny_runs, tmp_path):
+    root = tmp_path / "unlabelled"  # the real data's layout: no held-out fisheye labels
+    root.mkdir()
+    for entry in tiny.iterdir():
+        if entry.name not in ("test_gt.csv", "train_target_gt.csv"):
+            (root / entry.name).symlink_to(entry)
+    out = _run("04_predict", tmp_path, DATA_DIR=str(root), RUNS_DIR=str(tiny_runs), RUN_NAME="b", CHECKPOINT="best.pt",
+               BORDER=None, GRID_COUNT=2)
+    assert validate_submission(out / "submission.csv", root / "sample_submission.csv") == 2 * 12
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert not metrics["labelled"] and metrics["mIoU"] is None and metrics["iou"] is None
+    assert _is_png(out / "predictions.png") and not (out / "iou.png").exists() and not (out / "worst.png").exists()

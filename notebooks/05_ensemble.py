@@ -1,0 +1,107 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+
+# %% [markdown]
+# # 05 · Ensemble
+# Solution A's last step (+0.006 mIoU on the leaderboard): several runs predict every image, their
+# class probabilities are averaged with weights (MiT-B3/B4/B5: 0.9, 1.0, 0.8), and the argmax is
+# submitted. Each run keeps its own image size, normalisation and crop; the mean is taken at the
+# largest image size among them. On a labelled split (the synthetic data's `test_gt`) each member
+# is scored alone as well, to show what the ensemble adds.
+
+# %% tags=["parameters"]
+DATA_DIR = "data/demo"  # dataset root in the competition layout
+RUNS_DIR = "outputs/runs"  # runs live in RUNS_DIR/RUN_NAME (03_train writes them)
+RUN_NAMES = ["demo_uda_geo", "demo_uda", "demo_fisheye_tf"]  # the members
+WEIGHTS = None  # one weight per member (solution A: 0.9, 1.0, 0.8); None: equal
+CHECKPOINT = "last.pt"  # last.pt | best.pt, for every member
+OUTPUT_DIR = "outputs/ensemble"  # submission.csv, metrics.json and iou.png are written here
+SPLIT = "test"  # split to predict; its labelled twin SPLIT_gt is predicted and scored when present
+MODE = "whole"  # whole: the resized image in one pass | slide: windows of each run's crop size
+STRIDE = None  # slide stride [h, w]; None: half the crop (solution A)
+SCALES = [1.0]  # test-time scales (solution B: 0.8, 0.9, 1.0, 1.1, 1.2)
+FLIP = False  # also predict the mirrored image and average
+BORDER = "ellipse"  # background outside the fisheye border: ellipse (A) | mask (B) | None
+BORDER_THRESHOLD = None  # mean-target threshold of the border (real data: 108); None: Otsu
+BATCH_SIZE = 8  # slide windows per forward pass
+DEVICE = "auto"  # auto | cpu | cuda
+OVERWRITE = False  # replace the outputs of an earlier run in OUTPUT_DIR
+
+# %%
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import pandas as pd
+from IPython.display import Image, display
+
+from kit import data, viz
+from kit.infer import InferenceSettings, load_run, make_border, predict_split, prediction_frame
+from kit.rle import validate_submission
+from kit.train import resolve_device
+
+out = data.prepare_output_dir(OUTPUT_DIR, overwrite=OVERWRITE)
+runs = [load_run(Path(RUNS_DIR) / name, CHECKPOINT, device=resolve_device(DEVICE)) for name in RUN_NAMES]
+settings = InferenceSettings(mode=MODE, stride=tuple(STRIDE) if STRIDE else None, scales=tuple(SCALES), flip=FLIP,
+                             batch_size=BATCH_SIZE)
+frame = prediction_frame(DATA_DIR, SPLIT)
+labelled = "gt_path" in frame.columns
+border = make_border(DATA_DIR, BORDER, threshold=BORDER_THRESHOLD)
+sample = Path(DATA_DIR) / "sample_submission.csv"
+for name, (_, config) in zip(RUN_NAMES, runs):
+    print(f"{name}/{CHECKPOINT}: {config['arch']} + {config['encoder']} at {config['target_size']} (H, W)")
+print(f"{len(frame)} images of {SPLIT}; labels: {labelled}; weights: {WEIGHTS or 'equal'}; {settings}; border: {BORDER}")
+
+# %% [markdown]
+# ## Each member alone
+# Only on a labelled split: the members' scores are what the ensemble is measured against.
+
+# %%
+tables = {}
+if labelled:
+    for name, run in zip(RUN_NAMES, runs):
+        tables[name] = predict_split([run], frame, settings=settings, border=border, progress=False).scores
+        print(f"{name}: mIoU {tables[name]['mIoU']:.4f}")
+else:
+    print(f"{SPLIT} has no labelled twin ({SPLIT}_gt.csv, synthetic data only): members are not scored")
+
+# %% [markdown]
+# ## The ensemble
+# One pass writes the submission (test split only: the sample lists the test images) and, on a
+# labelled split, scores the ensemble.
+
+# %%
+start = time.perf_counter()
+result = predict_split(runs, frame, weights=WEIGHTS, settings=settings, border=border, sample=sample,
+                       submission=out / "submission.csv" if SPLIT == "test" else None)
+seconds_per_image = (time.perf_counter() - start) / len(frame)
+print(f"{seconds_per_image:.3f} s per image for {len(runs)} runs")
+if result.submission is not None:
+    print(f"{result.submission}: {validate_submission(result.submission, sample)} rows, valid against {sample}")
+
+# %%
+if labelled:
+    tables["ensemble"] = result.scores
+    viz.save_iou_bars(out / "iou.png", tables)
+    display(pd.DataFrame(tables).T.round(3))
+    display(Image(str(out / "iou.png")))
+data.write_json(out / "metrics.json", {
+    "runs": RUN_NAMES, "weights": WEIGHTS, "checkpoint": CHECKPOINT, "split": SPLIT, "labelled": labelled,
+    "images": len(frame), "settings": asdict(settings), "border": BORDER, "border_threshold": BORDER_THRESHOLD,
+    "seconds_per_image": seconds_per_image, "mIoU": {name: table["mIoU"] for name, table in tables.items()},
+    "iou": tables,
+})
+print(f"outputs: {out.resolve()}")

@@ -21,7 +21,7 @@ import albumentations as A
 import cv2
 import numpy as np
 
-from kit.data import IGNORE_INDEX, read_image
+from kit.data import IGNORE_INDEX, VOID_INDEX, read_image
 from kit.fisheye import DEFAULT_CIRCLE, ellipse_mask, pinhole_to_fisheye_maps, warp_image, warp_label
 
 Ellipse = tuple[tuple[float, float], tuple[float, float], float]
@@ -30,6 +30,9 @@ SKY = 8
 
 class FisheyeWarp(A.DualTransform):
     """Warp a pinhole image and its label into a fisheye frame of ``size = (W, H)``.
+
+    Label pixels outside the image circle are 255 (background); inside it but outside the source
+    camera's view they are ``VOID_INDEX`` (no information: ignored in training, not background).
 
     Each call draws one camera from a pool of ``pool_size`` cameras, drawn once from the jitter
     ranges with ``seed``; the pool keeps the remap maps cached (``pinhole_to_fisheye_maps``), so
@@ -100,7 +103,12 @@ class FisheyeWarp(A.DualTransform):
         return warp_image(img, maps)
 
     def apply_to_mask(self, mask: np.ndarray, maps, **params) -> np.ndarray:
-        return warp_label(mask, maps)
+        # outside the circle: background (255); inside it but unseen by the source camera: VOID,
+        # which training ignores (labelling it background taught the model that the fisheye's
+        # periphery is background)
+        out = warp_label(mask, maps)
+        out[maps.circle & ~maps.valid] = VOID_INDEX
+        return out
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
         return ("size", "src_hfov_deg", "model", "fov_deg", "circle_scale", "circle", "center_shift",

@@ -8,6 +8,9 @@
           per 512×512 image of the InternImage-T, PVTv2-b1 and ConvNeXt-T encoders.
     infer  kit.infer images/s on demo-sized fisheye frames: whole image, slide (windows batched and
           one at a time, with the largest difference between the two), flip + 3-scale TTA.
+    quality  every training method (source_only, fisheye_tf, uda, uda_geo, oracle) with one
+          encoder, crop, step budget and seed on the synthetic demo data, scored on its labelled
+          fisheye test split: per-class IoU, mIoU, gap closed, training time (quality.md/.json).
 """
 
 from __future__ import annotations
@@ -201,6 +204,66 @@ def bench_infer(
     print(f"slide batched vs one window at a time: max abs probability difference {diff:.2e}")
 
 
+def bench_quality(data_dir: str, out: str, budget: float, seed: int, overwrite: bool, threads: int | None) -> None:
+    """Train every method with one encoder, crop, step budget and seed on the synthetic data, score
+    the labelled fisheye test split the same way, write quality.md / quality.json into ``out``."""
+    from kit.data import CLASSES, has_split, prepare_output_dir, read_split, write_json
+    from kit.infer import InferenceSettings, load_run, make_border, predict_split
+    from kit.train import METHODS, TrainConfig, train
+
+    if not has_split(data_dir, "test_gt"):
+        raise FileNotFoundError(f"{data_dir} has no test_gt.csv: the quality benchmark needs the synthetic "
+                                f"data's held-out fisheye labels (python -m kit.synth --out {data_dir} --preset demo)")
+    out_dir = prepare_output_dir(out, overwrite)
+    steps = max(int(round(QUALITY_STEPS * budget)), 1)
+    epochs = max(steps // QUALITY_STEPS_PER_EPOCH, 1)
+    border = make_border(data_dir, "ellipse", threshold=None)
+    frame = read_split(data_dir, "test_gt")
+    results = {}
+    for method in METHODS:
+        config = TrainConfig(
+            data_dir=data_dir, runs_dir=str(out_dir / "runs"), run_name=method, method=method, seed=seed,
+            epochs=epochs, steps_per_epoch=steps // epochs, cpu_threads=threads, overwrite=overwrite,
+            **QUALITY_CONFIG,
+        )
+        print(f"--- {method}: {epochs} epochs × {steps // epochs} steps", flush=True)
+        start = time.perf_counter()
+        run_dir = train(config)
+        seconds = time.perf_counter() - start
+        scores = predict_split([load_run(run_dir, "last.pt")], frame, settings=InferenceSettings(mode="whole"),
+                               border=border, progress=False).scores
+        results[method] = {"iou": scores, "mIoU": scores["mIoU"], "train_seconds": round(seconds, 1)}
+        print(f"{method}: fisheye test mIoU {scores['mIoU']:.4f} ({seconds:.0f} s)", flush=True)
+    low, high = results["source_only"]["mIoU"], results["oracle"]["mIoU"]
+    for method, result in results.items():
+        result["gap_closed"] = (result["mIoU"] - low) / (high - low) if high != low else float("nan")
+    header = "| method | mIoU | gap closed | train s | " + " | ".join(CLASSES) + " |"
+    lines = [header, "|" + "---|" * (4 + len(CLASSES))]
+    for method, r in results.items():
+        cells = [f"{r['iou'][c]:.3f}" if r["iou"][c] == r["iou"][c] else "–" for c in CLASSES]
+        lines.append(f"| {method} | {r['mIoU']:.4f} | {100 * r['gap_closed']:.0f}% | {r['train_seconds']:.0f} | "
+                     + " | ".join(cells) + " |")
+    setup = (f"{steps} steps, seed {seed}, {QUALITY_CONFIG['encoder']} ({QUALITY_CONFIG['pretrained']}) + "
+             f"{QUALITY_CONFIG['arch']} {QUALITY_CONFIG['head_channels']}, crop {QUALITY_CONFIG['crop_size']}, "
+             f"{len(frame)} fisheye test images, whole-image prediction, ellipse border")
+    table = "\n".join([f"Fisheye test mIoU ({setup}); gap closed = (mIoU − source_only) / (oracle − source_only).",
+                        "", *lines, ""])
+    (out_dir / "quality.md").write_text(table)
+    write_json(out_dir / "quality.json", {"setup": setup, "budget": budget, "results": results})
+    print(table)
+
+
+# The CPU demo values of notebooks/03_train (its parameters cell), shared by every method here.
+QUALITY_CONFIG = dict(
+    arch="daformer", encoder="tf_efficientnet_lite0", pretrained="bundled", head_channels=64,
+    source_size=(128, 256), target_size=(144, 256), crop_size=(128, 128), batch_size=8,
+    lr_encoder=2e-4, lr_decoder=2e-3, warmup_steps=30, mask_block=16, src_hfov_deg=80.0, eval_limit=50,
+    progress=False,
+)
+QUALITY_STEPS = 600  # training steps per method at --budget 1
+QUALITY_STEPS_PER_EPOCH = 60
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m kit.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -221,6 +284,13 @@ def main(argv: list[str] | None = None) -> None:
     infer.add_argument("--encoder", default="pvt_v2_b0")
     infer.add_argument("--channels", type=int, default=256, help="decoder width (the trainer's head_channels)")
     infer.add_argument("--count", type=int, default=4, help="frames per measurement")
+    quality = sub.add_parser("quality", help="every method trained alike, scored on the labelled fisheye test split")
+    quality.add_argument("--data", default="data/demo", help="synthetic dataset root (with test_gt.csv)")
+    quality.add_argument("--out", default="outputs/bench_quality", help="runs, quality.md and quality.json")
+    quality.add_argument("--budget", type=float, default=1.0, help=f"scales the {QUALITY_STEPS} training steps per method")
+    quality.add_argument("--seed", type=int, default=0)
+    quality.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 was fastest on 2 cores)")
+    quality.add_argument("--overwrite", action="store_true", help="replace an earlier benchmark in --out")
     args = parser.parse_args(argv)
     if args.name == "rle":
         bench_rle(args.count, args.seed)
@@ -231,6 +301,8 @@ def main(argv: list[str] | None = None) -> None:
     elif args.name == "infer":
         bench_infer(tuple(args.image), tuple(args.window), tuple(args.stride), arch=args.arch,
                     encoder=args.encoder, channels=args.channels, count=args.count)
+    elif args.name == "quality":
+        bench_quality(args.data, args.out, args.budget, args.seed, args.overwrite, args.threads)
 
 
 if __name__ == "__main__":

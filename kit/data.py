@@ -42,6 +42,10 @@ CLASSES: tuple[str, ...] = (
 NUM_CLASSES = len(CLASSES)
 IGNORE_INDEX = 255  # background: outside the fisheye circle, ego vehicle, unlabelled
 BACKGROUND_CLASS = NUM_CLASSES  # 255 remapped to this index when a model has a background output
+# "No information here", made only by transforms (never a valid file value): inside the fisheye
+# circle but outside what the source camera saw after a geometric warp. Not background: the
+# dataset turns it into 255 *after* 255 became BACKGROUND_CLASS, so the losses ignore it.
+VOID_INDEX = 254
 
 # Cityscapes colours for the matching classes; background is black.
 PALETTE = np.array(
@@ -260,7 +264,8 @@ class SegmentationDataset(Dataset):
         transform: an ``A.Compose`` (or any callable taking ``image=``, ``mask=`` and returning a
             dict with the same keys); applied to uint8 arrays before normalisation.
         mean, std: this domain's RGB statistics in 0..1 (e.g. SOURCE_MEAN / TARGET_MEAN).
-        background: the value 255 label pixels take (255 to ignore them, 12 for a background class).
+        background: the value 255 label pixels take (255 to ignore them, 12 for a background class);
+            ``VOID_INDEX`` pixels always become 255 (ignored).
         label_fn: optional ``uint8 (H, W) → uint8 (H, W)`` applied on load (e.g. the sky-bonnet fix).
     """
 
@@ -308,5 +313,6 @@ class SegmentationDataset(Dataset):
             target = torch.from_numpy(np.ascontiguousarray(label)).long()  # (H, W)
             if self.background != IGNORE_INDEX:
                 target[target == IGNORE_INDEX] = self.background
+            target[target == VOID_INDEX] = IGNORE_INDEX
             item["label"] = target
         return item

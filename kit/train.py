@@ -59,6 +59,7 @@ from kit.data import (
     SegmentationDataset,
     atomic_path,
     has_split,
+    read_image,
     read_label,
     read_split,
     write_csv,
@@ -662,28 +663,26 @@ def predict_examples(
     ``student`` and ``teacher`` uint8 (H, W) label maps (255 = background; teacher pixels below the
     pseudo-label threshold are 255 too; ``teacher`` None for runs without one) and ``truth`` (or None).
     """
-    run_dir = Path(run_dir)
-    state = load_checkpoint(run_dir / checkpoint, device)
+    from kit.infer import InferenceSettings, predict_run  # kit.infer builds runs with this module
+
+    state = load_checkpoint(Path(run_dir) / checkpoint, device)
     config = state["config"]
     root = Path(config["data_dir"])
     split = config["fisheye_eval_split"] if has_split(root, config["fisheye_eval_split"]) else "train_target"
-    frame = _evenly(read_split(root, split), count)
     th, tw = config["target_size"]
-    dataset = SegmentationDataset(frame, A.Compose([A.Resize(th, tw)]), config["target_mean"], config["target_std"])
-    networks = {"student": state["model"], "teacher": state["teacher"]}
-    model = model_from_config(config).to(device).eval()
+    resize = A.Resize(th, tw)
+    networks = {}
+    for name, weights in (("student", state["model"]), ("teacher", state["teacher"])):
+        if weights is not None:
+            networks[name] = model_from_config(config).to(device).eval()
+            networks[name].load_state_dict(weights)
     examples = []
-    for index in range(len(dataset)):
-        item = dataset[index]
-        image, label = dataset.load(index)
-        example = {"id": item["id"], "image": A.Resize(th, tw)(image=image)["image"], "teacher": None,
-                   "truth": None if label is None else A.Resize(th, tw)(image=image, mask=label)["mask"]}
-        for name, weights in networks.items():
-            if weights is None:
-                continue
-            model.load_state_dict(weights)
-            probs = torch.softmax(model(item["image"][None].to(device)).float(), dim=1)[0]  # (C, H, W)
-            confidence, pred = probs.max(dim=0)
+    for row in _evenly(read_split(root, split), count).itertuples():
+        image = read_image(row.img_path)
+        truth = resize(image=image, mask=read_label(row.gt_path))["mask"] if hasattr(row, "gt_path") else None
+        example = {"id": row.id, "image": resize(image=image)["image"], "student": None, "teacher": None, "truth": truth}
+        for name, model in networks.items():
+            confidence, pred = predict_run((model, config), image, InferenceSettings(mode="whole", amp=False)).max(dim=0)
             pred[pred == BACKGROUND_CLASS] = IGNORE_INDEX
             if name == "teacher":
                 pred[confidence <= config["pseudo_threshold"]] = IGNORE_INDEX

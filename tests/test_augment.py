@@ -1,5 +1,6 @@
 import albumentations as A
 import numpy as np
+import pandas as pd
 import pytest
 
 from kit.augment import (
@@ -13,8 +14,8 @@ from kit.augment import (
     solution_a_pipeline,
     solution_b_pipeline,
 )
-from kit.data import IGNORE_INDEX, write_image
-from kit.fisheye import ellipse_mask, pinhole_to_fisheye_maps
+from kit.data import IGNORE_INDEX, VOID_INDEX, SegmentationDataset, write_image
+from kit.fisheye import ellipse_mask, pinhole_to_fisheye_maps, warp_label
 
 
 def test_fix_sky_bonnet_hand_made():
@@ -80,13 +81,32 @@ def test_fisheye_warp_is_label_exact_and_uses_a_cached_pool(source):
     for _ in range(6):
         out = compose(image=image, mask=label)
         assert out["image"].shape == (54, 96, 3) and out["mask"].shape == (54, 96)
-        assert set(np.unique(out["mask"])) <= {0, 2, 8, 11, IGNORE_INDEX}
-        assert ((out["mask"] == IGNORE_INDEX) == (out["image"].max(axis=2) == 0)).mean() > 0.99
+        assert set(np.unique(out["mask"])) <= {0, 2, 8, 11, IGNORE_INDEX, VOID_INDEX}
+        unseen = (out["mask"] == IGNORE_INDEX) | (out["mask"] == VOID_INDEX)
+        assert (unseen == (out["image"].max(axis=2) == 0)).mean() > 0.99
         seen.add(out["mask"].tobytes())
     assert 1 < len(seen) <= 3
     for camera in warp.cameras:  # every camera's maps are in the cache: a second build is the same object
         assert pinhole_to_fisheye_maps((128, 64), 90.0, (96, 54), **camera) is pinhole_to_fisheye_maps(
             (128, 64), 90.0, (96, 54), **camera)
+
+
+def test_fisheye_warp_labels_the_unseen_disc_void_and_only_the_outside_background(source, tmp_path):
+    image, label = source
+    warp = FisheyeWarp(size=(96, 54), pool_size=1, seed=2)
+    maps = pinhole_to_fisheye_maps((128, 64), 90.0, (96, 54), **warp.cameras[0])
+    out = A.Compose([warp], seed=0)(image=image, mask=label)["mask"]
+    assert np.array_equal(out == IGNORE_INDEX, ~maps.circle)
+    assert np.array_equal(out == VOID_INDEX, maps.circle & ~maps.valid) and (out == VOID_INDEX).any()
+    np.testing.assert_array_equal(out[maps.valid], warp_label(label, maps)[maps.valid])
+    # in a dataset with a background class: outside → 12 (learned), void → 255 (ignored by the losses)
+    frame = pd.DataFrame({"id": ["a"], "img_path": [tmp_path / "a.png"], "gt_path": [tmp_path / "a_gt.png"]})
+    write_image(frame.img_path[0], image)
+    write_image(frame.gt_path[0], label)
+    item = SegmentationDataset(frame, A.Compose([warp], seed=0), background=12)[0]
+    target = item["label"].numpy()
+    assert np.array_equal(target == 12, ~maps.circle | (maps.valid & (warp_label(label, maps) == 12)))
+    assert np.array_equal(target == IGNORE_INDEX, maps.circle & ~maps.valid)
 
 
 def test_pipelines_give_crop_sized_pairs(source, tmp_path):
@@ -103,7 +123,7 @@ def test_pipelines_give_crop_sized_pairs(source, tmp_path):
     for pipeline, (h, w) in pipelines:
         out = pipeline(image=image, mask=label)
         assert out["image"].shape == (h, w, 3) and out["mask"].shape == (h, w)
-        assert set(np.unique(out["mask"])) <= {0, 2, 8, 11, IGNORE_INDEX}
+        assert set(np.unique(out["mask"])) <= {0, 2, 8, 11, IGNORE_INDEX, VOID_INDEX}
 
 
 def test_channel_stats_against_numpy(tmp_path):

@@ -28,13 +28,16 @@ from kit.synth import (
     render_sample,
     sample_scene,
 )
+from kit.train import STATS_FILE
 from kit.viz import colorize, overlay
 
 TINY = PRESETS["tiny"]
 
 
 def _files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file() and p.name != "stats.json"}
+    """The generated files; not stats.json (holds timings) nor the statistics cache training adds."""
+    skip = {"stats.json", STATS_FILE}
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file() and p.name not in skip}
 
 
 def test_same_seed_gives_identical_files_whatever_the_workers(tiny: Path, tmp_path: Path) -> None:

@@ -232,14 +232,15 @@ def kit_pipeline(fisheye_warp: FisheyeWarp, crop_size: tuple[int, int]) -> A.Com
     return A.Compose([fisheye_warp, A.HorizontalFlip(p=0.5), A.ColorJitter(p=0.25), A.RandomCrop(*crop_size)])
 
 
-def fix_sky_bonnet(label: np.ndarray, start: float = 2 / 3) -> np.ndarray:
-    """Solution A's label fix: Sky pixels in rows ≥ ``start``·H (the ego car's bonnet) become 255.
+def fix_sky_bonnet(label: np.ndarray, start: float = 2 / 3, value: int = IGNORE_INDEX) -> np.ndarray:
+    """Solution A's label fix: Sky pixels in rows ≥ ``start``·H (the ego car's bonnet) become ``value``.
 
+    ``value`` 255 (solution A) makes the bonnet background; ``VOID_INDEX`` makes training ignore it.
     Returns a new ``uint8 (H, W)`` label; the input is not changed.
     """
     out = np.array(label, dtype=np.uint8, copy=True)
     lower = out[int(start * out.shape[0]) :]
-    lower[lower == SKY] = IGNORE_INDEX
+    lower[lower == SKY] = value
     return out
 
 

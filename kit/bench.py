@@ -16,8 +16,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -204,52 +206,110 @@ def bench_infer(
     print(f"slide batched vs one window at a time: max abs probability difference {diff:.2e}")
 
 
+def _train_and_score(data_dir: str, runs_dir: Path, name: str, overrides: dict, steps: int, seed: int,
+                     overwrite: bool, threads: int | None) -> dict:
+    """Train one run with :data:`QUALITY_CONFIG` + ``overrides`` for ``steps`` steps, then score its
+    ``last.pt`` on ``data_dir``'s labelled fisheye test split (whole image, ellipse border)."""
+    from kit.data import read_split
+    from kit.infer import InferenceSettings, load_run, make_border, predict_split
+    from kit.train import TrainConfig, train
+
+    epochs = max(steps // QUALITY_STEPS_PER_EPOCH, 1)
+    config = TrainConfig(**{
+        **QUALITY_CONFIG, **overrides, "data_dir": data_dir, "runs_dir": str(runs_dir), "run_name": name,
+        "seed": seed, "epochs": epochs, "steps_per_epoch": steps // epochs, "cpu_threads": threads,
+        "overwrite": overwrite,
+    })
+    print(f"--- {name}: {config.method}, {epochs} epochs × {steps // epochs} steps, {overrides}", flush=True)
+    start = time.perf_counter()
+    run_dir = train(config)
+    seconds = time.perf_counter() - start
+    scores = predict_split([load_run(run_dir, "last.pt")], read_split(data_dir, "test_gt"),
+                           settings=InferenceSettings(mode="whole"), border=make_border(data_dir, "ellipse"),
+                           progress=False).scores
+    print(f"{name}: fisheye test mIoU {scores['mIoU']:.4f} ({seconds:.0f} s)", flush=True)
+    return {"overrides": overrides, "iou": scores, "mIoU": scores["mIoU"], "train_seconds": round(seconds, 1)}
+
+
+def _iou_table(results: dict[str, dict], gap: bool) -> list[str]:
+    from kit.data import CLASSES
+
+    header = "| run | mIoU | " + ("gap closed | " if gap else "") + "train s | " + " | ".join(CLASSES) + " |"
+    lines = [header, "|" + "---|" * (3 + gap + len(CLASSES))]
+    for name, r in results.items():
+        cells = [f"{r['iou'][c]:.3f}" if r["iou"][c] == r["iou"][c] else "–" for c in CLASSES]
+        closed = f"{100 * r['gap_closed']:.0f}% | " if gap else ""
+        lines.append(f"| {name} | {r['mIoU']:.4f} | {closed}{r['train_seconds']:.0f} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _require_test_gt(data_dir: str) -> None:
+    from kit.data import has_split
+
+    if not has_split(data_dir, "test_gt"):
+        raise FileNotFoundError(f"{data_dir} has no test_gt.csv: this benchmark needs the synthetic data's held-out "
+                                f"fisheye labels (python -m kit.synth --out {data_dir} --preset demo)")
+
+
 def bench_quality(data_dir: str, out: str, budget: float, seed: int, overwrite: bool, threads: int | None) -> None:
     """Train every method with one encoder, crop, step budget and seed on the synthetic data, score
     the labelled fisheye test split the same way, write quality.md / quality.json into ``out``."""
-    from kit.data import CLASSES, has_split, prepare_output_dir, read_split, write_json
-    from kit.infer import InferenceSettings, load_run, make_border, predict_split
-    from kit.train import METHODS, TrainConfig, train
+    from kit.data import prepare_output_dir, write_json
+    from kit.train import METHODS
 
-    if not has_split(data_dir, "test_gt"):
-        raise FileNotFoundError(f"{data_dir} has no test_gt.csv: the quality benchmark needs the synthetic "
-                                f"data's held-out fisheye labels (python -m kit.synth --out {data_dir} --preset demo)")
+    _require_test_gt(data_dir)
     out_dir = prepare_output_dir(out, overwrite)
     steps = max(int(round(QUALITY_STEPS * budget)), 1)
-    epochs = max(steps // QUALITY_STEPS_PER_EPOCH, 1)
-    border = make_border(data_dir, "ellipse", threshold=None)
-    frame = read_split(data_dir, "test_gt")
-    results = {}
-    for method in METHODS:
-        config = TrainConfig(
-            data_dir=data_dir, runs_dir=str(out_dir / "runs"), run_name=method, method=method, seed=seed,
-            epochs=epochs, steps_per_epoch=steps // epochs, cpu_threads=threads, overwrite=overwrite,
-            **QUALITY_CONFIG,
-        )
-        print(f"--- {method}: {epochs} epochs × {steps // epochs} steps", flush=True)
-        start = time.perf_counter()
-        run_dir = train(config)
-        seconds = time.perf_counter() - start
-        scores = predict_split([load_run(run_dir, "last.pt")], frame, settings=InferenceSettings(mode="whole"),
-                               border=border, progress=False).scores
-        results[method] = {"iou": scores, "mIoU": scores["mIoU"], "train_seconds": round(seconds, 1)}
-        print(f"{method}: fisheye test mIoU {scores['mIoU']:.4f} ({seconds:.0f} s)", flush=True)
+    results = {method: _train_and_score(data_dir, out_dir / "runs", method,
+                                        {"method": method, **METHOD_DEFAULTS.get(method, {})},
+                                        steps, seed, overwrite, threads) for method in METHODS}
     low, high = results["source_only"]["mIoU"], results["oracle"]["mIoU"]
     for method, result in results.items():
         result["gap_closed"] = (result["mIoU"] - low) / (high - low) if high != low else float("nan")
-    header = "| method | mIoU | gap closed | train s | " + " | ".join(CLASSES) + " |"
-    lines = [header, "|" + "---|" * (4 + len(CLASSES))]
-    for method, r in results.items():
-        cells = [f"{r['iou'][c]:.3f}" if r["iou"][c] == r["iou"][c] else "–" for c in CLASSES]
-        lines.append(f"| {method} | {r['mIoU']:.4f} | {100 * r['gap_closed']:.0f}% | {r['train_seconds']:.0f} | "
-                     + " | ".join(cells) + " |")
     setup = (f"{steps} steps, seed {seed}, {QUALITY_CONFIG['encoder']} ({QUALITY_CONFIG['pretrained']}) + "
              f"{QUALITY_CONFIG['arch']} {QUALITY_CONFIG['head_channels']}, crop {QUALITY_CONFIG['crop_size']}, "
-             f"{len(frame)} fisheye test images, whole-image prediction, ellipse border")
+             f"{_count_rows(data_dir, 'test_gt')} fisheye test images, whole-image prediction, "
+             f"ellipse border")
     table = "\n".join([f"Fisheye test mIoU ({setup}); gap closed = (mIoU − source_only) / (oracle − source_only).",
-                        "", *lines, ""])
+                        "", *_iou_table(results, gap=True), ""])
     (out_dir / "quality.md").write_text(table)
     write_json(out_dir / "quality.json", {"setup": setup, "budget": budget, "results": results})
+    print(table)
+
+
+def _count_rows(data_dir: str, split: str) -> int:
+    from kit.data import read_split
+
+    return len(read_split(data_dir, split))
+
+
+def bench_tune(data_dir: str, out: str, variants: list[str], budget: float, seed: int, threads: int | None,
+               overwrite: bool) -> None:
+    """Train :data:`TUNE_VARIANTS` on a *validation* dataset (another synthetic seed) and score its
+    test split; each variant's result goes to ``out/<variant>.json`` and all results found in ``out``
+    are tabulated into ``out/tune.md``. Several processes may share one ``out`` (one per core)."""
+    from kit.data import write_json
+
+    _require_test_gt(data_dir)
+    unknown = [v for v in variants if v not in TUNE_VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown variant(s) {unknown}; choose from {list(TUNE_VARIANTS)}")
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    steps = max(int(round(QUALITY_STEPS * budget)), 1)
+    for name in variants:
+        result_path = out_dir / f"{name}.json"
+        if result_path.exists() and not overwrite:
+            raise FileExistsError(f"{result_path} exists from an earlier tuning run; pass --overwrite to redo {name}")
+        result = _train_and_score(data_dir, out_dir / "runs", name, TUNE_VARIANTS[name], steps, seed,
+                                  overwrite, threads)
+        write_json(result_path, {**result, "steps": steps, "seed": seed, "data": data_dir})
+    results = {}
+    for path in sorted(out_dir.glob("*.json")):
+        results[path.stem] = json.loads(path.read_text())
+    table = "\n".join([f"Validation fisheye mIoU on {data_dir}'s test split (another synthetic seed than the "
+                        f"benchmark's data), {steps} steps.", "", *_iou_table(results, gap=False), ""])
+    (out_dir / "tune.md").write_text(table)
     print(table)
 
 
@@ -261,6 +321,18 @@ QUALITY_CONFIG = dict(
     progress=False,
 )
 QUALITY_STEPS = 600  # training steps per method at --budget 1
+# Each method's own settings on top of QUALITY_CONFIG (the TrainConfig defaults otherwise).
+METHOD_DEFAULTS: dict[str, dict] = {}
+# Variants of the tuning sweep (python -m kit.bench tune), each a set of TrainConfig overrides.
+TUNE_VARIANTS: dict[str, dict] = {
+    "fisheye_tf": {"method": "fisheye_tf"},
+    "uda": {"method": "uda"},
+    "uda_geo": {"method": "uda_geo"},
+    "uda_geo_bonnet_void": {"method": "uda_geo", "bonnet": "void"},
+    "uda_geo_pixel": {"method": "uda_geo", "pseudo_weighting": "pixel"},
+    "uda_geo_void_pixel": {"method": "uda_geo", "bonnet": "void", "pseudo_weighting": "pixel"},
+    "uda_geo_void_rcs": {"method": "uda_geo", "bonnet": "void", "rare_class_sampling": True},
+}
 QUALITY_STEPS_PER_EPOCH = 60
 
 
@@ -291,6 +363,14 @@ def main(argv: list[str] | None = None) -> None:
     quality.add_argument("--seed", type=int, default=0)
     quality.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 was fastest on 2 cores)")
     quality.add_argument("--overwrite", action="store_true", help="replace an earlier benchmark in --out")
+    tune = sub.add_parser("tune", help="uda_geo variants trained and scored on a validation dataset")
+    tune.add_argument("--data", default="data/demo_val", help="a synthetic dataset of another seed than --data of quality")
+    tune.add_argument("--out", default="outputs/tune", help="one JSON per variant, runs/, tune.md")
+    tune.add_argument("--variant", nargs="+", default=list(TUNE_VARIANTS), choices=list(TUNE_VARIANTS))
+    tune.add_argument("--budget", type=float, default=0.5, help=f"scales the {QUALITY_STEPS} steps per variant")
+    tune.add_argument("--seed", type=int, default=0)
+    tune.add_argument("--threads", type=int, default=1)
+    tune.add_argument("--overwrite", action="store_true", help="redo variants that already have a result")
     args = parser.parse_args(argv)
     if args.name == "rle":
         bench_rle(args.count, args.seed)
@@ -303,6 +383,8 @@ def main(argv: list[str] | None = None) -> None:
                     encoder=args.encoder, channels=args.channels, count=args.count)
     elif args.name == "quality":
         bench_quality(args.data, args.out, args.budget, args.seed, args.overwrite, args.threads)
+    elif args.name == "tune":
+        bench_tune(args.data, args.out, args.variant, args.budget, args.seed, args.threads, args.overwrite)
 
 
 if __name__ == "__main__":

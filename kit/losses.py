@@ -75,6 +75,7 @@ def pseudo_label_loss(
     threshold: float = 0.968,
     ignore_mask: torch.Tensor | None = None,
     teacher_is_probs: bool = False,
+    weighting: str = "image",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """CE of the student against the teacher's pseudo-labels, weighted per image by its confidence.
 
@@ -89,17 +90,26 @@ def pseudo_label_loss(
             no gradient flows into it.
         ignore_mask: optional (B, H, W) bool, True where pixels count for nothing (e.g. outside
             the fisheye circle).
+        weighting: ``"image"`` (DAFormer: every kept pixel is trained, the image weighted by its
+            confident share) or ``"pixel"`` (only confident pixels are trained, at weight 1; the
+            loss is the mean CE over them, and ``weight`` still reports the confident share).
 
     Returns:
         ``(loss, weight)``: loss = mean over images of weight_i · (mean CE over image i's kept
         pixels), a scalar; weight: (B,) per-image weights, for logging.
     """
+    if weighting not in ("image", "pixel"):
+        raise ValueError(f"weighting must be 'image' or 'pixel', got {weighting!r}")
     with torch.no_grad():
         probs = teacher if teacher_is_probs else teacher.softmax(dim=1)
         confidence, pseudo_label = probs.max(dim=1)  # (B, H, W) each
         keep = torch.ones_like(pseudo_label, dtype=torch.bool) if ignore_mask is None else ~ignore_mask
         kept = keep.sum(dim=(1, 2)).clamp_min(1)  # (B,)
-        weight = ((confidence > threshold) & keep).sum(dim=(1, 2)) / kept  # (B,)
+        confident = (confidence > threshold) & keep
+        weight = confident.sum(dim=(1, 2)) / kept  # (B,)
+    if weighting == "pixel":
+        per_pixel = F.cross_entropy(student_logits, pseudo_label, reduction="none")  # (B, H, W)
+        return (per_pixel * confident).sum() / confident.sum().clamp_min(1), weight
     per_pixel = F.cross_entropy(student_logits, pseudo_label, reduction="none")  # (B, H, W)
     per_image = (per_pixel * keep).sum(dim=(1, 2)) / kept  # (B,)
     return (weight.to(per_image.dtype) * per_image).mean(), weight

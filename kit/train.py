@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import random
@@ -56,6 +57,7 @@ from kit.data import (
     SOURCE_STD,
     TARGET_MEAN,
     TARGET_STD,
+    VOID_INDEX,
     SegmentationDataset,
     atomic_path,
     has_split,
@@ -108,6 +110,7 @@ class TrainConfig:
     ema_max_alpha: float = 0.9  # solution A 0.9, MIC 0.999
     ema_per: str = "step"  # the EMA ramp counts "step"s (MIC) or "epoch"s (solution A)
     pseudo_threshold: float = 0.968
+    pseudo_weighting: str = "image"  # image (DAFormer: confident share per image) | pixel (confident pixels only)
     mask_ratio: float = 0.75
     mask_block: int = 32
     class_mix: bool = False  # DACS ClassMix (uda methods)
@@ -116,7 +119,8 @@ class TrainConfig:
     src_hfov_deg: float = 90.0  # source camera's horizontal FOV, for the uda_geo warp
     fisheye_fov_deg: tuple[float, float] = (190.0, 210.0)  # range of the warp's fisheye FOV
     train_splits: tuple[str, ...] = ("train_source", "val_source")  # solution A also trained on val
-    fix_sky_bonnet: bool = True  # Sky in the bottom third of source labels → background
+    fix_sky_bonnet: bool = True  # Sky in the bottom third of source labels (the bonnet) is relabelled
+    bonnet: str = "background"  # what fix_sky_bonnet makes of it: background (solution A) | void (ignored)
     normalization: str = "per_domain"  # per_domain (measured, cached) | reference | imagenet | encoder
     stats_limit: int = 200  # images per domain for the statistics and the mean target image
     border_threshold: float | None = None  # mean-target threshold (solution B: 108); None: Otsu
@@ -144,6 +148,8 @@ class TrainConfig:
         _check_choice("ema_per", self.ema_per, ("step", "epoch"))
         _check_choice("amp", self.amp, ("bf16", "fp16", "none"))
         _check_choice("monitor", self.monitor, ("auto", "fisheye_miou", "source_val_miou"))
+        _check_choice("bonnet", self.bonnet, ("background", "void"))
+        _check_choice("pseudo_weighting", self.pseudo_weighting, ("image", "pixel"))
         for name in ("source_size", "target_size", "crop_size"):
             size = getattr(self, name)
             if len(size) != 2 or min(size) < 1:
@@ -355,7 +361,9 @@ def build_data(config: TrainConfig) -> TrainData:
     """Datasets for ``config.method``; see the module docstring for what each method trains on."""
     root = Path(config.data_dir)
     (smean, sstd), (tmean, tstd) = _normalisation(config)
-    label_fn = fix_sky_bonnet if config.fix_sky_bonnet else None
+    label_fn = None
+    if config.fix_sky_bonnet:
+        label_fn = functools.partial(fix_sky_bonnet, value=VOID_INDEX if config.bonnet == "void" else IGNORE_INDEX)
     th, tw = config.target_size
     crop = config.crop_size
     transforms: list[A.Compose] = []
@@ -545,7 +553,7 @@ def train(config: TrainConfig) -> Path:
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and config.amp == "fp16")
     autocast = _autocast_factory(config, device)
     uda_config = UDAConfig(config.pseudo_threshold, config.mask_ratio, config.mask_block, config.class_mix,
-                           ignore_index=IGNORE_INDEX)
+                           ignore_index=IGNORE_INDEX, pseudo_weighting=config.pseudo_weighting)
     monitor = config.monitor
     if monitor == "auto":
         monitor = "fisheye_miou" if "fisheye" in data.evals else "source_val_miou"

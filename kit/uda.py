@@ -129,6 +129,7 @@ class UDAConfig:
     mask_block: int = 32  # mask block size in pixels (MIC 64)
     class_mix: bool = False  # DACS ClassMix of source classes onto target images (solution A dropped it)
     ignore_index: int = 255
+    pseudo_weighting: str = "image"  # "image" (DAFormer) | "pixel": only confident pixels are trained
 
 
 def uda_step(
@@ -185,8 +186,11 @@ def uda_step(
             mixed_logits = student(mixed)
             loss_pixels = F.cross_entropy(mixed_logits.float(), mixed_label, ignore_index=ignore, reduction="none")
         confident = teacher_probs.max(dim=1).values > config.pseudo_threshold
-        weight = confident.float().flatten(1).mean(1).view(-1, 1, 1)  # (B, 1, 1) share of confident pixels
-        pixel_weight = torch.where(mix[:, 0].bool(), torch.ones_like(loss_pixels), weight.expand_as(loss_pixels))
+        if config.pseudo_weighting == "pixel":
+            weight = confident.float()  # (B, h, w) confident target pixels only
+        else:
+            weight = confident.float().flatten(1).mean(1).view(-1, 1, 1).expand_as(loss_pixels)  # confident share
+        pixel_weight = torch.where(mix[:, 0].bool(), torch.ones_like(loss_pixels), weight)
         valid = (mixed_label != ignore).float()
         loss = (loss_pixels * pixel_weight * valid).sum() / valid.sum().clamp(min=1.0)
         backward(loss)
@@ -201,7 +205,7 @@ def uda_step(
     with autocast():
         student_logits = student(target * keep)
     loss, weights = pseudo_label_loss(student_logits.float(), teacher_probs, threshold=config.pseudo_threshold,
-                                      teacher_is_probs=True)
+                                      teacher_is_probs=True, weighting=config.pseudo_weighting)
     backward(loss)
     losses["target"] = loss.item()
     losses["pseudo_weight"] = weights.mean().item()

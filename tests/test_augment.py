@@ -37,6 +37,9 @@ def test_fix_sky_bonnet_hand_made():
     assert np.array_equal(fixed, expected)
     assert label[4, 0] == 8  # input untouched
     assert np.array_equal(fix_sky_bonnet(label, start=0.5)[3], [255, 11, 255])
+    void = fix_sky_bonnet(label, value=VOID_INDEX)  # bonnet "void": ignored in training, not background
+    assert np.array_equal(void[4], [VOID_INDEX, VOID_INDEX, 0])
+    assert np.array_equal(void[5], [11, VOID_INDEX, 255])  # a true 255 stays background
 
 
 @pytest.fixture

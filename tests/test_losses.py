@@ -108,6 +108,17 @@ def test_pseudo_label_weight_is_the_share_of_confident_pixels():
     assert loss.item() == pytest.approx(0.75 * sum(STUDENT_CE) / 4, abs=1e-12)
 
 
+def test_pseudo_label_pixel_weighting_trains_only_confident_pixels():
+    loss, weight = pseudo_label_loss(logits_of(STUDENT_PROBS), logits_of(TEACHER_PROBS), threshold=0.968,
+                                     weighting="pixel")
+    assert weight.tolist() == [0.75]  # still reported as the confident share
+    assert loss.item() == pytest.approx(sum(STUDENT_CE[:3]) / 3, abs=1e-12)  # pixel 3 (0.6) is left out
+    nothing = pseudo_label_loss(logits_of(STUDENT_PROBS), logits_of(TEACHER_PROBS), threshold=0.999, weighting="pixel")
+    assert nothing[0].item() == 0.0
+    with pytest.raises(ValueError, match="weighting"):
+        pseudo_label_loss(logits_of(STUDENT_PROBS), logits_of(TEACHER_PROBS), weighting="class")
+
+
 def test_pseudo_label_teacher_probabilities_equal_teacher_logits():
     student = logits_of(STUDENT_PROBS)
     from_logits = pseudo_label_loss(student, logits_of(TEACHER_PROBS))

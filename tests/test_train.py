@@ -143,3 +143,21 @@ def test_upernet_internimage_trains_in_the_loop(tiny, tmp_path):
     model = kit.train.model_from_config(state["config"])
     model.load_state_dict(state["model"])
     assert model.eval()(torch.zeros(1, 3, 54, 96)).shape == (1, 13, 54, 96)
+
+
+def test_bonnet_void_ignores_exactly_the_pixels_the_fix_made_background(tiny, tmp_path):
+    from kit.data import BACKGROUND_CLASS, IGNORE_INDEX
+
+    def val_labels(bonnet):
+        evals = kit.train.build_data(_config(tiny, tmp_path, method="source_only", bonnet=bonnet)).evals
+        return [evals["source_val"][i]["label"].numpy() for i in range(len(evals["source_val"]))]
+
+    changed = 0
+    for background, void in zip(val_labels("background"), val_labels("void")):
+        differ = background != void
+        assert (background[differ] == BACKGROUND_CLASS).all() and (void[differ] == IGNORE_INDEX).all()
+        assert differ.nonzero()[0].min(initial=background.shape[0]) >= int(2 / 3 * background.shape[0]) - 1
+        changed += differ.sum()
+    assert changed > 0  # the tiny preset's bonnets are labelled Sky
+    with pytest.raises(ValueError, match="bonnet"):
+        _config(tiny, tmp_path, bonnet="sky")

@@ -11,6 +11,9 @@
     quality  every training method (source_only, fisheye_tf, uda, uda_geo, oracle) with one
           encoder, crop, step budget and seed on the synthetic demo data, scored on its labelled
           fisheye test split: per-class IoU, mIoU, gap closed, training time (quality.md/.json).
+    tune  variants of uda_geo (TUNE_VARIANTS) trained like quality and scored on the test split of a
+          *validation* dataset, another synthetic seed, so that no choice looks at the benchmark's
+          test labels (tune.md, one JSON per variant).
 """
 
 from __future__ import annotations
@@ -237,7 +240,8 @@ def _iou_table(results: dict[str, dict], gap: bool) -> list[str]:
     header = "| run | mIoU | " + ("gap closed | " if gap else "") + "train s | " + " | ".join(CLASSES) + " |"
     lines = [header, "|" + "---|" * (3 + gap + len(CLASSES))]
     for name, r in results.items():
-        cells = [f"{r['iou'][c]:.3f}" if r["iou"][c] == r["iou"][c] else "–" for c in CLASSES]
+        cells = [f"{r['iou'][c]:.3f}" if r["iou"][c] is not None and r["iou"][c] == r["iou"][c] else "–"
+                 for c in CLASSES]  # NaN (or null read back from JSON): class absent from the split
         closed = f"{100 * r['gap_closed']:.0f}% | " if gap else ""
         lines.append(f"| {name} | {r['mIoU']:.4f} | {closed}{r['train_seconds']:.0f} | " + " | ".join(cells) + " |")
     return lines
@@ -251,7 +255,8 @@ def _require_test_gt(data_dir: str) -> None:
                                 f"fisheye labels (python -m kit.synth --out {data_dir} --preset demo)")
 
 
-def bench_quality(data_dir: str, out: str, budget: float, seed: int, overwrite: bool, threads: int | None) -> None:
+def bench_quality(data_dir: str, out: str, budget: float, seed: int, overwrite: bool, threads: int | None,
+                  processes: int = 1) -> None:
     """Train every method with one encoder, crop, step budget and seed on the synthetic data, score
     the labelled fisheye test split the same way, write quality.md / quality.json into ``out``."""
     from kit.data import prepare_output_dir, write_json
@@ -260,9 +265,19 @@ def bench_quality(data_dir: str, out: str, budget: float, seed: int, overwrite: 
     _require_test_gt(data_dir)
     out_dir = prepare_output_dir(out, overwrite)
     steps = max(int(round(QUALITY_STEPS * budget)), 1)
-    results = {method: _train_and_score(data_dir, out_dir / "runs", method,
-                                        {"method": method, **METHOD_DEFAULTS.get(method, {})},
-                                        steps, seed, overwrite, threads) for method in METHODS}
+    jobs = [(data_dir, out_dir / "runs", method, {"method": method, **METHOD_DEFAULTS.get(method, {})}, steps, seed,
+             overwrite, threads) for method in METHODS]
+    if processes > 1:  # one method per process; the slow self-training methods start first
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        order = sorted(jobs, key=lambda job: job[2] not in ("uda", "uda_geo"))
+        with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {job[2]: pool.submit(_train_and_score, *job) for job in order}
+            done = {method: future.result() for method, future in futures.items()}
+        results = {method: done[method] for method in METHODS}
+    else:
+        results = {job[2]: _train_and_score(*job) for job in jobs}
     low, high = results["source_only"]["mIoU"], results["oracle"]["mIoU"]
     for method, result in results.items():
         result["gap_closed"] = (result["mIoU"] - low) / (high - low) if high != low else float("nan")
@@ -332,6 +347,10 @@ TUNE_VARIANTS: dict[str, dict] = {
     "uda_geo_pixel": {"method": "uda_geo", "pseudo_weighting": "pixel"},
     "uda_geo_void_pixel": {"method": "uda_geo", "bonnet": "void", "pseudo_weighting": "pixel"},
     "uda_geo_void_rcs": {"method": "uda_geo", "bonnet": "void", "rare_class_sampling": True},
+    "uda_geo_void_pixel_dice": {"method": "uda_geo", "bonnet": "void", "pseudo_weighting": "pixel",
+                                "uda_dice_weight": 1.0},
+    "uda_geo_void_pixel_rcs": {"method": "uda_geo", "bonnet": "void", "pseudo_weighting": "pixel",
+                               "rare_class_sampling": True},
 }
 QUALITY_STEPS_PER_EPOCH = 60
 
@@ -363,6 +382,8 @@ def main(argv: list[str] | None = None) -> None:
     quality.add_argument("--seed", type=int, default=0)
     quality.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 was fastest on 2 cores)")
     quality.add_argument("--overwrite", action="store_true", help="replace an earlier benchmark in --out")
+    quality.add_argument("--jobs", type=int, default=1, help="methods trained at once, one process each "
+                         "(2 on 2 cores with --threads 1; training times then include the sharing)")
     tune = sub.add_parser("tune", help="uda_geo variants trained and scored on a validation dataset")
     tune.add_argument("--data", default="data/demo_val", help="a synthetic dataset of another seed than --data of quality")
     tune.add_argument("--out", default="outputs/tune", help="one JSON per variant, runs/, tune.md")
@@ -382,7 +403,7 @@ def main(argv: list[str] | None = None) -> None:
         bench_infer(tuple(args.image), tuple(args.window), tuple(args.stride), arch=args.arch,
                     encoder=args.encoder, channels=args.channels, count=args.count)
     elif args.name == "quality":
-        bench_quality(args.data, args.out, args.budget, args.seed, args.overwrite, args.threads)
+        bench_quality(args.data, args.out, args.budget, args.seed, args.overwrite, args.threads, args.jobs)
     elif args.name == "tune":
         bench_tune(args.data, args.out, args.variant, args.budget, args.seed, args.threads, args.overwrite)
 

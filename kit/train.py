@@ -116,6 +116,7 @@ class TrainConfig:
     class_mix: bool = False  # DACS ClassMix (uda methods)
     mix_background: float = 0.25  # probability of solution A's Mix Background on source crops (uda methods)
     dice_weight: float = 1.0  # weight of the Dice loss next to CE (fisheye_tf)
+    uda_dice_weight: float = 0.0  # Dice next to CE on the uda methods' source and distortion branches
     src_hfov_deg: float = 90.0  # source camera's horizontal FOV, for the uda_geo warp
     fisheye_fov_deg: tuple[float, float] = (190.0, 210.0)  # range of the warp's fisheye FOV
     train_splits: tuple[str, ...] = ("train_source", "val_source")  # solution A also trained on val
@@ -553,7 +554,8 @@ def train(config: TrainConfig) -> Path:
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and config.amp == "fp16")
     autocast = _autocast_factory(config, device)
     uda_config = UDAConfig(config.pseudo_threshold, config.mask_ratio, config.mask_block, config.class_mix,
-                           ignore_index=IGNORE_INDEX, pseudo_weighting=config.pseudo_weighting)
+                           ignore_index=IGNORE_INDEX, pseudo_weighting=config.pseudo_weighting,
+                           dice_weight=config.uda_dice_weight)
     monitor = config.monitor
     if monitor == "auto":
         monitor = "fisheye_miou" if "fisheye" in data.evals else "source_val_miou"

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kit.losses import cross_entropy, pseudo_label_loss
+from kit.losses import cross_entropy, dice_loss, pseudo_label_loss
 
 
 class EMATeacher:
@@ -130,6 +130,7 @@ class UDAConfig:
     class_mix: bool = False  # DACS ClassMix of source classes onto target images (solution A dropped it)
     ignore_index: int = 255
     pseudo_weighting: str = "image"  # "image" (DAFormer) | "pixel": only confident pixels are trained
+    dice_weight: float = 0.0  # Dice (solution B) next to CE on the labelled source and distortion branches
 
 
 def uda_step(
@@ -153,16 +154,22 @@ def uda_step(
     losses: dict[str, float] = {}
     ignore = config.ignore_index
 
-    # 1. source: supervised cross-entropy on the labelled source crop
+    def supervised(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        loss = cross_entropy(logits, labels, ignore_index=ignore)
+        if config.dice_weight > 0:
+            loss = loss + config.dice_weight * dice_loss(logits.float(), labels, ignore_index=ignore)
+        return loss
+
+    # 1. source: supervised cross-entropy (+ Dice) on the labelled source crop
     with autocast():
-        loss = cross_entropy(student(batch["source"]), batch["source_label"], ignore_index=ignore)
+        loss = supervised(student(batch["source"]), batch["source_label"])
     backward(loss)
     losses["source"] = loss.item()
 
     # 2. distortion: the same supervision on the distorted copy of the source
     if "distorted" in batch:
         with autocast():
-            loss = cross_entropy(student(batch["distorted"]), batch["distorted_label"], ignore_index=ignore)
+            loss = supervised(student(batch["distorted"]), batch["distorted_label"])
         backward(loss)
         losses["distortion"] = loss.item()
 

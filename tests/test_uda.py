@@ -116,3 +116,22 @@ def test_uda_step_without_confident_pixels_has_zero_target_loss():
              "target": torch.randn(1, 3, 8, 8)}
     losses = uda_step(student, teacher, batch, UDAConfig(pseudo_threshold=0.999999, mask_block=2))
     assert losses["pseudo_weight"] == 0.0 and losses["target"] == 0.0
+
+
+def test_uda_step_dice_weight_adds_dice_to_the_supervised_branches():
+    from kit.losses import cross_entropy, dice_loss
+
+    g = torch.Generator().manual_seed(1)
+    batch = {
+        "source": torch.randn(2, 3, 8, 8, generator=g), "source_label": torch.randint(0, 13, (2, 8, 8), generator=g),
+        "distorted": torch.randn(2, 3, 8, 8, generator=g), "distorted_label": torch.randint(0, 13, (2, 8, 8), generator=g),
+        "target": torch.randn(2, 3, 8, 8, generator=g),
+    }
+    batch["distorted_label"][:, :2] = 255  # ignored pixels count in neither loss
+    student, teacher = _net(0), EMATeacher(_net(0))
+    losses = uda_step(student, teacher, batch, UDAConfig(mask_block=2, dice_weight=0.5))
+    with torch.no_grad():
+        for name, image, label in (("source", "source", "source_label"), ("distortion", "distorted", "distorted_label")):
+            logits = _net(0)(batch[image])
+            expected = cross_entropy(logits, batch[label]) + 0.5 * dice_loss(logits, batch[label])
+            assert losses[name] == pytest.approx(expected.item(), rel=1e-5)

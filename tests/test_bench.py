@@ -1,0 +1,54 @@
+"""The quality benchmark and the tuning sweep, at a one-step budget on the tiny preset."""
+
+import json
+import math
+
+import pytest
+
+import kit.bench
+from kit.data import CLASSES
+
+
+@pytest.fixture
+def small_quality(monkeypatch):
+    # the tiny preset's frames are small: train and predict at its scale, one step per method
+    monkeypatch.setitem(kit.bench.QUALITY_CONFIG, "source_size", (48, 96))
+    monkeypatch.setitem(kit.bench.QUALITY_CONFIG, "target_size", (54, 96))
+    monkeypatch.setitem(kit.bench.QUALITY_CONFIG, "crop_size", (32, 32))
+    monkeypatch.setitem(kit.bench.QUALITY_CONFIG, "batch_size", 2)
+    monkeypatch.setitem(kit.bench.QUALITY_CONFIG, "pretrained", False)
+    monkeypatch.setitem(kit.bench.QUALITY_CONFIG, "eval_limit", 2)
+    monkeypatch.setitem(kit.bench.QUALITY_CONFIG, "mask_block", 8)
+    return 1 / kit.bench.QUALITY_STEPS
+
+
+def test_quality_table_gap_closed_and_refusal_to_overwrite(tiny, tmp_path, small_quality):
+    out = tmp_path / "quality"
+    kit.bench.bench_quality(str(tiny), str(out), small_quality, seed=0, overwrite=False, threads=1)
+    report = json.loads((out / "quality.json").read_text())
+    results = report["results"]
+    assert list(results) == ["source_only", "fisheye_tf", "uda", "uda_geo", "oracle"]
+    low, high = results["source_only"]["mIoU"], results["oracle"]["mIoU"]
+    for method, r in results.items():
+        present = [r["iou"][c] for c in CLASSES if r["iou"][c] is not None]
+        assert r["mIoU"] == pytest.approx(sum(present) / len(present))
+        if high != low:
+            assert r["gap_closed"] == pytest.approx((r["mIoU"] - low) / (high - low))
+    if high != low:
+        assert results["source_only"]["gap_closed"] == 0 and results["oracle"]["gap_closed"] == pytest.approx(1)
+    table = (out / "quality.md").read_text()
+    assert all(f"| {method} | {r['mIoU']:.4f} |" in table for method, r in results.items())
+    with pytest.raises(FileExistsError):
+        kit.bench.bench_quality(str(tiny), str(out), small_quality, seed=0, overwrite=False, threads=1)
+
+
+def test_tune_writes_one_result_per_variant_and_never_redoes_one_silently(tiny, tmp_path, small_quality):
+    out = tmp_path / "tune"
+    kit.bench.bench_tune(str(tiny), str(out), ["uda_geo"], small_quality, seed=0, threads=1, overwrite=False)
+    result = json.loads((out / "uda_geo.json").read_text())
+    assert result["overrides"] == kit.bench.TUNE_VARIANTS["uda_geo"] and result["steps"] == 1
+    assert math.isfinite(result["mIoU"]) and f"| uda_geo | {result['mIoU']:.4f} |" in (out / "tune.md").read_text()
+    with pytest.raises(FileExistsError, match="uda_geo.json"):
+        kit.bench.bench_tune(str(tiny), str(out), ["uda_geo"], small_quality, seed=0, threads=1, overwrite=False)
+    with pytest.raises(ValueError, match="unknown variant"):
+        kit.bench.bench_tune(str(tiny), str(out), ["nope"], small_quality, seed=0, threads=1, overwrite=False)

@@ -349,6 +349,10 @@ TUNE_VARIANTS: dict[str, dict] = {
     "uda_geo_void_rcs": {"method": "uda_geo", "bonnet": "void", "rare_class_sampling": True},
     "uda_geo_void_pixel_dice": {"method": "uda_geo", "bonnet": "void", "pseudo_weighting": "pixel",
                                 "uda_dice_weight": 1.0},
+    "uda_geo_void_class": {"method": "uda_geo", "bonnet": "void", "pseudo_weighting": "class"},
+    "uda_geo_void_dice": {"method": "uda_geo", "bonnet": "void", "uda_dice_weight": 1.0},
+    "uda_geo_void_class_dice": {"method": "uda_geo", "bonnet": "void", "pseudo_weighting": "class",
+                                "uda_dice_weight": 1.0},
     "uda_geo_void_pixel_rcs": {"method": "uda_geo", "bonnet": "void", "pseudo_weighting": "pixel",
                                "rare_class_sampling": True},
 }

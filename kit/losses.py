@@ -69,6 +69,20 @@ def dice_loss(
     return (1 - dice).mean()
 
 
+def confident_pixels(
+    confidence: torch.Tensor, pseudo_label: torch.Tensor, threshold: float, keep: torch.Tensor, weighting: str
+) -> torch.Tensor:
+    """``(B, H, W)`` bool: kept pixels whose teacher confidence exceeds ``threshold``; with
+    ``weighting="class"`` also those reaching the batch median confidence of their pseudo-class
+    (class-balanced, CBST-like: each class keeps at least its upper half)."""
+    confident = (confidence > threshold) & keep
+    if weighting == "class":
+        for c in pseudo_label[keep].unique():
+            of_class = (pseudo_label == c) & keep
+            confident |= of_class & (confidence >= confidence[of_class].median())
+    return confident
+
+
 def pseudo_label_loss(
     student_logits: torch.Tensor,
     teacher: torch.Tensor,
@@ -92,22 +106,25 @@ def pseudo_label_loss(
             the fisheye circle).
         weighting: ``"image"`` (DAFormer: every kept pixel is trained, the image weighted by its
             confident share) or ``"pixel"`` (only confident pixels are trained, at weight 1; the
-            loss is the mean CE over them, and ``weight`` still reports the confident share).
+            loss is the mean CE over them, and ``weight`` still reports the confident share) or
+            ``"class"`` (as ``"pixel"``, but a pixel also counts as confident when its confidence
+            reaches the median of its pseudo-class in the batch, so that classes the teacher is
+            unsure of, often the rare ones, keep their most confident half instead of vanishing).
 
     Returns:
         ``(loss, weight)``: loss = mean over images of weight_i · (mean CE over image i's kept
         pixels), a scalar; weight: (B,) per-image weights, for logging.
     """
-    if weighting not in ("image", "pixel"):
-        raise ValueError(f"weighting must be 'image' or 'pixel', got {weighting!r}")
+    if weighting not in ("image", "pixel", "class"):
+        raise ValueError(f"weighting must be 'image', 'pixel' or 'class', got {weighting!r}")
     with torch.no_grad():
         probs = teacher if teacher_is_probs else teacher.softmax(dim=1)
         confidence, pseudo_label = probs.max(dim=1)  # (B, H, W) each
         keep = torch.ones_like(pseudo_label, dtype=torch.bool) if ignore_mask is None else ~ignore_mask
         kept = keep.sum(dim=(1, 2)).clamp_min(1)  # (B,)
-        confident = (confidence > threshold) & keep
+        confident = confident_pixels(confidence, pseudo_label, threshold, keep, weighting)
         weight = confident.sum(dim=(1, 2)) / kept  # (B,)
-    if weighting == "pixel":
+    if weighting in ("pixel", "class"):
         per_pixel = F.cross_entropy(student_logits, pseudo_label, reduction="none")  # (B, H, W)
         return (per_pixel * confident).sum() / confident.sum().clamp_min(1), weight
     per_pixel = F.cross_entropy(student_logits, pseudo_label, reduction="none")  # (B, H, W)

@@ -110,7 +110,7 @@ class TrainConfig:
     ema_max_alpha: float = 0.9  # solution A 0.9, MIC 0.999
     ema_per: str = "step"  # the EMA ramp counts "step"s (MIC) or "epoch"s (solution A)
     pseudo_threshold: float = 0.968
-    pseudo_weighting: str = "image"  # image (DAFormer: confident share per image) | pixel (confident pixels only)
+    pseudo_weighting: str = "image"  # image (DAFormer: confident share per image) | pixel (confident pixels only) | class (pixel + each class's upper half)
     mask_ratio: float = 0.75
     mask_block: int = 32
     class_mix: bool = False  # DACS ClassMix (uda methods)
@@ -150,7 +150,7 @@ class TrainConfig:
         _check_choice("amp", self.amp, ("bf16", "fp16", "none"))
         _check_choice("monitor", self.monitor, ("auto", "fisheye_miou", "source_val_miou"))
         _check_choice("bonnet", self.bonnet, ("background", "void"))
-        _check_choice("pseudo_weighting", self.pseudo_weighting, ("image", "pixel"))
+        _check_choice("pseudo_weighting", self.pseudo_weighting, ("image", "pixel", "class"))
         for name in ("source_size", "target_size", "crop_size"):
             size = getattr(self, name)
             if len(size) != 2 or min(size) < 1:

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kit.losses import cross_entropy, dice_loss, pseudo_label_loss
+from kit.losses import confident_pixels, cross_entropy, dice_loss, pseudo_label_loss
 
 
 class EMATeacher:
@@ -129,7 +129,7 @@ class UDAConfig:
     mask_block: int = 32  # mask block size in pixels (MIC 64)
     class_mix: bool = False  # DACS ClassMix of source classes onto target images (solution A dropped it)
     ignore_index: int = 255
-    pseudo_weighting: str = "image"  # "image" (DAFormer) | "pixel": only confident pixels are trained
+    pseudo_weighting: str = "image"  # "image" (DAFormer) | "pixel": only confident pixels | "class": class-balanced
     dice_weight: float = 0.0  # Dice (solution B) next to CE on the labelled source and distortion branches
 
 
@@ -187,13 +187,14 @@ def uda_step(
             )
         mix = class_mix_masks(batch["source_label"], ignore, generator).to(target.device)  # (B, 1, h, w)
         mixed = mix * batch["source"] + (1 - mix) * target
-        _, pseudo = teacher_probs.max(dim=1)
+        confidence, pseudo = teacher_probs.max(dim=1)
         mixed_label = torch.where(mix[:, 0].bool(), batch["source_label"], pseudo)
         with autocast():
             mixed_logits = student(mixed)
             loss_pixels = F.cross_entropy(mixed_logits.float(), mixed_label, ignore_index=ignore, reduction="none")
-        confident = teacher_probs.max(dim=1).values > config.pseudo_threshold
-        if config.pseudo_weighting == "pixel":
+        every = torch.ones_like(pseudo, dtype=torch.bool)
+        confident = confident_pixels(confidence, pseudo, config.pseudo_threshold, every, config.pseudo_weighting)
+        if config.pseudo_weighting in ("pixel", "class"):
             weight = confident.float()  # (B, h, w) confident target pixels only
         else:
             weight = confident.float().flatten(1).mean(1).view(-1, 1, 1).expand_as(loss_pixels)  # confident share

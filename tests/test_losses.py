@@ -116,7 +116,7 @@ def test_pseudo_label_pixel_weighting_trains_only_confident_pixels():
     nothing = pseudo_label_loss(logits_of(STUDENT_PROBS), logits_of(TEACHER_PROBS), threshold=0.999, weighting="pixel")
     assert nothing[0].item() == 0.0
     with pytest.raises(ValueError, match="weighting"):
-        pseudo_label_loss(logits_of(STUDENT_PROBS), logits_of(TEACHER_PROBS), weighting="class")
+        pseudo_label_loss(logits_of(STUDENT_PROBS), logits_of(TEACHER_PROBS), weighting="median")
 
 
 def test_pseudo_label_teacher_probabilities_equal_teacher_logits():
@@ -152,3 +152,24 @@ def test_pseudo_label_means_over_images_and_no_gradient_reaches_the_teacher():
     assert loss.item() == pytest.approx(expected, abs=1e-12)
     loss.backward()
     assert teacher.grad is None and student.grad is not None
+
+
+def test_pseudo_label_class_weighting_keeps_each_class_upper_half():
+    # 1 image, 2 classes, 2×3 pixels; teacher's class-0 probability per pixel (row-major):
+    # pseudo-labels 0 0 1 / 1 1 0, confidences 0.99 0.99 0.7 / 0.6 0.55 0.8
+    t0 = [0.99, 0.99, 0.3, 0.4, 0.45, 0.8]
+    s0 = [0.9, 0.8, 0.5, 0.4, 0.3, 0.6]  # student's class-0 probability
+
+    def probs(p0):
+        return [[[p0[:3], p0[3:]], [[1 - p for p in p0[:3]], [1 - p for p in p0[3:]]]]]
+
+    student_p = [0.9, 0.8, 0.5, 0.6, 0.7, 0.6]  # student's probability of each pixel's pseudo-label
+    ce = [-math.log(p) for p in student_p]
+    # class 0: median 0.99 keeps pixels 0, 1 (pixel 5, 0.8, is below it and the threshold);
+    # class 1: median 0.6 keeps pixels 2 (0.7) and 3 (0.6), drops pixel 4 (0.55)
+    loss, weight = pseudo_label_loss(logits_of(probs(s0)), logits_of(probs(t0)), threshold=0.968, weighting="class")
+    assert weight.tolist() == [pytest.approx(4 / 6)]
+    assert loss.item() == pytest.approx(sum(ce[:4]) / 4, abs=1e-12)
+    pixel, weight = pseudo_label_loss(logits_of(probs(s0)), logits_of(probs(t0)), threshold=0.968, weighting="pixel")
+    assert weight.tolist() == [pytest.approx(2 / 6)]
+    assert pixel.item() == pytest.approx(sum(ce[:2]) / 2, abs=1e-12)  # pixel mode drops class 1 entirely

@@ -265,7 +265,7 @@ def bench_quality(data_dir: str, out: str, budget: float, seed: int, overwrite: 
     _require_test_gt(data_dir)
     out_dir = prepare_output_dir(out, overwrite)
     steps = max(int(round(QUALITY_STEPS * budget)), 1)
-    jobs = [(data_dir, out_dir / "runs", method, {"method": method, **METHOD_DEFAULTS.get(method, {})}, steps, seed,
+    jobs = [(data_dir, out_dir / "runs", method, {"method": method}, steps, seed,
              overwrite, threads) for method in METHODS]
     if processes > 1:  # one method per process; the slow self-training methods start first
         import multiprocessing
@@ -336,27 +336,21 @@ QUALITY_CONFIG = dict(
     progress=False,
 )
 QUALITY_STEPS = 600  # training steps per method at --budget 1
-# Each method's own settings on top of QUALITY_CONFIG (the TrainConfig defaults otherwise).
-METHOD_DEFAULTS: dict[str, dict] = {}
-# Variants of the tuning sweep (python -m kit.bench tune), each a set of TrainConfig overrides.
+QUALITY_STEPS_PER_EPOCH = 60
+# The sweep's baseline: uda_geo as it was before tuning (= the TrainConfig defaults of every method).
+UNTUNED = {"method": "uda_geo", "bonnet": "background", "pseudo_weighting": "image", "uda_dice_weight": 0.0}
+# Variants of the tuning sweep (python -m kit.bench tune), each a full set of the tuned knobs.
 TUNE_VARIANTS: dict[str, dict] = {
+    "uda_geo_untuned": UNTUNED,
+    "uda_geo_bonnet_void": {**UNTUNED, "bonnet": "void"},
+    "uda_geo_void_pixel": {**UNTUNED, "bonnet": "void", "pseudo_weighting": "pixel"},
+    "uda_geo_void_class": {**UNTUNED, "bonnet": "void", "pseudo_weighting": "class"},
+    "uda_geo_void_class_dice": {**UNTUNED, "bonnet": "void", "pseudo_weighting": "class", "uda_dice_weight": 1.0},
+    "uda_geo_void_dice": {**UNTUNED, "bonnet": "void", "uda_dice_weight": 1.0},
+    "uda_geo_void_rcs": {**UNTUNED, "bonnet": "void", "rare_class_sampling": True},
     "fisheye_tf": {"method": "fisheye_tf"},
     "uda": {"method": "uda"},
-    "uda_geo": {"method": "uda_geo"},
-    "uda_geo_bonnet_void": {"method": "uda_geo", "bonnet": "void"},
-    "uda_geo_pixel": {"method": "uda_geo", "pseudo_weighting": "pixel"},
-    "uda_geo_void_pixel": {"method": "uda_geo", "bonnet": "void", "pseudo_weighting": "pixel"},
-    "uda_geo_void_rcs": {"method": "uda_geo", "bonnet": "void", "rare_class_sampling": True},
-    "uda_geo_void_pixel_dice": {"method": "uda_geo", "bonnet": "void", "pseudo_weighting": "pixel",
-                                "uda_dice_weight": 1.0},
-    "uda_geo_void_class": {"method": "uda_geo", "bonnet": "void", "pseudo_weighting": "class"},
-    "uda_geo_void_dice": {"method": "uda_geo", "bonnet": "void", "uda_dice_weight": 1.0},
-    "uda_geo_void_class_dice": {"method": "uda_geo", "bonnet": "void", "pseudo_weighting": "class",
-                                "uda_dice_weight": 1.0},
-    "uda_geo_void_pixel_rcs": {"method": "uda_geo", "bonnet": "void", "pseudo_weighting": "pixel",
-                               "rare_class_sampling": True},
 }
-QUALITY_STEPS_PER_EPOCH = 60
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -391,7 +385,8 @@ def main(argv: list[str] | None = None) -> None:
     tune = sub.add_parser("tune", help="uda_geo variants trained and scored on a validation dataset")
     tune.add_argument("--data", default="data/demo_val", help="a synthetic dataset of another seed than --data of quality")
     tune.add_argument("--out", default="outputs/tune", help="one JSON per variant, runs/, tune.md")
-    tune.add_argument("--variant", nargs="+", default=list(TUNE_VARIANTS), choices=list(TUNE_VARIANTS))
+    tune.add_argument("--variant", nargs="+", default=list(TUNE_VARIANTS), choices=list(TUNE_VARIANTS),
+                      help="variants to train (default: all; several processes may share --out)")
     tune.add_argument("--budget", type=float, default=0.5, help=f"scales the {QUALITY_STEPS} steps per variant")
     tune.add_argument("--seed", type=int, default=0)
     tune.add_argument("--threads", type=int, default=1)

@@ -80,6 +80,10 @@ OUTPUTS = NUM_CLASSES + 1  # 12 classes + background
 # parameters that may differ when resuming: they change how, not what, is computed
 RESUME_MAY_CHANGE = ("resume", "overwrite", "device", "num_workers", "cpu_threads", "progress", "stop_after_epoch")
 STATS_FILE = "kit_stats.json"  # per-domain statistics cached in the dataset root
+# Values TrainConfig fields left at None take: DEFAULTS, overridden per method by METHOD_DEFAULTS.
+DEFAULTS = {"bonnet": "background", "pseudo_weighting": "image", "uda_dice_weight": 0.0}
+# uda_geo's own values, chosen on a validation dataset (python -m kit.bench tune; README, Results)
+METHOD_DEFAULTS = {"uda_geo": {"bonnet": "void"}}
 
 
 @dataclass
@@ -110,18 +114,18 @@ class TrainConfig:
     ema_max_alpha: float = 0.9  # solution A 0.9, MIC 0.999
     ema_per: str = "step"  # the EMA ramp counts "step"s (MIC) or "epoch"s (solution A)
     pseudo_threshold: float = 0.968
-    pseudo_weighting: str = "image"  # image (DAFormer: confident share per image) | pixel (confident pixels only) | class (pixel + each class's upper half)
+    pseudo_weighting: str | None = None  # image (DAFormer: confident share per image) | pixel (confident pixels only) | class (pixel + each class's upper half); None: METHOD_DEFAULTS
     mask_ratio: float = 0.75
     mask_block: int = 32
     class_mix: bool = False  # DACS ClassMix (uda methods)
     mix_background: float = 0.25  # probability of solution A's Mix Background on source crops (uda methods)
     dice_weight: float = 1.0  # weight of the Dice loss next to CE (fisheye_tf)
-    uda_dice_weight: float = 0.0  # Dice next to CE on the uda methods' source and distortion branches
+    uda_dice_weight: float | None = None  # Dice next to CE on the uda methods' source and distortion branches; None: METHOD_DEFAULTS
     src_hfov_deg: float = 90.0  # source camera's horizontal FOV, for the uda_geo warp
     fisheye_fov_deg: tuple[float, float] = (190.0, 210.0)  # range of the warp's fisheye FOV
     train_splits: tuple[str, ...] = ("train_source", "val_source")  # solution A also trained on val
     fix_sky_bonnet: bool = True  # Sky in the bottom third of source labels (the bonnet) is relabelled
-    bonnet: str = "background"  # what fix_sky_bonnet makes of it: background (solution A) | void (ignored)
+    bonnet: str | None = None  # what fix_sky_bonnet makes of it: background (solution A) | void (ignored); None: METHOD_DEFAULTS
     normalization: str = "per_domain"  # per_domain (measured, cached) | reference | imagenet | encoder
     stats_limit: int = 200  # images per domain for the statistics and the mean target image
     border_threshold: float | None = None  # mean-target threshold (solution B: 108); None: Otsu
@@ -145,6 +149,9 @@ class TrainConfig:
         for name in ("source_size", "target_size", "crop_size", "fisheye_fov_deg", "train_splits"):
             setattr(self, name, tuple(getattr(self, name)))
         _check_choice("method", self.method, METHODS)
+        for name, value in {**DEFAULTS, **METHOD_DEFAULTS.get(self.method, {})}.items():
+            if getattr(self, name) is None:  # None: the method's own default
+                setattr(self, name, value)
         _check_choice("normalization", self.normalization, NORMALIZATIONS)
         _check_choice("ema_per", self.ema_per, ("step", "epoch"))
         _check_choice("amp", self.amp, ("bf16", "fp16", "none"))

@@ -57,15 +57,18 @@ CLIP_GRAD = 1.0  # max gradient norm; None switches clipping off
 EMA_MAX_ALPHA = 0.9  # teacher's largest EMA weight (solution A 0.9, MIC 0.999)
 EMA_PER = "step"  # the EMA ramp counts "step" (MIC) or "epoch" (solution A)
 PSEUDO_THRESHOLD = 0.968  # teacher confidence of a confident pixel
+PSEUDO_WEIGHTING = None  # "image" (DAFormer) | "pixel" (confident pixels only) | "class" (class-balanced); None: the method's default
 MASK_RATIO = 0.75  # share of masked target blocks (MIC 0.7)
 MASK_BLOCK = 16  # mask block in pixels at the crop's scale (solution A: 32 on 256x512 crops)
 CLASS_MIX = False  # DACS ClassMix of source classes onto target crops
 MIX_BACKGROUND = 0.25  # probability of Mix Background on source crops (uda methods)
 DICE_WEIGHT = 1.0  # weight of the Dice loss next to CE (fisheye_tf)
+UDA_DICE_WEIGHT = None  # Dice next to CE on the uda methods' source and distortion branches; None: the method's default
 SRC_HFOV_DEG = 80.0  # source camera's horizontal FOV for the uda_geo warp (synthetic data: 80)
 FISHEYE_FOV_DEG = [190.0, 210.0]  # range of the warp's fisheye FOV (synthetic target: 200)
 TRAIN_SPLITS = ["train_source", "val_source"]  # labelled source splits trained on (solution A used both)
-FIX_SKY_BONNET = True  # Sky in the bottom third of source labels becomes background
+FIX_SKY_BONNET = True  # Sky in the bottom third of source labels (the ego bonnet) is relabelled
+BONNET = None  # what it becomes: "background" (solution A) or "void" (ignored); None: the method's default (uda_geo: void)
 NORMALIZATION = "per_domain"  # per_domain (measured and cached) | reference | imagenet | encoder
 RARE_CLASS_SAMPLING = False  # DAFormer's rare-class sampling of source images
 EVAL_LIMIT = 100  # images per evaluation split each epoch (None: all)
@@ -94,7 +97,8 @@ config = TrainConfig(
     warmup_steps=WARMUP_STEPS, clip_grad=CLIP_GRAD, ema_max_alpha=EMA_MAX_ALPHA, ema_per=EMA_PER,
     pseudo_threshold=PSEUDO_THRESHOLD, mask_ratio=MASK_RATIO, mask_block=MASK_BLOCK, class_mix=CLASS_MIX,
     mix_background=MIX_BACKGROUND, dice_weight=DICE_WEIGHT, src_hfov_deg=SRC_HFOV_DEG,
-    fisheye_fov_deg=FISHEYE_FOV_DEG, train_splits=TRAIN_SPLITS, fix_sky_bonnet=FIX_SKY_BONNET,
+    fisheye_fov_deg=FISHEYE_FOV_DEG, train_splits=TRAIN_SPLITS, fix_sky_bonnet=FIX_SKY_BONNET, bonnet=BONNET,
+    pseudo_weighting=PSEUDO_WEIGHTING, uda_dice_weight=UDA_DICE_WEIGHT,
     normalization=NORMALIZATION, rare_class_sampling=RARE_CLASS_SAMPLING, eval_limit=EVAL_LIMIT,
     monitor=MONITOR, amp=AMP, device=DEVICE, num_workers=NUM_WORKERS, cpu_threads=CPU_THREADS, seed=SEED, resume=RESUME,
     overwrite=OVERWRITE,

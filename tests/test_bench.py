@@ -44,11 +44,11 @@ def test_quality_table_gap_closed_and_refusal_to_overwrite(tiny, tmp_path, small
 
 def test_tune_writes_one_result_per_variant_and_never_redoes_one_silently(tiny, tmp_path, small_quality):
     out = tmp_path / "tune"
-    kit.bench.bench_tune(str(tiny), str(out), ["uda_geo"], small_quality, seed=0, threads=1, overwrite=False)
-    result = json.loads((out / "uda_geo.json").read_text())
-    assert result["overrides"] == kit.bench.TUNE_VARIANTS["uda_geo"] and result["steps"] == 1
-    assert math.isfinite(result["mIoU"]) and f"| uda_geo | {result['mIoU']:.4f} |" in (out / "tune.md").read_text()
-    with pytest.raises(FileExistsError, match="uda_geo.json"):
-        kit.bench.bench_tune(str(tiny), str(out), ["uda_geo"], small_quality, seed=0, threads=1, overwrite=False)
+    kit.bench.bench_tune(str(tiny), str(out), ["uda_geo_untuned"], small_quality, seed=0, threads=1, overwrite=False)
+    result = json.loads((out / "uda_geo_untuned.json").read_text())
+    assert result["overrides"] == kit.bench.TUNE_VARIANTS["uda_geo_untuned"] and result["steps"] == 1
+    assert math.isfinite(result["mIoU"]) and f"| uda_geo_untuned | {result['mIoU']:.4f} |" in (out / "tune.md").read_text()
+    with pytest.raises(FileExistsError, match="uda_geo_untuned.json"):
+        kit.bench.bench_tune(str(tiny), str(out), ["uda_geo_untuned"], small_quality, seed=0, threads=1, overwrite=False)
     with pytest.raises(ValueError, match="unknown variant"):
         kit.bench.bench_tune(str(tiny), str(out), ["nope"], small_quality, seed=0, threads=1, overwrite=False)

@@ -161,3 +161,12 @@ def test_bonnet_void_ignores_exactly_the_pixels_the_fix_made_background(tiny, tm
     assert changed > 0  # the tiny preset's bonnets are labelled Sky
     with pytest.raises(ValueError, match="bonnet"):
         _config(tiny, tmp_path, bonnet="sky")
+
+
+def test_fields_left_at_none_take_the_methods_own_defaults(tiny, tmp_path):
+    for method in kit.train.METHODS:
+        config = _config(tiny, tmp_path, method=method)
+        expected = {**kit.train.DEFAULTS, **kit.train.METHOD_DEFAULTS.get(method, {})}
+        assert {name: getattr(config, name) for name in expected} == expected
+    assert _config(tiny, tmp_path, method="uda_geo", bonnet="background").bonnet == "background"  # explicit wins
+    assert kit.train.METHOD_DEFAULTS["uda_geo"]["bonnet"] == "void" and kit.train.DEFAULTS["bonnet"] == "background"

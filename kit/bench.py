@@ -210,16 +210,17 @@ def bench_infer(
 
 
 def _train_and_score(data_dir: str, runs_dir: Path, name: str, overrides: dict, steps: int, seed: int,
-                     overwrite: bool, threads: int | None) -> dict:
-    """Train one run with :data:`QUALITY_CONFIG` + ``overrides`` for ``steps`` steps, then score its
-    ``last.pt`` on ``data_dir``'s labelled fisheye test split (whole image, ellipse border)."""
+                     overwrite: bool, threads: int | None, base: dict) -> dict:
+    """Train one run with ``base`` (:data:`QUALITY_CONFIG`, passed so that spawned processes get the
+    caller's values) + ``overrides`` for ``steps`` steps, then score its ``last.pt`` on
+    ``data_dir``'s labelled fisheye test split (whole image, ellipse border)."""
     from kit.data import read_split
     from kit.infer import InferenceSettings, load_run, make_border, predict_split
     from kit.train import TrainConfig, train
 
     epochs = max(steps // QUALITY_STEPS_PER_EPOCH, 1)
     config = TrainConfig(**{
-        **QUALITY_CONFIG, **overrides, "data_dir": data_dir, "runs_dir": str(runs_dir), "run_name": name,
+        **base, **overrides, "data_dir": data_dir, "runs_dir": str(runs_dir), "run_name": name,
         "seed": seed, "epochs": epochs, "steps_per_epoch": steps // epochs, "cpu_threads": threads,
         "overwrite": overwrite,
     })
@@ -265,8 +266,8 @@ def bench_quality(data_dir: str, out: str, budget: float, seed: int, overwrite: 
     _require_test_gt(data_dir)
     out_dir = prepare_output_dir(out, overwrite)
     steps = max(int(round(QUALITY_STEPS * budget)), 1)
-    jobs = [(data_dir, out_dir / "runs", method, {"method": method}, steps, seed,
-             overwrite, threads) for method in METHODS]
+    jobs = [(data_dir, out_dir / "runs", method, {"method": method}, steps, seed, overwrite, threads,
+             dict(QUALITY_CONFIG)) for method in METHODS]
     if processes > 1:  # one method per process; the slow self-training methods start first
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
@@ -317,7 +318,7 @@ def bench_tune(data_dir: str, out: str, variants: list[str], budget: float, seed
         if result_path.exists() and not overwrite:
             raise FileExistsError(f"{result_path} exists from an earlier tuning run; pass --overwrite to redo {name}")
         result = _train_and_score(data_dir, out_dir / "runs", name, TUNE_VARIANTS[name], steps, seed,
-                                  overwrite, threads)
+                                  overwrite, threads, dict(QUALITY_CONFIG))
         write_json(result_path, {**result, "steps": steps, "seed": seed, "data": data_dir})
     results = {}
     for path in sorted(out_dir.glob("*.json")):

@@ -42,6 +42,17 @@ def test_quality_table_gap_closed_and_refusal_to_overwrite(tiny, tmp_path, small
         kit.bench.bench_quality(str(tiny), str(out), small_quality, seed=0, overwrite=False, threads=1)
 
 
+def test_methods_in_parallel_processes_give_the_sequential_results(tiny, tmp_path, small_quality):
+    # the spawned processes must train with the caller's (here: patched) settings, not the module's
+    kwargs = dict(seed=0, overwrite=False, threads=1)
+    kit.bench.bench_quality(str(tiny), str(tmp_path / "one"), small_quality, processes=1, **kwargs)
+    kit.bench.bench_quality(str(tiny), str(tmp_path / "two"), small_quality, processes=2, **kwargs)
+    one, two = (json.loads((tmp_path / name / "quality.json").read_text())["results"] for name in ("one", "two"))
+    assert list(one) == list(two)
+    for method in one:
+        assert two[method]["iou"] == pytest.approx(one[method]["iou"], nan_ok=True), method
+
+
 def test_tune_writes_one_result_per_variant_and_never_redoes_one_silently(tiny, tmp_path, small_quality):
     out = tmp_path / "tune"
     kit.bench.bench_tune(str(tiny), str(out), ["uda_geo_untuned"], small_quality, seed=0, threads=1, overwrite=False)

@@ -214,8 +214,6 @@ def _train_and_score(data_dir: str, runs_dir: Path, name: str, overrides: dict, 
     """Train one run with ``base`` (:data:`QUALITY_CONFIG`, passed so that spawned processes get the
     caller's values) + ``overrides`` for ``steps`` steps, then score its ``last.pt`` on
     ``data_dir``'s labelled fisheye test split (whole image, ellipse border)."""
-    from kit.data import read_split
-    from kit.infer import InferenceSettings, load_run, make_border, predict_split
     from kit.train import TrainConfig, train
 
     epochs = max(steps // QUALITY_STEPS_PER_EPOCH, 1)
@@ -228,17 +226,27 @@ def _train_and_score(data_dir: str, runs_dir: Path, name: str, overrides: dict, 
     start = time.perf_counter()
     run_dir = train(config)
     seconds = time.perf_counter() - start
-    scores = predict_split([load_run(run_dir, "last.pt")], read_split(data_dir, "test_gt"),
-                           settings=InferenceSettings(mode="whole"), border=make_border(data_dir, "ellipse"),
-                           progress=False).scores
+    scores = score_run(run_dir, data_dir)
     print(f"{name}: fisheye test mIoU {scores['mIoU']:.4f} ({seconds:.0f} s)", flush=True)
     return {"overrides": overrides, "iou": scores, "mIoU": scores["mIoU"], "train_seconds": round(seconds, 1)}
 
 
-def _iou_table(results: dict[str, dict], gap: bool) -> list[str]:
+def score_run(run_dir: str | Path, data_dir: str) -> dict:
+    """Per-class IoU and mIoU of a run's ``last.pt`` on ``data_dir``'s labelled fisheye test split:
+    whole image at the run's target size, the border an ellipse fitted to the Otsu-thresholded mean
+    target image (the synthetic data's border; 108 is solution B's threshold for the real data)."""
+    from kit.data import read_split
+    from kit.infer import InferenceSettings, load_run, make_border, predict_split
+
+    return predict_split([load_run(run_dir, "last.pt")], read_split(data_dir, "test_gt"),
+                         settings=InferenceSettings(mode="whole"),
+                         border=make_border(data_dir, "ellipse", threshold=None), progress=False).scores
+
+
+def _iou_table(results: dict[str, dict], gap: bool, first: str = "run") -> list[str]:
     from kit.data import CLASSES
 
-    header = "| run | mIoU | " + ("gap closed | " if gap else "") + "train s | " + " | ".join(CLASSES) + " |"
+    header = f"| {first} | mIoU | " + ("gap closed | " if gap else "") + "train s | " + " | ".join(CLASSES) + " |"
     lines = [header, "|" + "---|" * (3 + gap + len(CLASSES))]
     for name, r in results.items():
         cells = [f"{r['iou'][c]:.3f}" if r["iou"][c] is not None and r["iou"][c] == r["iou"][c] else "–"
@@ -260,7 +268,7 @@ def bench_quality(data_dir: str, out: str, budget: float, seed: int, overwrite: 
                   processes: int = 1) -> None:
     """Train every method with one encoder, crop, step budget and seed on the synthetic data, score
     the labelled fisheye test split the same way, write quality.md / quality.json into ``out``."""
-    from kit.data import prepare_output_dir, write_json
+    from kit.data import prepare_output_dir
     from kit.train import METHODS
 
     _require_test_gt(data_dir)
@@ -279,17 +287,25 @@ def bench_quality(data_dir: str, out: str, budget: float, seed: int, overwrite: 
         results = {method: done[method] for method in METHODS}
     else:
         results = {job[2]: _train_and_score(*job) for job in jobs}
+    write_quality(out_dir, results, data_dir, steps, seed, budget)
+
+
+def write_quality(out_dir: Path, results: dict[str, dict], data_dir: str, steps: int, seed: int,
+                  budget: float) -> None:
+    """Add each method's gap closed to ``results``; write and print quality.md / quality.json."""
+    from kit.data import write_json
+
     low, high = results["source_only"]["mIoU"], results["oracle"]["mIoU"]
-    for method, result in results.items():
+    for result in results.values():
         result["gap_closed"] = (result["mIoU"] - low) / (high - low) if high != low else float("nan")
     setup = (f"{steps} steps, seed {seed}, {QUALITY_CONFIG['encoder']} ({QUALITY_CONFIG['pretrained']}) + "
              f"{QUALITY_CONFIG['arch']} {QUALITY_CONFIG['head_channels']}, crop {QUALITY_CONFIG['crop_size']}, "
              f"{_count_rows(data_dir, 'test_gt')} fisheye test images, whole-image prediction, "
-             f"ellipse border")
+             f"ellipse border (Otsu)")
     table = "\n".join([f"Fisheye test mIoU ({setup}); gap closed = (mIoU − source_only) / (oracle − source_only).",
-                        "", *_iou_table(results, gap=True), ""])
-    (out_dir / "quality.md").write_text(table)
-    write_json(out_dir / "quality.json", {"setup": setup, "budget": budget, "results": results})
+                        "", *_iou_table(results, gap=True, first="method"), ""])
+    (Path(out_dir) / "quality.md").write_text(table)
+    write_json(Path(out_dir) / "quality.json", {"setup": setup, "budget": budget, "results": results})
     print(table)
 
 

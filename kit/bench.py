@@ -368,6 +368,8 @@ TUNE_VARIANTS: dict[str, dict] = {
     "uda_geo_void_nomix": {**UNTUNED, "bonnet": "void", "mix_background": 0.0},
     "uda_geo_void_ema99": {**UNTUNED, "bonnet": "void", "ema_max_alpha": 0.99},
     "uda_geo_void_ema99_dice": {**UNTUNED, "bonnet": "void", "ema_max_alpha": 0.99, "uda_dice_weight": 1.0},
+    "uda_geo_void_noclip": {**UNTUNED, "bonnet": "void", "clip_grad": None},
+    "uda_geo_void_noclip_ema99": {**UNTUNED, "bonnet": "void", "clip_grad": None, "ema_max_alpha": 0.99},
     # an ablation, not a candidate: threshold 1 leaves no confident pixel, so the target loss is 0
     "uda_geo_void_no_target": {**UNTUNED, "bonnet": "void", "pseudo_threshold": 1.0},
     "fisheye_tf": {"method": "fisheye_tf"},

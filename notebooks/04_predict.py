@@ -13,6 +13,7 @@
 #     name: python3
 # ---
 
+# %%
 
 # %% [markdown]
 # # 04 · Prediction
@@ -42,6 +43,7 @@ BORDER = "ellipse"  # background outside the fisheye border: ellipse (A) | mask 
 BORDER_THRESHOLD = None  # mean-target threshold of the border (real data: 108); None: Otsu
 BATCH_SIZE = 8  # slide windows per forward pass
 DEVICE = "auto"  # auto | cpu | cuda
+CPU_THREADS = None  # torch threads on the CPU (None: torch's default; 1 when another job shares a 2-core machine)
 GRID_COUNT = 4  # images in the prediction grid
 WORST_COUNT = 3  # lowest-mIoU images shown beside their truth (labelled splits only)
 OVERWRITE = False  # replace the outputs of an earlier run in OUTPUT_DIR
@@ -52,12 +54,16 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
+import torch
 from IPython.display import Image, display
 
 from kit import data, viz
 from kit.infer import InferenceSettings, load_run, make_border, predict_label_maps, predict_split, prediction_frame
 from kit.rle import validate_submission
 from kit.train import resolve_device
+
+if CPU_THREADS is not None:
+    torch.set_num_threads(CPU_THREADS)
 
 out = data.prepare_output_dir(OUTPUT_DIR, overwrite=OVERWRITE)
 run_dir = Path(RUNS_DIR) / RUN_NAME

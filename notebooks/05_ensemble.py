@@ -13,6 +13,7 @@
 #     name: python3
 # ---
 
+# %%
 
 # %% [markdown]
 # # 05 · Ensemble
@@ -38,6 +39,7 @@ BORDER = "ellipse"  # background outside the fisheye border: ellipse (A) | mask 
 BORDER_THRESHOLD = None  # mean-target threshold of the border (real data: 108); None: Otsu
 BATCH_SIZE = 8  # slide windows per forward pass
 DEVICE = "auto"  # auto | cpu | cuda
+CPU_THREADS = None  # torch threads on the CPU (None: torch's default; 1 when another job shares a 2-core machine)
 OVERWRITE = False  # replace the outputs of an earlier run in OUTPUT_DIR
 
 # %%
@@ -46,12 +48,16 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
+import torch
 from IPython.display import Image, display
 
 from kit import data, viz
 from kit.infer import InferenceSettings, load_run, make_border, predict_split, prediction_frame
 from kit.rle import validate_submission
 from kit.train import resolve_device
+
+if CPU_THREADS is not None:
+    torch.set_num_threads(CPU_THREADS)
 
 out = data.prepare_output_dir(OUTPUT_DIR, overwrite=OVERWRITE)
 runs = [load_run(Path(RUNS_DIR) / name, CHECKPOINT, device=resolve_device(DEVICE)) for name in RUN_NAMES]

@@ -63,3 +63,20 @@ def test_tune_writes_one_result_per_variant_and_never_redoes_one_silently(tiny, 
         kit.bench.bench_tune(str(tiny), str(out), ["uda_geo_untuned"], small_quality, seed=0, threads=1, overwrite=False)
     with pytest.raises(ValueError, match="unknown variant"):
         kit.bench.bench_tune(str(tiny), str(out), ["nope"], small_quality, seed=0, threads=1, overwrite=False)
+
+
+def test_the_benchmark_scores_with_the_synthetic_datas_otsu_border(tiny, tmp_path, small_quality, monkeypatch):
+    # solution B's threshold 108 fits the real mean target image, not the synthetic one
+    import kit.infer
+
+    seen = []
+    real = kit.infer.make_border
+
+    def spy(root, kind, threshold=108.0, **kwargs):
+        seen.append((kind, threshold))
+        return real(root, kind, threshold=threshold, **kwargs)
+
+    monkeypatch.setattr(kit.infer, "make_border", spy)
+    kit.bench.bench_tune(str(tiny), str(tmp_path / "tune"), ["uda_geo_untuned"], small_quality, seed=0, threads=1,
+                         overwrite=False)
+    assert seen == [("ellipse", None)]

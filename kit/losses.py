@@ -113,7 +113,8 @@ def pseudo_label_loss(
 
     Returns:
         ``(loss, weight)``: loss = mean over images of weight_i · (mean CE over image i's kept
-        pixels), a scalar; weight: (B,) per-image weights, for logging.
+        pixels) with ``"image"``, the mean CE over all confident pixels otherwise, a scalar;
+        weight: (B,) per-image confident shares, for logging.
     """
     if weighting not in ("image", "pixel", "class"):
         raise ValueError(f"weighting must be 'image', 'pixel' or 'class', got {weighting!r}")
@@ -124,9 +125,8 @@ def pseudo_label_loss(
         kept = keep.sum(dim=(1, 2)).clamp_min(1)  # (B,)
         confident = confident_pixels(confidence, pseudo_label, threshold, keep, weighting)
         weight = confident.sum(dim=(1, 2)) / kept  # (B,)
-    if weighting in ("pixel", "class"):
-        per_pixel = F.cross_entropy(student_logits, pseudo_label, reduction="none")  # (B, H, W)
-        return (per_pixel * confident).sum() / confident.sum().clamp_min(1), weight
     per_pixel = F.cross_entropy(student_logits, pseudo_label, reduction="none")  # (B, H, W)
+    if weighting in ("pixel", "class"):
+        return (per_pixel * confident).sum() / confident.sum().clamp_min(1), weight
     per_image = (per_pixel * keep).sum(dim=(1, 2)) / kept  # (B,)
     return (weight.to(per_image.dtype) * per_image).mean(), weight

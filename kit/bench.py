@@ -329,10 +329,12 @@ def bench_tune(data_dir: str, out: str, variants: list[str], budget: float, seed
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     steps = max(int(round(QUALITY_STEPS * budget)), 1)
+    done = [out_dir / f"{name}.json" for name in variants if (out_dir / f"{name}.json").exists()]
+    if done and not overwrite:  # checked before any training starts
+        raise FileExistsError(f"{', '.join(map(str, done))} exist(s) from an earlier tuning run; pass --overwrite "
+                              f"to redo them")
     for name in variants:
         result_path = out_dir / f"{name}.json"
-        if result_path.exists() and not overwrite:
-            raise FileExistsError(f"{result_path} exists from an earlier tuning run; pass --overwrite to redo {name}")
         result = _train_and_score(data_dir, out_dir / "runs", name, TUNE_VARIANTS[name], steps, seed,
                                   overwrite, threads, dict(QUALITY_CONFIG))
         write_json(result_path, {**result, "steps": steps, "seed": seed, "data": data_dir})

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import time
@@ -236,11 +237,19 @@ def score_run(run_dir: str | Path, data_dir: str) -> dict:
     whole image at the run's target size, the border an ellipse fitted to the Otsu-thresholded mean
     target image (the synthetic data's border; 108 is solution B's threshold for the real data)."""
     from kit.data import read_split
-    from kit.infer import InferenceSettings, load_run, make_border, predict_split
+    from kit.infer import InferenceSettings, load_run, predict_split
 
     return predict_split([load_run(run_dir, "last.pt")], read_split(data_dir, "test_gt"),
-                         settings=InferenceSettings(mode="whole"),
-                         border=make_border(data_dir, "ellipse", threshold=None), progress=False).scores
+                         settings=InferenceSettings(mode="whole"), border=_otsu_border(data_dir),
+                         progress=False).scores
+
+
+@functools.lru_cache(maxsize=2)
+def _otsu_border(data_dir: str):
+    """The fisheye border of ``data_dir``, computed once per process for every run it scores."""
+    from kit.infer import make_border
+
+    return make_border(data_dir, "ellipse", threshold=None)
 
 
 def _iou_table(results: dict[str, dict], gap: bool, first: str = "run") -> list[str]:

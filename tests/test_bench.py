@@ -77,6 +77,7 @@ def test_the_benchmark_scores_with_the_synthetic_datas_otsu_border(tiny, tmp_pat
         return real(root, kind, threshold=threshold, **kwargs)
 
     monkeypatch.setattr(kit.infer, "make_border", spy)
+    kit.bench._otsu_border.cache_clear()  # computed once per process: an earlier test may have cached it
     kit.bench.bench_tune(str(tiny), str(tmp_path / "tune"), ["uda_geo_untuned"], small_quality, seed=0, threads=1,
                          overwrite=False)
     assert seen == [("ellipse", None)]

@@ -27,6 +27,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from kit.dcnv3 import DCNv3, layer_norm
+from kit.weights import load_encoder_weights
 
 CONFIGS: dict[str, dict] = {
     # 4 levels of 16/32/64/128 channels, one block each: for CPU tests and smoke runs.
@@ -266,14 +267,12 @@ def classification_head_params(model: InternImage, num_classes: int = 1000, cls_
 def load_weights(model: InternImage, path: str | os.PathLike) -> None:
     """Load an official InternImage checkpoint (classification or UperNet) into ``model``, strictly.
 
-    ``kit.models.load_encoder_weights`` does the work: the state dict at the top level or under
+    ``kit.weights.load_encoder_weights`` does the work: the state dict at the top level or under
     ``"model"`` / ``"state_dict"``, ``module.``/``backbone.`` prefixes stripped, classification-head
     keys (``conv_head``, ``head``, ``fc_norm``, ...) skipped. The layer-scale gammas may be missing
     when the model starts them at 1 (a classification T checkpoint in the segmentation T model:
     the same function).
     """
-    from kit.models import load_encoder_weights  # kit.models builds InternImage: import late
-
     gammas = [k for k in model.state_dict() if k.endswith((".gamma1", ".gamma2"))] if model.layer_scale == 1.0 else []
     load_encoder_weights(model, path, optional=gammas)
 

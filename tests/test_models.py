@@ -5,14 +5,8 @@ from matplotlib import cbook
 
 from kit.data import IMAGENET_MEAN, IMAGENET_STD
 from kit.losses import cross_entropy
-from kit.models import (
-    BUNDLED_WEIGHTS,
-    HEADS,
-    bundled_state_dict,
-    create_encoder,
-    create_model,
-    encoder_normalisation,
-)
+from kit.models import HEADS, create_encoder, create_model, encoder_normalisation
+from kit.weights import BUNDLED_WEIGHTS, bundled_state_dict
 
 ENCODERS = ["pvt_v2_b0", "mobilenetv3_small_100"]  # a transformer (MiT-B0 stand-in) and a CNN
 

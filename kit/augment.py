@@ -6,7 +6,7 @@
   pasted onto a source image through an ellipse, label 255 there.
 - :class:`FisheyeTransform`: solution B's (seed 001) "fisheye transformation": the source resized
   to the target size and the mean target image pasted outside the thresholded disc.
-- ready-made pipelines, :func:`fix_sky_bonnet` (solution A's label fix) and :func:`channel_stats`.
+- ready-made pipelines and :func:`fix_sky_bonnet` (solution A's label fix).
 
 Each transform is a ``DualTransform``: inside ``A.Compose`` it moves image and mask together.
 """
@@ -22,9 +22,9 @@ import cv2
 import numpy as np
 
 from kit.data import IGNORE_INDEX, VOID_INDEX, read_image
-from kit.fisheye import DEFAULT_CIRCLE, ellipse_mask, pinhole_to_fisheye_maps, warp_image, warp_label
+from kit.border import Ellipse, ellipse_mask
+from kit.fisheye import DEFAULT_CIRCLE, pinhole_to_fisheye_maps, warp_image, warp_label
 
-Ellipse = tuple[tuple[float, float], tuple[float, float], float]
 SKY = 8
 
 
@@ -126,7 +126,7 @@ class MixBackground(A.DualTransform):
     """Solution A's Mix Background: outside an ellipse, the pixels of a random target image.
 
     ``ellipse`` is the target border fitted in a frame of ``frame_size = (W, H)`` (see
-    ``kit.fisheye.fit_ellipse``); it is scaled to each image. The label is 255 outside the ellipse.
+    ``kit.border.fit_ellipse``); it is scaled to each image. The label is 255 outside the ellipse.
     """
 
     def __init__(
@@ -167,7 +167,7 @@ class MixBackground(A.DualTransform):
 
 class FisheyeTransform(A.DualTransform):
     """Solution B's fisheye transformation: resize to the mean target image's size, paste the mean
-    target image where ``inside`` (the thresholded disc, ``kit.fisheye.border_mask``) is False, and
+    target image where ``inside`` (the thresholded disc, ``kit.border.border_mask``) is False, and
     label those pixels 255. Solution B then shifted labels by +1 (background 0); the kit keeps 255."""
 
     def __init__(self, mean_target: np.ndarray, inside: np.ndarray, p: float = 1.0) -> None:
@@ -242,20 +242,3 @@ def fix_sky_bonnet(label: np.ndarray, start: float = 2 / 3, value: int = IGNORE_
     lower = out[int(start * out.shape[0]) :]
     lower[lower == SKY] = value
     return out
-
-
-def channel_stats(paths: Sequence[str | os.PathLike]) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel RGB mean and std (0..1) over all pixels of ``paths``, for per-domain normalisation."""
-    if len(paths) == 0:
-        raise ValueError("channel_stats needs at least one image path")
-    total = np.zeros(3)
-    squares = np.zeros(3)
-    count = 0
-    for path in paths:
-        pixels = read_image(path).reshape(-1, 3).astype(np.float64) / 255.0
-        total += pixels.sum(axis=0)
-        squares += (pixels * pixels).sum(axis=0)
-        count += len(pixels)
-    mean = total / count
-    std = np.sqrt(np.maximum(squares / count - mean * mean, 0.0))
-    return tuple(float(m) for m in mean), tuple(float(s) for s in std)

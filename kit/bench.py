@@ -212,10 +212,11 @@ def bench_infer(
 
 def _train_and_score(data_dir: str, runs_dir: Path, name: str, overrides: dict, steps: int, seed: int,
                      overwrite: bool, threads: int | None, base: dict) -> dict:
-    """Train one run with ``base`` (:data:`QUALITY_CONFIG`, passed so that spawned processes get the
+    """Train one run with ``base`` (:data:`QUALITY_CONFIG` + :data:`QUALITY_OVERRIDES`, passed so that spawned processes get the
     caller's values) + ``overrides`` for ``steps`` steps, then score its ``last.pt`` on
     ``data_dir``'s labelled fisheye test split (whole image, ellipse border)."""
-    from kit.train import TrainConfig, train
+    from kit.config import TrainConfig
+    from kit.train import train
 
     epochs = max(steps // QUALITY_STEPS_PER_EPOCH, 1)
     config = TrainConfig(**{
@@ -234,22 +235,24 @@ def _train_and_score(data_dir: str, runs_dir: Path, name: str, overrides: dict, 
 
 def score_run(run_dir: str | Path, data_dir: str) -> dict:
     """Per-class IoU and mIoU of a run's ``last.pt`` on ``data_dir``'s labelled fisheye test split:
-    whole image at the run's target size, the border an ellipse fitted to the Otsu-thresholded mean
-    target image (the synthetic data's border; 108 is solution B's threshold for the real data)."""
+    whole image at the run's target size, the border an ellipse estimated as the run's training
+    estimated it (``kit.infer.run_border``: Otsu at the run's target size)."""
     from kit.data import read_split
-    from kit.infer import InferenceSettings, load_run, predict_split
+    from kit.infer import InferenceSettings, predict_split
+    from kit.runs import load_run
 
-    return predict_split([load_run(run_dir, "last.pt")], read_split(data_dir, "test_gt"),
-                         settings=InferenceSettings(mode="whole"), border=_otsu_border(data_dir),
-                         progress=False).scores
+    run = load_run(run_dir, "last.pt", device="cpu")
+    border = _ellipse_border(data_dir, tuple(run[1]["target_size"]), run[1]["stats_limit"])
+    return predict_split([run], read_split(data_dir, "test_gt"), settings=InferenceSettings(mode="whole"),
+                         border=border, progress=False).scores
 
 
-@functools.lru_cache(maxsize=2)
-def _otsu_border(data_dir: str):
+@functools.lru_cache(maxsize=4)
+def _ellipse_border(data_dir: str, target_size: tuple[int, int], stats_limit: int | None):
     """The fisheye border of ``data_dir``, computed once per process for every run it scores."""
-    from kit.infer import make_border
+    from kit.infer import run_border
 
-    return make_border(data_dir, "ellipse", threshold=None)
+    return run_border([(None, {"target_size": target_size, "stats_limit": stats_limit})], data_dir, "ellipse")
 
 
 def _iou_table(results: dict[str, dict], gap: bool, first: str = "run") -> list[str]:
@@ -277,14 +280,14 @@ def bench_quality(data_dir: str, out: str, budget: float, seed: int, overwrite: 
                   processes: int = 1) -> None:
     """Train every method with one encoder, crop, step budget and seed on the synthetic data, score
     the labelled fisheye test split the same way, write quality.md / quality.json into ``out``."""
+    from kit.config import METHODS
     from kit.data import prepare_output_dir
-    from kit.train import METHODS
 
     _require_test_gt(data_dir)
     out_dir = prepare_output_dir(out, overwrite)
     steps = max(int(round(QUALITY_STEPS * budget)), 1)
     jobs = [(data_dir, out_dir / "runs", method, {"method": method}, steps, seed, overwrite, threads,
-             dict(QUALITY_CONFIG)) for method in METHODS]
+             {**QUALITY_CONFIG, **QUALITY_OVERRIDES}) for method in METHODS]
     if processes > 1:  # one method per process; the slow self-training methods start first
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
@@ -302,26 +305,20 @@ def bench_quality(data_dir: str, out: str, budget: float, seed: int, overwrite: 
 def write_quality(out_dir: Path, results: dict[str, dict], data_dir: str, steps: int, seed: int,
                   budget: float) -> None:
     """Add each method's gap closed to ``results``; write and print quality.md / quality.json."""
-    from kit.data import write_json
+    from kit.data import read_split, write_json
 
     low, high = results["source_only"]["mIoU"], results["oracle"]["mIoU"]
     for result in results.values():
         result["gap_closed"] = (result["mIoU"] - low) / (high - low) if high != low else float("nan")
     setup = (f"{steps} steps, seed {seed}, {QUALITY_CONFIG['encoder']} ({QUALITY_CONFIG['pretrained']}) + "
              f"{QUALITY_CONFIG['arch']} {QUALITY_CONFIG['head_channels']}, crop {QUALITY_CONFIG['crop_size']}, "
-             f"{_count_rows(data_dir, 'test_gt')} fisheye test images, whole-image prediction, "
+             f"{len(read_split(data_dir, 'test_gt'))} fisheye test images, whole-image prediction, "
              f"ellipse border (Otsu)")
     table = "\n".join([f"Fisheye test mIoU ({setup}); gap closed = (mIoU − source_only) / (oracle − source_only).",
                         "", *_iou_table(results, gap=True, first="method"), ""])
     (Path(out_dir) / "quality.md").write_text(table)
     write_json(Path(out_dir) / "quality.json", {"setup": setup, "budget": budget, "results": results})
     print(table)
-
-
-def _count_rows(data_dir: str, split: str) -> int:
-    from kit.data import read_split
-
-    return len(read_split(data_dir, split))
 
 
 def bench_tune(data_dir: str, out: str, variants: list[str], budget: float, seed: int, threads: int | None,
@@ -345,7 +342,7 @@ def bench_tune(data_dir: str, out: str, variants: list[str], budget: float, seed
     for name in variants:
         result_path = out_dir / f"{name}.json"
         result = _train_and_score(data_dir, out_dir / "runs", name, TUNE_VARIANTS[name], steps, seed,
-                                  overwrite, threads, dict(QUALITY_CONFIG))
+                                  overwrite, threads, {**QUALITY_CONFIG, **QUALITY_OVERRIDES})
         write_json(result_path, {**result, "steps": steps, "seed": seed, "data": data_dir})
     results = {}
     for path in sorted(out_dir.glob("*.json")):
@@ -356,13 +353,17 @@ def bench_tune(data_dir: str, out: str, variants: list[str], budget: float, seed
     print(table)
 
 
-# The CPU demo values of notebooks/03_train (its parameters cell), shared by every method here.
+# The CPU demo values of notebooks/03_train (its parameters cell; a test keeps them in step), shared
+# by every method here.
 QUALITY_CONFIG = dict(
     arch="daformer", encoder="tf_efficientnet_lite0", pretrained="bundled", head_channels=64,
     source_size=(128, 256), target_size=(144, 256), crop_size=(128, 128), batch_size=8,
-    lr_encoder=2e-4, lr_decoder=2e-3, warmup_steps=30, mask_block=16, src_hfov_deg=80.0, eval_limit=50,
-    progress=False,
+    lr_encoder=2e-4, lr_decoder=2e-3, warmup_steps=30, mask_block=16, src_hfov_deg=80.0, eval_limit=100,
 )
+# Where the benchmark departs from 03_train on purpose: it scores last.pt on the test split, so the
+# per-epoch evaluation (which only picks best.pt) reads fewer images; no progress bars in the log.
+QUALITY_OVERRIDES = dict(eval_limit=50, progress=False)
+
 QUALITY_STEPS = 600  # training steps per method at --budget 1
 QUALITY_STEPS_PER_EPOCH = 60
 # The sweep's baseline: uda_geo as it was before tuning (= the TrainConfig defaults of every method).

@@ -1,4 +1,5 @@
-"""The competition's data layout: class names, CSV splits, image/label I/O and a torch Dataset.
+"""The competition's data layout: class names, CSV splits, image/label I/O, the torch datasets and
+samplers training draws from, and the per-dataset statistics cache.
 
 Layout of a dataset root (2023 Samsung AI Challenge, camera-invariant domain adaptation):
 
@@ -23,7 +24,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 CLASSES: tuple[str, ...] = (
     "Road",
@@ -116,6 +117,14 @@ def read_split(root: str | os.PathLike, split: str) -> pd.DataFrame:
 
 def has_split(root: str | os.PathLike, split: str) -> bool:
     return (Path(root) / f"{split}.csv").is_file()
+
+
+def evenly_spread(frame: pd.DataFrame, limit: int | None) -> pd.DataFrame:
+    """At most ``limit`` rows spread evenly over ``frame`` (all rows for None): the kit's one rule for
+    choosing the images that statistics, the fisheye border and previews are computed from."""
+    if limit is None or len(frame) <= limit:
+        return frame
+    return frame.iloc[np.linspace(0, len(frame) - 1, limit).round().astype(int)].reset_index(drop=True)
 
 
 def _imread(path: str | os.PathLike, flags: int, kind: str) -> np.ndarray:
@@ -253,6 +262,12 @@ def normalize(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) ->
     return (x - mean_t) / std_t
 
 
+def denormalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """The inverse of :func:`normalize`: ``float32 (3, H, W)`` → ``uint8 (H, W, 3)`` (rounded, clipped)."""
+    x = x.detach().float().cpu() * torch.tensor(std).view(3, 1, 1) + torch.tensor(mean).view(3, 1, 1)
+    return (x.permute(1, 2, 0).numpy() * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
+
+
 class SegmentationDataset(Dataset):
     """Images (and labels, when the frame has ``gt_path``) with an albumentations pipeline.
 
@@ -316,3 +331,113 @@ class SegmentationDataset(Dataset):
             target[target == VOID_INDEX] = IGNORE_INDEX
             item["label"] = target
         return item
+
+
+class ZipDataset(Dataset):
+    """Items of several datasets over the same rows, keys prefixed: ``{"source": ..., "distorted": ...}``."""
+
+    def __init__(self, **datasets: Dataset) -> None:
+        self.datasets = datasets
+        self.length = len(next(iter(datasets.values())))
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict:
+        out = {}
+        for name, dataset in self.datasets.items():
+            item = dataset[index]
+            out[name] = item["image"]
+            if "label" in item:
+                out[f"{name}_label"] = item["label"]
+        return out
+
+
+class RareClassSampler(Sampler[int]):
+    """DAFormer's rare-class sampling: draw a class with probability ∝ exp((1 - f_c) / T), where
+    f_c is its share of labelled pixels, then an image that contains it.
+
+    ``class_pixels``: ``(N, C)`` pixel counts per image (background column excluded by the caller).
+    """
+
+    def __init__(self, class_pixels: np.ndarray, temperature: float, num_samples: int, generator: torch.Generator) -> None:
+        counts = np.asarray(class_pixels, dtype=np.float64)
+        present = counts.sum(axis=0) > 0
+        freq = counts.sum(axis=0) / counts.sum()
+        logits = np.where(present, (1.0 - freq) / temperature, -np.inf)
+        prob = np.exp(logits - logits[present].max())
+        self.class_prob = torch.tensor(prob / prob.sum())
+        self.images_of = [torch.nonzero(torch.tensor(counts[:, c] > 0)).flatten() for c in range(counts.shape[1])]
+        self.num_samples = num_samples
+        self.generator = generator
+
+    def __iter__(self) -> Iterator[int]:
+        classes = torch.multinomial(self.class_prob, self.num_samples, replacement=True, generator=self.generator)
+        for c in classes.tolist():
+            images = self.images_of[c]
+            yield int(images[torch.randint(len(images), (1,), generator=self.generator)])
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+# --- Per-dataset statistics, measured once and cached in the dataset root -----------------------
+
+STATS_FILE = "kit_stats.json"
+
+
+def channel_stats(paths: Sequence[str | os.PathLike]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel RGB mean and std (0..1) over all pixels of ``paths``, for per-domain normalisation."""
+    if len(paths) == 0:
+        raise ValueError("channel_stats needs at least one image path")
+    total = np.zeros(3)
+    squares = np.zeros(3)
+    count = 0
+    for path in paths:
+        pixels = read_image(path).reshape(-1, 3).astype(np.float64) / 255.0
+        total += pixels.sum(axis=0)
+        squares += (pixels * pixels).sum(axis=0)
+        count += len(pixels)
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean * mean, 0.0))
+    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+
+def _read_stats_cache(root: Path) -> dict:
+    path = root / STATS_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _write_stats_cache(root: Path, cache: dict) -> None:
+    try:
+        write_json(root / STATS_FILE, cache)
+    except OSError:  # a read-only dataset: recompute next time
+        pass
+
+
+def domain_stats(root: str | os.PathLike, split: str, limit: int | None = 200) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """RGB mean/std (0..1) of a split's images, measured once over ``limit`` evenly spread images
+    and cached in ``<root>/kit_stats.json`` (per-domain normalisation, solution A)."""
+    root = Path(root)
+    key = f"{split}/{limit}"
+    cache = _read_stats_cache(root)
+    if key not in cache:
+        mean, std = channel_stats(list(evenly_spread(read_split(root, split), limit).img_path))
+        cache[key] = {"mean": mean, "std": std}
+        _write_stats_cache(root, cache)
+    return tuple(cache[key]["mean"]), tuple(cache[key]["std"])
+
+
+def class_pixel_counts(root: str | os.PathLike, split: str) -> np.ndarray:
+    """``int64 (N, 13)`` pixels of each class (background last) per image of a labelled split, cached."""
+    root = Path(root)
+    key = f"{split}/class_pixels"
+    cache = _read_stats_cache(root)
+    if key not in cache:
+        counts = []
+        for path in read_split(root, split).gt_path:
+            label = read_label(path).ravel()
+            counts.append(np.bincount(np.minimum(label, NUM_CLASSES), minlength=NUM_CLASSES + 1).tolist())
+        cache[key] = counts
+        _write_stats_cache(root, cache)
+    return np.asarray(cache[key], dtype=np.int64)

@@ -26,12 +26,11 @@ RUN_NAME = "uda_geo"
 def steps(data: str, out: Path) -> list[tuple[str, dict]]:
     """(notebook, parameters) in order; every notebook writes below ``out``."""
     return [
-        ("01_eda", {"DATA_DIR": data, "OUTPUT_DIR": str(out / "01_eda"), "BORDER_THRESHOLD": None}),
-        ("02_labels_and_augment", {"DATA_DIR": data, "OUTPUT_DIR": str(out / "02_labels_and_augment"),
-                                   "BORDER_THRESHOLD": None}),
+        ("01_eda", {"DATA_DIR": data, "OUTPUT_DIR": str(out / "01_eda")}),
+        ("02_labels_and_augment", {"DATA_DIR": data, "OUTPUT_DIR": str(out / "02_labels_and_augment")}),
         ("03_train", {"DATA_DIR": data, "RUNS_DIR": str(out / "runs"), "RUN_NAME": RUN_NAME, "METHOD": "uda_geo"}),
         ("04_predict", {"DATA_DIR": data, "RUNS_DIR": str(out / "runs"), "RUN_NAME": RUN_NAME,
-                        "OUTPUT_DIR": str(out / "04_predict"), "BORDER_THRESHOLD": None}),
+                        "OUTPUT_DIR": str(out / "04_predict")}),
     ]
 
 

@@ -6,6 +6,10 @@ r = f·sinθ, and Kannala–Brandt r = f·θ(1 + k1θ² + k2θ⁴ + k3θ⁶ + k4
 OpenCV's ``cv2.fisheye`` (Kannala & Brandt, 2006), inverted with Newton steps as OpenCV does.
 :class:`CameraModel` turns a model into pixel ↔ ray-direction maps in the OpenCV camera frame
 (x right, y down, z forward), which is what the synthetic-data ray caster needs.
+
+Also here: cached pinhole → fisheye ``cv2.remap`` maps (:func:`pinhole_to_fisheye_maps`) and a labelled
+pseudo-fisheye split warped from a source split (:func:`make_fisheye_split`). The fisheye border
+of real target images lives in ``kit.border``.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -348,89 +352,6 @@ def warp_pair(image: np.ndarray, label: np.ndarray, maps: WarpMaps) -> tuple[np.
     return warp_image(image, maps), warp_label(label, maps)
 
 
-# --- The fisheye border of real target images ---------------------------------------------------
-
-
-def mean_image(paths: Sequence[str | os.PathLike], size: tuple[int, int] | None = None) -> np.ndarray:
-    """The pixel-wise mean of images as ``float32 (H, W, 3)`` RGB in 0..255 (resized to ``size = (W, H)``
-    when given, else to the first image's size). Solution B's "mean target image"."""
-    if len(paths) == 0:
-        raise ValueError("mean_image needs at least one image path")
-    total = None
-    for path in paths:
-        image = read_image(path)
-        if size is None:
-            size = (image.shape[1], image.shape[0])
-        if (image.shape[1], image.shape[0]) != tuple(size):
-            image = cv2.resize(image, tuple(size), interpolation=cv2.INTER_AREA)
-        total = image.astype(np.float64) if total is None else total + image
-    return (total / len(paths)).astype(np.float32)
-
-
-def border_mask(
-    mean_target: np.ndarray,
-    threshold: float | None = 108.0,
-    centre_box: tuple[float, float, float, float] = (1 / 3, 2 / 3, 1 / 16, 15 / 16),
-) -> np.ndarray:
-    """The bright fisheye disc of a mean target image as ``bool (H, W)`` (True inside), as solution B.
-
-    The channel mean is thresholded (> 108 on the competition data; ``None`` picks Otsu's threshold,
-    for data with another brightness), the centre box (row and column fractions; solution B's rows
-    360:720, cols 120:1800 of 1920×1080) is forced inside, and noise is removed: only the connected
-    region holding the centre is kept and its holes are filled.
-    """
-    grey = np.asarray(mean_target, dtype=np.float32).mean(axis=2)
-    if threshold is None:
-        threshold, _ = cv2.threshold(np.clip(grey, 0, 255).astype(np.uint8), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    mask = (grey > threshold).astype(np.uint8)
-    h, w = mask.shape
-    r0, r1, c0, c1 = centre_box
-    mask[int(round(r0 * h)) : int(round(r1 * h)), int(round(c0 * w)) : int(round(c1 * w))] = 1
-    _, components = cv2.connectedComponents(mask, connectivity=4)
-    mask = (components == components[h // 2, w // 2]).astype(np.uint8)
-    # fill holes: everything not reachable from the frame's edge through background is inside
-    outside = np.ones((h + 2, w + 2), np.uint8)  # a frame of background joins the corner regions
-    outside[1:-1, 1:-1] = 1 - mask
-    _, reach = cv2.connectedComponents(outside, connectivity=4)
-    return reach[1:-1, 1:-1] != reach[0, 0]
-
-
-def fit_ellipse(mask: np.ndarray) -> tuple[tuple[float, float], tuple[float, float], float]:
-    """An ellipse fitted to the outline of ``mask``'s largest region, in ``cv2.fitEllipse`` form:
-    ``((cx, cy), (width, height), angle_deg)``. Solution A's border model."""
-    contours, _ = cv2.findContours(np.asarray(mask, np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    if not contours:
-        raise ValueError("fit_ellipse: the mask is empty")
-    points = max(contours, key=cv2.contourArea).reshape(-1, 2)
-    # where the frame cuts the disc (top and bottom on 16:9 fisheye frames) the outline runs along
-    # the frame edge; those points are not on the ellipse
-    h, w = mask.shape
-    points = points[(points[:, 0] > 0) & (points[:, 0] < w - 1) & (points[:, 1] > 0) & (points[:, 1] < h - 1)]
-    if len(points) < 5:
-        raise ValueError(f"fit_ellipse: the mask's outline has {len(points)} points off the frame edge; need 5")
-    (cx, cy), (a, b), angle = cv2.fitEllipse(points.astype(np.float32))
-    return (float(cx), float(cy)), (float(a), float(b)), float(angle)
-
-
-def ellipse_mask(
-    size: tuple[int, int],
-    ellipse: tuple[tuple[float, float], tuple[float, float], float],
-    scale_from: tuple[int, int] | None = None,
-) -> np.ndarray:
-    """``bool (H, W)`` inside ``ellipse`` for a frame of ``size = (W, H)``; ``scale_from = (W, H)``
-    is the frame the ellipse was fitted in, when it differs."""
-    (cx, cy), (a, b), angle = ellipse
-    if scale_from is not None:
-        sx, sy = size[0] / scale_from[0], size[1] / scale_from[1]
-        cx, cy, a, b = cx * sx, cy * sy, a * sx, b * sy
-    mask = np.zeros((size[1], size[0]), np.uint8)
-    # cv2.ellipse draws at integer precision; shift=4 keeps 1/16-pixel precision
-    s = 16
-    cv2.ellipse(mask, (int(round(cx * s)), int(round(cy * s))), (int(round(a / 2 * s)), int(round(b / 2 * s))),
-                angle, 0, 360, 1, -1, lineType=cv2.LINE_8, shift=4)
-    return mask.astype(bool)
-
-
 # --- A labelled pseudo-fisheye split -------------------------------------------------------------
 
 
@@ -451,8 +372,8 @@ def make_fisheye_split(
     split in the competition layout: ``<out_dir>/<name>_image/``, ``<name>_gt/`` and ``<name>.csv``
     (id,img_path,gt_path), keeping the source ids. ``limit`` warps only the first images.
 
-    ``border`` (``bool (H, W)`` at ``dst_size``, e.g. :func:`border_mask` of the real mean target
-    image) matches the result to the target camera: pixels outside it become black / 255.
+    ``border`` (``bool (H, W)`` at ``dst_size``, e.g. ``kit.border.estimate_border(...).inside`` of
+    the real target images) matches the result to the target camera: pixels outside it become black / 255.
     Returns the new split as :func:`kit.data.read_split` reads it.
     """
     src_csv, out_dir = Path(src_csv), Path(out_dir)

@@ -8,8 +8,9 @@ whole splits streamed into a submission and/or a confusion matrix.
 - :func:`predict_tta` is solution B's (seed 001) multi-scale + flip test-time augmentation
   (scales 0.8…1.2) on top of whole-image or slide prediction.
 - :func:`ensemble` is solution A's weighted sum of class probabilities (MiT-B3/B4/B5: 0.9, 1.0, 0.8).
-- :class:`Border` / :func:`apply_border`: pixels outside the fisheye disc become background
-  (solution A's ellipse, solution B's thresholded mean target image).
+- :func:`run_border` / :func:`apply_border`: background outside the fisheye disc (``kit.border``:
+  solution A's ellipse, solution B's thresholded mean image), estimated as the runs' training did.
+- :func:`predict_examples`: a run's student and EMA teacher on a few fisheye images (``03_train``).
 
 Conventions:
 
@@ -29,7 +30,6 @@ Conventions:
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -43,16 +43,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from kit import fisheye
-from kit.data import IGNORE_INDEX, NUM_CLASSES, has_split, normalize, read_image, read_label, read_split
+from kit.border import BORDER_IMAGES, Border, make_border
+from kit.data import IGNORE_INDEX, NUM_CLASSES, evenly_spread, has_split, normalize, read_image, read_label, read_split
 from kit.metrics import confusion_matrix, iou_table, mean_iou
-from kit.rle import SUBMISSION_SIZE, SubmissionWriter, resize_nearest, validate_submission
+from kit.rle import SUBMISSION_SIZE, SubmissionWriter, validate_submission
+from kit.runs import Run, load_checkpoint, model_from_config
 
-Run = tuple[nn.Module, dict]  # (model in eval mode, its config), as load_run returns them
-Ellipse = tuple[tuple[float, float], tuple[float, float], float]  # cv2.fitEllipse form
 MODES = ("whole", "slide")
-BORDERS = ("ellipse", "mask")  # Border kinds make_border builds
-CONFIG_KEYS = ("arch", "encoder", "num_classes", "head_kwargs", "target_mean", "target_std", "target_size", "crop_size")
 
 
 # --- Prediction on tensors -----------------------------------------------------------------------
@@ -209,63 +206,25 @@ def to_label_map(probs: torch.Tensor, inside: np.ndarray | None = None) -> np.nd
     return label_map if inside is None else apply_border(label_map, inside)
 
 
-@dataclass(frozen=True, eq=False)
-class Border:
-    """The inside of the fisheye frame, estimated in a frame of ``frame_size = (W, H)`` and drawable
-    at any size. Give ``ellipse`` (solution A: drawn exactly at every size) or ``inside`` (a
-    ``bool (H, W)`` mask, e.g. solution B's thresholded disc, resized with nearest neighbour)."""
-
-    frame_size: tuple[int, int]
-    ellipse: Ellipse | None = None
-    inside: np.ndarray | None = None
-
-    def __post_init__(self) -> None:
-        if (self.ellipse is None) == (self.inside is None):
-            raise ValueError("Border needs exactly one of ellipse= or inside=")
-        if self.inside is not None and self.inside.shape != (self.frame_size[1], self.frame_size[0]):
-            raise ValueError(f"inside mask is {self.inside.shape[1]}x{self.inside.shape[0]}, "
-                             f"frame_size is {self.frame_size[0]}x{self.frame_size[1]}")
-
-    def mask(self, size: tuple[int, int]) -> np.ndarray:
-        """``bool (H, W)``, True inside the fisheye disc, for a frame of ``size = (W, H)``."""
-        if self.ellipse is not None:
-            return fisheye.ellipse_mask(tuple(size), self.ellipse, scale_from=tuple(self.frame_size))
-        return resize_nearest(self.inside, tuple(size))
+def ensemble_size(runs: Sequence[Run]) -> tuple[int, int]:
+    """``(h, w)``: the largest ``target_size`` among the runs, at which :func:`ensemble` averages."""
+    return max((tuple(config["target_size"]) for _, config in runs), key=lambda s: s[0] * s[1])
 
 
-def estimate_border(
-    root: str | os.PathLike,
-    split: str = "train_target",
-    max_images: int | None = 200,
-    threshold: float | None = 108.0,
-    ellipse: bool = True,
-) -> Border:
-    """The fisheye border of a dataset's target camera: the mean of ``max_images`` images of
-    ``split`` thresholded into a disc (``kit.fisheye.border_mask``; ``None``: Otsu), kept as the
-    fitted ellipse when ``ellipse`` (solution A) or as the mask itself (solution B)."""
-    paths = list(read_split(root, split).img_path[:max_images])
-    mean = fisheye.mean_image(paths)
-    inside = fisheye.border_mask(mean, threshold=threshold)
-    frame_size = (mean.shape[1], mean.shape[0])
-    if ellipse:
-        return Border(frame_size, ellipse=fisheye.fit_ellipse(inside))
-    return Border(frame_size, inside=inside)
-
-
-def make_border(
+def run_border(
+    runs: Sequence[Run],
     root: str | os.PathLike,
     kind: str | None,
-    threshold: float | None = 108.0,
-    split: str = "train_target",
-    max_images: int | None = 200,
+    threshold: float | None = None,
 ) -> Border | None:
-    """The notebooks' ``BORDER`` choice: None (no post-processing), ``"ellipse"`` (solution A) or
-    ``"mask"`` (solution B), estimated from ``split`` with :func:`estimate_border`."""
-    if kind is None:
-        return None
-    if kind not in BORDERS:
-        raise ValueError(f"unknown border {kind!r}; expected one of {BORDERS} or None")
-    return estimate_border(root, split, max_images, threshold, ellipse=kind == "ellipse")
+    """The notebooks' ``BORDER`` (None, ``"ellipse"`` or ``"mask"``) of ``root``'s target camera,
+    estimated as the runs' training estimated it (``kit.recipes.target_border``): the mean image at
+    the ensemble's size (:func:`ensemble_size`) from the runs' number of images (``stats_limit``),
+    thresholded at ``threshold`` (None: the first run's ``border_threshold``, itself None for Otsu)."""
+    h, w = ensemble_size(runs)
+    config = runs[0][1]
+    threshold = config.get("border_threshold") if threshold is None else threshold
+    return make_border(root, kind, size=(w, h), threshold=threshold, max_images=config.get("stats_limit", BORDER_IMAGES))
 
 
 def prediction_frame(root: str | os.PathLike, split: str) -> pd.DataFrame:
@@ -273,51 +232,6 @@ def prediction_frame(root: str | os.PathLike, split: str) -> pd.DataFrame:
     kit's synthetic data: the same ids plus ``gt_path``), so that one pass both scores the
     predictions and writes the submission."""
     return read_split(root, f"{split}_gt" if has_split(root, f"{split}_gt") else split)
-
-
-# --- Runs: a trained model and its config --------------------------------------------------------
-
-
-def _listing(folder: Path, pattern: str = "*") -> str:
-    names = sorted(p.name for p in folder.glob(pattern)) if folder.is_dir() else []
-    return ", ".join(names) if names else "nothing"
-
-
-def load_run(run_dir: str | os.PathLike, checkpoint: str = "best.pt", device: str | torch.device = "cpu") -> Run:
-    """Rebuild a trained model from ``<run_dir>/config.json`` and ``<run_dir>/<checkpoint>``.
-
-    config.json holds at least :data:`CONFIG_KEYS`; the checkpoint is a ``torch.save``d dict whose
-    ``"model"`` is the state dict (loaded strictly). Returns ``(model in eval mode on device, config)``.
-    """
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"run folder not found: {run_dir} "
-                                f"(runs in {run_dir.parent}: {_listing(run_dir.parent)})")
-    config_path, checkpoint_path = run_dir / "config.json", run_dir / checkpoint
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{config_path} not found; the run folder holds: {_listing(run_dir)}")
-    config = json.loads(config_path.read_text())
-    missing = [k for k in CONFIG_KEYS if k not in config]
-    if missing:
-        raise ValueError(f"{config_path} lacks key(s) {missing}; expected at least {list(CONFIG_KEYS)}")
-    if not checkpoint_path.is_file():
-        raise FileNotFoundError(f"checkpoint {checkpoint_path} not found; "
-                                f"checkpoints in {run_dir}: {_listing(run_dir, '*.pt')}")
-    # the kit's own file, holding optimizer state and metrics besides tensors: trusted, fully unpickled
-    state = torch.load(checkpoint_path, map_location=device, weights_only=False)
-    if not isinstance(state, dict) or "model" not in state:
-        found = sorted(state) if isinstance(state, dict) else type(state).__name__
-        raise ValueError(f"{checkpoint_path}: expected a dict with key 'model' (the state dict), found {found}")
-
-    from kit.train import model_from_config  # only runs need the model zoo
-
-    model = model_from_config(config)
-    try:
-        model.load_state_dict(state["model"], strict=True)
-    except RuntimeError as error:
-        raise RuntimeError(f"{checkpoint_path} does not fit {config['arch']}/{config['encoder']} "
-                           f"as {config_path} describes it: {error}") from error
-    return model.to(device).eval(), config
 
 
 # --- One image through one or several runs -------------------------------------------------------
@@ -335,6 +249,10 @@ class InferenceSettings:
     amp: bool = True  # float16 autocast on CUDA; ignored on the CPU
 
     def __post_init__(self) -> None:
+        # notebooks pass lists (papermill parameters are JSON); the settings are hashable tuples
+        object.__setattr__(self, "scales", tuple(self.scales))
+        if self.stride is not None:
+            object.__setattr__(self, "stride", tuple(self.stride))
         if self.mode not in MODES:
             raise ValueError(f"unknown inference mode {self.mode!r}; expected one of {MODES}")
 
@@ -373,7 +291,7 @@ def ensemble(
     are normalised to sum to 1 so the result stays a probability; the argmax is the same either way.
     """
     weights = _weights(weights, len(runs))
-    size = max((tuple(config["target_size"]) for _, config in runs), key=lambda s: s[0] * s[1])  # (h, w)
+    size = ensemble_size(runs)  # (h, w)
     total = None
     for run, weight in zip(runs, weights):
         probs = resize_probs(predict_run(run, image, settings), (size[1], size[0]))
@@ -489,3 +407,44 @@ def predict_split(
         per_image=pd.DataFrame(per_image, columns=["id", "mIoU"]) if labelled else None,
         submission=path,
     )
+
+
+@torch.no_grad()
+def predict_examples(
+    run_dir: str | Path,
+    count: int = 4,
+    checkpoint: str = "last.pt",
+    device: str = "cpu",
+) -> list[dict]:
+    """Whole-image predictions of a run's student (and EMA teacher) on ``count`` fisheye images.
+
+    Images (evenly spread) come from the run's labelled fisheye evaluation split when the dataset
+    has one, else from ``train_target``. Each example: ``id``, ``image`` uint8 (H, W, 3) at the run's target size,
+    ``student`` and ``teacher`` uint8 (H, W) label maps (255 = background; teacher pixels below the
+    pseudo-label threshold are 255 too; ``teacher`` None for runs without one) and ``truth`` (or None).
+    """
+    state = load_checkpoint(Path(run_dir) / checkpoint, device)
+    config = state["config"]
+    root = Path(config["data_dir"])
+    split = config["fisheye_eval_split"] if has_split(root, config["fisheye_eval_split"]) else "train_target"
+    th, tw = config["target_size"]
+    networks = {}
+    for name, weights in (("student", state["model"]), ("teacher", state["teacher"])):
+        if weights is not None:
+            networks[name] = model_from_config(config).to(device).eval()
+            networks[name].load_state_dict(weights)
+    examples = []
+    for row in evenly_spread(read_split(root, split), count).itertuples():
+        image = read_image(row.img_path)
+        truth = None
+        if hasattr(row, "gt_path"):
+            truth = cv2.resize(read_label(row.gt_path), (tw, th), interpolation=cv2.INTER_NEAREST)
+        resized = cv2.resize(image, (tw, th), interpolation=cv2.INTER_LINEAR)
+        example = {"id": row.id, "image": resized, "student": None, "teacher": None, "truth": truth}
+        for name, model in networks.items():
+            probs = predict_run((model, config), image, InferenceSettings(mode="whole", amp=False))
+            example[name] = to_label_map(probs)
+            if name == "teacher":  # as a pseudo-label: only confident pixels
+                example[name][(probs.max(dim=0).values <= config["pseudo_threshold"]).cpu().numpy()] = IGNORE_INDEX
+        examples.append(example)
+    return examples

@@ -83,6 +83,30 @@ def confident_pixels(
     return confident
 
 
+def pseudo_weights(
+    confidence: torch.Tensor, pseudo_label: torch.Tensor, threshold: float, keep: torch.Tensor, weighting: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """How much each pseudo-labelled pixel counts, shared by the masked-target loss and the class mix.
+
+    Args:
+        confidence, pseudo_label: (B, H, W) the teacher's max probability and argmax.
+        keep: (B, H, W) bool, pixels that may count at all.
+        weighting: ``"image"`` (DAFormer: every pixel weighs its image's confident share),
+            ``"pixel"`` or ``"class"`` (only :func:`confident_pixels` count, at weight 1).
+
+    Returns:
+        ``(pixel_weight, share)``: (B, H, W) float weights and (B,) each image's confident share of
+        its kept pixels.
+    """
+    if weighting not in ("image", "pixel", "class"):
+        raise ValueError(f"weighting must be 'image', 'pixel' or 'class', got {weighting!r}")
+    confident = confident_pixels(confidence, pseudo_label, threshold, keep, weighting)
+    share = confident.sum(dim=(1, 2)) / keep.sum(dim=(1, 2)).clamp_min(1)  # (B,)
+    if weighting == "image":
+        return share.view(-1, 1, 1).expand(confident.shape), share
+    return confident.float(), share
+
+
 def pseudo_label_loss(
     student_logits: torch.Tensor,
     teacher: torch.Tensor,
@@ -116,17 +140,13 @@ def pseudo_label_loss(
         pixels) with ``"image"``, the mean CE over all confident pixels otherwise, a scalar;
         weight: (B,) per-image confident shares, for logging.
     """
-    if weighting not in ("image", "pixel", "class"):
-        raise ValueError(f"weighting must be 'image', 'pixel' or 'class', got {weighting!r}")
     with torch.no_grad():
         probs = teacher if teacher_is_probs else teacher.softmax(dim=1)
         confidence, pseudo_label = probs.max(dim=1)  # (B, H, W) each
         keep = torch.ones_like(pseudo_label, dtype=torch.bool) if ignore_mask is None else ~ignore_mask
-        kept = keep.sum(dim=(1, 2)).clamp_min(1)  # (B,)
-        confident = confident_pixels(confidence, pseudo_label, threshold, keep, weighting)
-        weight = confident.sum(dim=(1, 2)) / kept  # (B,)
+        pixel_weight, weight = pseudo_weights(confidence, pseudo_label, threshold, keep, weighting)
     per_pixel = F.cross_entropy(student_logits, pseudo_label, reduction="none")  # (B, H, W)
-    if weighting in ("pixel", "class"):
-        return (per_pixel * confident).sum() / confident.sum().clamp_min(1), weight
-    per_image = (per_pixel * keep).sum(dim=(1, 2)) / kept  # (B,)
+    if weighting in ("pixel", "class"):  # pixel_weight is the confident mask
+        return (per_pixel * pixel_weight).sum() / pixel_weight.sum().clamp_min(1), weight
+    per_image = (per_pixel * keep).sum(dim=(1, 2)) / keep.sum(dim=(1, 2)).clamp_min(1)  # (B,)
     return (weight.to(per_image.dtype) * per_image).mean(), weight

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kit.losses import confident_pixels, cross_entropy, dice_loss, pseudo_label_loss
+from kit.losses import cross_entropy, dice_loss, pseudo_label_loss, pseudo_weights
 
 
 class EMATeacher:
@@ -193,12 +193,8 @@ def uda_step(
             mixed_logits = student(mixed)
             loss_pixels = F.cross_entropy(mixed_logits.float(), mixed_label, ignore_index=ignore, reduction="none")
         every = torch.ones_like(pseudo, dtype=torch.bool)
-        confident = confident_pixels(confidence, pseudo, config.pseudo_threshold, every, config.pseudo_weighting)
-        if config.pseudo_weighting in ("pixel", "class"):
-            weight = confident.float()  # (B, h, w) confident target pixels only
-        else:
-            weight = confident.float().flatten(1).mean(1).view(-1, 1, 1).expand_as(loss_pixels)  # confident share
-        pixel_weight = torch.where(mix[:, 0].bool(), torch.ones_like(loss_pixels), weight)
+        weight, _ = pseudo_weights(confidence, pseudo, config.pseudo_threshold, every, config.pseudo_weighting)
+        pixel_weight = torch.where(mix[:, 0].bool(), torch.ones_like(loss_pixels), weight)  # source pixels weigh 1
         valid = (mixed_label != ignore).float()
         loss = (loss_pixels * pixel_weight * valid).sum() / valid.sum().clamp(min=1.0)
         backward(loss)

@@ -74,9 +74,9 @@ def save_grid(
     save_figure(figure, path, dpi, colours)
 
 
-def save_figure(figure: plt.Figure, path: str | os.PathLike, dpi: int = 100, colours: int | None = None) -> None:
-    """Write a matplotlib figure as PNG atomically and close it; ``colours`` quantises the PNG to
-    that many palette colours, which keeps figures committed to the repository small."""
+def figure_png(figure: plt.Figure, dpi: int = 100, colours: int | None = None) -> bytes:
+    """A matplotlib figure as PNG bytes, the figure closed; ``colours`` quantises the PNG to that
+    many palette colours, which keeps figures committed to the repository small."""
     figure.tight_layout(pad=0.3)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi)
@@ -84,8 +84,43 @@ def save_figure(figure: plt.Figure, path: str | os.PathLike, dpi: int = 100, col
     picture = Image.open(buffer).convert("RGB")
     if colours is not None:
         picture = picture.quantize(colours, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
+    out = io.BytesIO()
+    picture.save(out, format="PNG", optimize=True)
+    return out.getvalue()
+
+
+def save_figure(figure: plt.Figure, path: str | os.PathLike, dpi: int = 100, colours: int | None = None) -> None:
+    """Write a matplotlib figure as PNG (:func:`figure_png`) atomically and close it."""
+    png = figure_png(figure, dpi, colours)
     with atomic_path(path) as tmp:
-        picture.save(tmp, format="PNG", optimize=True)
+        tmp.write_bytes(png)
+
+
+def step_view_png(
+    panels: dict[str, tuple[np.ndarray, np.ndarray | None]],
+    count: int = 4,
+    width_inches: float = 12.0,
+    dpi: int = 100,
+) -> bytes:
+    """One training batch as the step sees it (``kit.train.preview_step``) as PNG bytes: a row per
+    sample (at most ``count``), a column per panel; a panel with labels is drawn as an overlay.
+
+    ``panels``: name → ``(images uint8 (B, H, W, 3), labels uint8 (B, H, W) or None)``.
+    """
+    if not panels:
+        raise ValueError("step_view_png needs at least one panel")
+    rows = min(count, *(len(images) for images, _ in panels.values()))
+    first = next(iter(panels.values()))[0]
+    aspect = first.shape[1] / first.shape[2]  # H / W of one panel
+    panel = width_inches / len(panels)
+    figure, axes = plt.subplots(rows, len(panels), figsize=(width_inches, rows * (panel * aspect + 0.25)),
+                                squeeze=False)
+    for c, (name, (images, labels)) in enumerate(panels.items()):
+        axes[0, c].set_title(name, fontsize=9)
+        for r in range(rows):
+            axes[r, c].imshow(images[r] if labels is None else overlay(images[r], labels[r]))
+            axes[r, c].set_axis_off()
+    return figure_png(figure, dpi, colours=64)
 
 
 def save_dataset_preview(

@@ -24,9 +24,9 @@
 # %% tags=["parameters"]
 DATA_DIR = "data/demo"  # dataset root in the competition layout
 OUTPUT_DIR = "outputs/eda"  # figures and stats.json are written here
-MAX_IMAGES = 200  # images per split used for statistics (None: all)
+MAX_IMAGES = 200  # images per split used for statistics, spread evenly (None: all)
 N_SAMPLES = 3  # samples per domain in the preview grid
-BORDER_THRESHOLD = 108.0  # channel-mean threshold of the border mask (solution B); None: Otsu
+BORDER_THRESHOLD = None  # channel-mean threshold of the border mask (real data: 108, solution B); None: Otsu
 OVERWRITE = False  # replace figures of an earlier run in OUTPUT_DIR
 
 # %%
@@ -35,13 +35,14 @@ from pathlib import Path
 
 from IPython.display import Image, display
 
-from kit import data, fisheye, viz
-from kit.augment import channel_stats
+from kit import border, data, viz
 
 out = data.prepare_output_dir(OUTPUT_DIR, overwrite=OVERWRITE)
-source = data.read_split(DATA_DIR, "train_source").head(MAX_IMAGES)
-target = data.read_split(DATA_DIR, "train_target").head(MAX_IMAGES)
-target_gt = data.read_split(DATA_DIR, "train_target_gt").head(MAX_IMAGES) if data.has_split(DATA_DIR, "train_target_gt") else None
+source = data.evenly_spread(data.read_split(DATA_DIR, "train_source"), MAX_IMAGES)
+target = data.evenly_spread(data.read_split(DATA_DIR, "train_target"), MAX_IMAGES)
+target_gt = None
+if data.has_split(DATA_DIR, "train_target_gt"):
+    target_gt = data.evenly_spread(data.read_split(DATA_DIR, "train_target_gt"), MAX_IMAGES)
 print(f"{len(source)} source and {len(target)} target images; held-out target labels: {target_gt is not None}")
 
 # %% [markdown]
@@ -62,7 +63,7 @@ display(Image(str(out / "class_share.png")))
 # %%
 stats = {}
 for name, frame in [("source", source), ("target", target)]:
-    mean, std = channel_stats(list(frame.img_path))
+    mean, std = data.channel_stats(list(frame.img_path))
     stats[name] = {"mean": mean, "std": std}
     print(f"{name:7s} mean {tuple(round(m, 4) for m in mean)}  std {tuple(round(s, 4) for s in std)}")
 
@@ -70,11 +71,11 @@ for name, frame in [("source", source), ("target", target)]:
 # ## The mean target image and its fisheye border
 
 # %%
-mean_target = fisheye.mean_image(list(target.img_path))
-inside = fisheye.border_mask(mean_target, threshold=BORDER_THRESHOLD)
-ellipse = fisheye.fit_ellipse(inside)
-print(f"disc covers {inside.mean():.1%} of the frame; ellipse centre {ellipse[0]}, axes {ellipse[1]}, angle {ellipse[2]:.1f}")
-viz.save_border(out / "border.png", mean_target, inside, ellipse)
+estimate = border.estimate_border(DATA_DIR, threshold=BORDER_THRESHOLD, max_images=MAX_IMAGES)
+inside, ellipse = estimate.inside, estimate.ellipse
+print(f"threshold {estimate.threshold:.1f}; disc covers {inside.mean():.1%} of the frame; ellipse centre {ellipse[0]}, "
+      f"axes {ellipse[1]}, angle {ellipse[2]:.1f}")
+viz.save_border(out / "border.png", estimate.mean, inside, ellipse)
 display(Image(str(out / "border.png")))
 
 # %% [markdown]
@@ -94,7 +95,7 @@ display(Image(str(out / "samples.png")))
 summary = {
     "class_share": {k: dict(zip([*data.CLASSES, "background"], v.round(5).tolist())) for k, v in shares.items()},
     "channel_stats": stats,
-    "border": {"disc_share": float(inside.mean()), "ellipse": ellipse, "threshold": BORDER_THRESHOLD},
+    "border": {"disc_share": float(inside.mean()), "ellipse": ellipse, "threshold": estimate.threshold},
 }
 data.write_json(out / "stats.json", summary)
 print(json.dumps(summary["border"], indent=1))

@@ -25,11 +25,11 @@
 # %% tags=["parameters"]
 DATA_DIR = "data/demo"  # dataset root in the competition layout
 OUTPUT_DIR = "outputs/labels_and_augment"  # figures and the pseudo-fisheye split go here
-MAX_IMAGES = 200  # images per split scanned for the label fix and the mean target image (None: all)
+MAX_IMAGES = 200  # images per split, spread evenly, for the label fix and the mean target image (None: all)
 SKY_START = 2 / 3  # Sky below this fraction of the height becomes background
 SRC_HFOV_DEG = 80.0  # horizontal FOV of the source camera (the synthetic data's pinhole: 80°)
 FISHEYE_FOV_DEG = 200.0  # target fisheye field of view
-BORDER_THRESHOLD = 108.0  # channel-mean threshold of the border mask (solution B); None: Otsu
+BORDER_THRESHOLD = None  # channel-mean threshold of the border mask (real data: 108, solution B); None: Otsu
 PSEUDO_SPLIT = "val_source"  # labelled split to warp into a pseudo-fisheye split
 PSEUDO_COUNT = 20  # images of that split to warp (None: all)
 SAMPLE_INDEX = 0  # which source image the previews use
@@ -41,11 +41,11 @@ import albumentations as A
 import numpy as np
 from IPython.display import Image, display
 
-from kit import augment, data, fisheye, viz
+from kit import augment, border, data, fisheye, viz
 
 out = data.prepare_output_dir(OUTPUT_DIR, overwrite=OVERWRITE)
-source = data.read_split(DATA_DIR, "train_source").head(MAX_IMAGES)
-target = data.read_split(DATA_DIR, "train_target").head(MAX_IMAGES)
+source = data.evenly_spread(data.read_split(DATA_DIR, "train_source"), MAX_IMAGES)
+target = data.evenly_spread(data.read_split(DATA_DIR, "train_target"), MAX_IMAGES)
 target_size = data.read_image(target.img_path[0]).shape[1::-1]  # (W, H)
 
 # %% [markdown]
@@ -69,12 +69,11 @@ display(Image(str(out / "sky_fix.png")))
 # ## 2. Every transform on the same image
 
 # %%
-mean_target = fisheye.mean_image(list(target.img_path))
-inside = fisheye.border_mask(mean_target, threshold=BORDER_THRESHOLD)
-ellipse = fisheye.fit_ellipse(inside)
+estimate = border.estimate_border(DATA_DIR, threshold=BORDER_THRESHOLD, max_images=MAX_IMAGES)
+inside, ellipse = estimate.inside, estimate.ellipse
 warp = augment.FisheyeWarp(size=target_size, src_hfov_deg=SRC_HFOV_DEG, fov_deg=(FISHEYE_FOV_DEG - 10, FISHEYE_FOV_DEG + 10), seed=SEED)
-mix = augment.MixBackground(list(target.img_path), ellipse, frame_size=target_size, p=1.0)
-fisheye_tf = augment.FisheyeTransform(mean_target, inside)
+mix = augment.MixBackground(list(estimate.paths), ellipse, frame_size=target_size, p=1.0)
+fisheye_tf = augment.FisheyeTransform(estimate.mean, inside)
 crop = (target_size[1] // 2, target_size[0] // 2)  # (H, W): half the frame, as both solutions
 transforms = {
     "FisheyeWarp (kit)": A.Compose([warp]),

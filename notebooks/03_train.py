@@ -16,7 +16,8 @@
 # %% [markdown]
 # # 03 · Training
 # One run of one method into `RUNS_DIR/RUN_NAME/` (`config.json`, `metrics.csv`, `last.pt`, `best.pt`,
-# the figures below). `METHOD` switches between the recipes:
+# the figures below). Every parameter below is a `kit.config.TrainConfig` field of the same name in
+# lower case (`PREVIEW_COUNT` excepted); a misspelt one is an error. `METHOD` switches between the recipes:
 #
 # | METHOD | what it trains on |
 # |---|---|
@@ -69,6 +70,7 @@ FISHEYE_FOV_DEG = [190.0, 210.0]  # range of the warp's fisheye FOV (synthetic t
 TRAIN_SPLITS = ["train_source", "val_source"]  # labelled source splits trained on (solution A used both)
 FIX_SKY_BONNET = True  # Sky in the bottom third of source labels (the ego bonnet) is relabelled
 BONNET = None  # what it becomes: "background" (solution A) or "void" (ignored); None: the method's default (uda_geo: void)
+BORDER_THRESHOLD = None  # mean-target threshold of the fisheye border (real data: 108, solution B); None: Otsu
 NORMALIZATION = "per_domain"  # per_domain (measured and cached) | reference | imagenet | encoder
 RARE_CLASS_SAMPLING = False  # DAFormer's rare-class sampling of source images
 EVAL_LIMIT = 100  # images per evaluation split each epoch (None: all)
@@ -86,24 +88,26 @@ PREVIEW_COUNT = 4  # fisheye images in the prediction grid
 import pandas as pd
 from IPython.display import Image, display
 
-from kit.train import TrainConfig, predict_examples, train
-from kit.viz import save_grid, save_training_curves
+from kit.config import TrainConfig
+from kit.data import atomic_path
+from kit.infer import predict_examples
+from kit.train import preview_step, train
+from kit.viz import save_grid, save_training_curves, step_view_png
 
-config = TrainConfig(
-    data_dir=DATA_DIR, runs_dir=RUNS_DIR, run_name=RUN_NAME, method=METHOD, arch=ARCH, encoder=ENCODER,
-    pretrained=PRETRAINED, weights=WEIGHTS, head_channels=HEAD_CHANNELS, source_size=SOURCE_SIZE,
-    target_size=TARGET_SIZE, crop_size=CROP_SIZE, epochs=EPOCHS, steps_per_epoch=STEPS_PER_EPOCH,
-    batch_size=BATCH_SIZE, lr_encoder=LR_ENCODER, lr_decoder=LR_DECODER, weight_decay=WEIGHT_DECAY,
-    warmup_steps=WARMUP_STEPS, clip_grad=CLIP_GRAD, ema_max_alpha=EMA_MAX_ALPHA, ema_per=EMA_PER,
-    pseudo_threshold=PSEUDO_THRESHOLD, mask_ratio=MASK_RATIO, mask_block=MASK_BLOCK, class_mix=CLASS_MIX,
-    mix_background=MIX_BACKGROUND, dice_weight=DICE_WEIGHT, src_hfov_deg=SRC_HFOV_DEG,
-    fisheye_fov_deg=FISHEYE_FOV_DEG, train_splits=TRAIN_SPLITS, fix_sky_bonnet=FIX_SKY_BONNET, bonnet=BONNET,
-    pseudo_weighting=PSEUDO_WEIGHTING, uda_dice_weight=UDA_DICE_WEIGHT,
-    normalization=NORMALIZATION, rare_class_sampling=RARE_CLASS_SAMPLING, eval_limit=EVAL_LIMIT,
-    monitor=MONITOR, amp=AMP, device=DEVICE, num_workers=NUM_WORKERS, cpu_threads=CPU_THREADS, seed=SEED, resume=RESUME,
-    overwrite=OVERWRITE,
-)
+config = TrainConfig.from_parameters(globals(), notebook_only=("PREVIEW_COUNT",))
 config
+
+# %% [markdown]
+# ## One batch as the step sees it
+# Before training: the first batch of epoch 0 exactly as the training step receives it. For
+# `uda`/`uda_geo`: the source crop with its label, the distorted copy (elastic distortion or the
+# geometric fisheye warp), the target crop, the target with MIC's masked blocks (at the domain's mean
+# colour), and the teacher's confident pseudo-label (pixels below `PSEUDO_THRESHOLD` show the image;
+# at step 0 the teacher is the untrained student). For the supervised methods: the training crop.
+
+# %%
+step_png = step_view_png(preview_step(config), count=PREVIEW_COUNT)  # saved into the run folder once it exists
+display(Image(data=step_png))
 
 # %% [markdown]
 # ## Train
@@ -113,6 +117,8 @@ config
 
 # %%
 run_dir = train(config)
+with atomic_path(run_dir / "step.png") as tmp:
+    tmp.write_bytes(step_png)
 metrics = pd.read_csv(run_dir / "metrics.csv")
 metrics
 

@@ -13,8 +13,6 @@
 #     name: python3
 # ---
 
-# %%
-
 # %% [markdown]
 # # 04 · Prediction
 # One trained run (from `03_train`) predicts a split image by image and writes `submission.csv`
@@ -40,7 +38,7 @@ STRIDE = None  # slide stride [h, w]; None: half the crop (solution A)
 SCALES = [1.0]  # test-time scales (solution B: 0.8, 0.9, 1.0, 1.1, 1.2)
 FLIP = False  # also predict the mirrored image and average
 BORDER = "ellipse"  # background outside the fisheye border: ellipse (A) | mask (B) | None
-BORDER_THRESHOLD = None  # mean-target threshold of the border (real data: 108); None: Otsu
+BORDER_THRESHOLD = None  # mean-target threshold of the border (real data: 108); None: the run's own, as it trained
 BATCH_SIZE = 8  # slide windows per forward pass
 DEVICE = "auto"  # auto | cpu | cuda
 CPU_THREADS = None  # torch threads on the CPU (None: torch's default; 1 when another job shares a 2-core machine)
@@ -58,21 +56,20 @@ import torch
 from IPython.display import Image, display
 
 from kit import data, viz
-from kit.infer import InferenceSettings, load_run, make_border, predict_label_maps, predict_split, prediction_frame
+from kit.infer import InferenceSettings, predict_label_maps, predict_split, prediction_frame, run_border
 from kit.rle import validate_submission
-from kit.train import resolve_device
+from kit.runs import load_run
 
 if CPU_THREADS is not None:
     torch.set_num_threads(CPU_THREADS)
 
 out = data.prepare_output_dir(OUTPUT_DIR, overwrite=OVERWRITE)
 run_dir = Path(RUNS_DIR) / RUN_NAME
-run = load_run(run_dir, CHECKPOINT, device=resolve_device(DEVICE))
-settings = InferenceSettings(mode=MODE, stride=tuple(STRIDE) if STRIDE else None, scales=tuple(SCALES), flip=FLIP,
-                             batch_size=BATCH_SIZE)
+run = load_run(run_dir, CHECKPOINT, device=DEVICE)
+settings = InferenceSettings(mode=MODE, stride=STRIDE, scales=SCALES, flip=FLIP, batch_size=BATCH_SIZE)
 frame = prediction_frame(DATA_DIR, SPLIT)
 labelled = "gt_path" in frame.columns
-border = make_border(DATA_DIR, BORDER, threshold=BORDER_THRESHOLD)
+border = run_border([run], DATA_DIR, BORDER, threshold=BORDER_THRESHOLD)
 sample = Path(DATA_DIR) / "sample_submission.csv"
 print(f"{RUN_NAME}/{CHECKPOINT}: {run[1]['arch']} + {run[1]['encoder']} at {run[1]['target_size']} (H, W)")
 print(f"{len(frame)} images of {SPLIT}; labels: {labelled}; {settings}; border: {BORDER}")

@@ -13,8 +13,6 @@
 #     name: python3
 # ---
 
-# %%
-
 # %% [markdown]
 # # 05 · Ensemble
 # Solution A's last step (+0.006 mIoU on the leaderboard): several runs predict every image, their
@@ -36,7 +34,7 @@ STRIDE = None  # slide stride [h, w]; None: half the crop (solution A)
 SCALES = [1.0]  # test-time scales (solution B: 0.8, 0.9, 1.0, 1.1, 1.2)
 FLIP = False  # also predict the mirrored image and average
 BORDER = "ellipse"  # background outside the fisheye border: ellipse (A) | mask (B) | None
-BORDER_THRESHOLD = None  # mean-target threshold of the border (real data: 108); None: Otsu
+BORDER_THRESHOLD = None  # mean-target threshold of the border (real data: 108); None: the run's own, as it trained
 BATCH_SIZE = 8  # slide windows per forward pass
 DEVICE = "auto"  # auto | cpu | cuda
 CPU_THREADS = None  # torch threads on the CPU (None: torch's default; 1 when another job shares a 2-core machine)
@@ -52,20 +50,19 @@ import torch
 from IPython.display import Image, display
 
 from kit import data, viz
-from kit.infer import InferenceSettings, load_run, make_border, predict_split, prediction_frame
+from kit.infer import InferenceSettings, predict_split, prediction_frame, run_border
 from kit.rle import validate_submission
-from kit.train import resolve_device
+from kit.runs import load_run
 
 if CPU_THREADS is not None:
     torch.set_num_threads(CPU_THREADS)
 
 out = data.prepare_output_dir(OUTPUT_DIR, overwrite=OVERWRITE)
-runs = [load_run(Path(RUNS_DIR) / name, CHECKPOINT, device=resolve_device(DEVICE)) for name in RUN_NAMES]
-settings = InferenceSettings(mode=MODE, stride=tuple(STRIDE) if STRIDE else None, scales=tuple(SCALES), flip=FLIP,
-                             batch_size=BATCH_SIZE)
+runs = [load_run(Path(RUNS_DIR) / name, CHECKPOINT, device=DEVICE) for name in RUN_NAMES]
+settings = InferenceSettings(mode=MODE, stride=STRIDE, scales=SCALES, flip=FLIP, batch_size=BATCH_SIZE)
 frame = prediction_frame(DATA_DIR, SPLIT)
 labelled = "gt_path" in frame.columns
-border = make_border(DATA_DIR, BORDER, threshold=BORDER_THRESHOLD)
+border = run_border(runs, DATA_DIR, BORDER, threshold=BORDER_THRESHOLD)
 sample = Path(DATA_DIR) / "sample_submission.csv"
 for name, (_, config) in zip(RUN_NAMES, runs):
     print(f"{name}/{CHECKPOINT}: {config['arch']} + {config['encoder']} at {config['target_size']} (H, W)")

@@ -7,15 +7,15 @@ from kit.augment import (
     FisheyeTransform,
     FisheyeWarp,
     MixBackground,
-    channel_stats,
     fix_sky_bonnet,
     kit_pipeline,
     solution_a_distortion,
     solution_a_pipeline,
     solution_b_pipeline,
 )
-from kit.data import IGNORE_INDEX, VOID_INDEX, SegmentationDataset, write_image
-from kit.fisheye import ellipse_mask, pinhole_to_fisheye_maps, warp_label
+from kit.border import ellipse_mask
+from kit.data import IGNORE_INDEX, VOID_INDEX, SegmentationDataset, channel_stats, write_image
+from kit.fisheye import pinhole_to_fisheye_maps, warp_label
 
 
 def test_fix_sky_bonnet_hand_made():

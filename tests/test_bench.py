@@ -17,7 +17,7 @@ def small_quality(monkeypatch):
     monkeypatch.setitem(kit.bench.QUALITY_CONFIG, "crop_size", (32, 32))
     monkeypatch.setitem(kit.bench.QUALITY_CONFIG, "batch_size", 2)
     monkeypatch.setitem(kit.bench.QUALITY_CONFIG, "pretrained", False)
-    monkeypatch.setitem(kit.bench.QUALITY_CONFIG, "eval_limit", 2)
+    monkeypatch.setitem(kit.bench.QUALITY_OVERRIDES, "eval_limit", 2)
     monkeypatch.setitem(kit.bench.QUALITY_CONFIG, "mask_block", 8)
     return 1 / kit.bench.QUALITY_STEPS
 
@@ -65,19 +65,49 @@ def test_tune_writes_one_result_per_variant_and_never_redoes_one_silently(tiny, 
         kit.bench.bench_tune(str(tiny), str(out), ["nope"], small_quality, seed=0, threads=1, overwrite=False)
 
 
-def test_the_benchmark_scores_with_the_synthetic_datas_otsu_border(tiny, tmp_path, small_quality, monkeypatch):
-    # solution B's threshold 108 fits the real mean target image, not the synthetic one
+def test_the_benchmark_scores_with_the_border_training_used(tiny, tmp_path, small_quality, monkeypatch):
+    # Otsu (solution B's threshold 108 fits the real mean target image, not the synthetic one), at
+    # the run's target size, from as many images as training averaged
     import kit.infer
 
     seen = []
     real = kit.infer.make_border
 
-    def spy(root, kind, threshold=108.0, **kwargs):
-        seen.append((kind, threshold))
-        return real(root, kind, threshold=threshold, **kwargs)
+    def spy(root, kind, **kwargs):
+        seen.append((kind, kwargs))
+        return real(root, kind, **kwargs)
 
     monkeypatch.setattr(kit.infer, "make_border", spy)
-    kit.bench._otsu_border.cache_clear()  # computed once per process: an earlier test may have cached it
+    kit.bench._ellipse_border.cache_clear()  # computed once per process: an earlier test may have cached it
     kit.bench.bench_tune(str(tiny), str(tmp_path / "tune"), ["uda_geo_untuned"], small_quality, seed=0, threads=1,
                          overwrite=False)
-    assert seen == [("ellipse", None)]
+    assert seen == [("ellipse", {"size": (96, 54), "threshold": None, "max_images": 200})]
+
+
+def test_quality_config_is_03_trains_parameters_cell():
+    # the benchmark claims to train with 03_train's CPU values: every TrainConfig field 03 sets,
+    # apart from a run's identity and the benchmark's declared departures, must agree
+    import ast
+    import dataclasses
+    import pathlib
+
+    import papermill
+
+    from kit.config import TrainConfig
+
+    notebook = pathlib.Path(__file__).parents[1] / "notebooks/03_train.ipynb"
+    cell = {name.lower(): ast.literal_eval(p["default"]) for name, p in papermill.inspect_notebook(str(notebook)).items()}
+    identity = {"data_dir", "runs_dir", "run_name", "method", "epochs", "steps_per_epoch", "seed", "cpu_threads",
+                "resume", "overwrite", "device", "preview_count"}
+    assert set(kit.bench.QUALITY_CONFIG) <= set(cell) - identity
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    for name, value in cell.items():
+        if name in identity:
+            continue
+        used = kit.bench.QUALITY_CONFIG.get(name, defaults[name])
+        assert _as_tuple(used) == _as_tuple(value), f"{name}: benchmark {used!r}, 03_train {value!r}"
+    assert set(kit.bench.QUALITY_OVERRIDES) == {"eval_limit", "progress"}
+
+
+def _as_tuple(value):
+    return tuple(value) if isinstance(value, list) else value

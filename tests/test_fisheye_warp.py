@@ -3,13 +3,10 @@ import numpy as np
 import pytest
 
 from kit.data import IGNORE_INDEX, read_split, write_image
+from kit.border import border_mask, ellipse_mask, fit_ellipse, mean_image
 from kit.fisheye import (
-    border_mask,
-    ellipse_mask,
-    fit_ellipse,
     get_model,
     make_fisheye_split,
-    mean_image,
     pinhole_to_fisheye_maps,
     rotation_matrix,
     warp_pair,

@@ -7,15 +7,13 @@ import pytest
 import torch
 from torch import nn
 
-from kit import fisheye
+from kit import border as kit_border
+from kit.border import Border, make_border
 from kit.data import read_split, write_image
 from kit.infer import (
-    Border,
     InferenceSettings,
     apply_border,
     ensemble,
-    load_run,
-    make_border,
     predict_label_maps,
     predict_split,
     predict_tta,
@@ -26,6 +24,7 @@ from kit.infer import (
     window_starts,
 )
 from kit.rle import resize_nearest, rle_decode, validate_submission
+from kit.runs import load_run
 
 # --- dummy models ------------------------------------------------------------------------------
 
@@ -206,7 +205,7 @@ def test_border_mask_scales_to_any_size():
     assert mask.tolist() == np.repeat(np.repeat(inside, 2, axis=0), 2, axis=1).tolist()
     ellipse = ((80.0, 45.0), (150.0, 110.0), 0.0)
     drawn = Border((160, 90), ellipse=ellipse).mask((320, 180))
-    assert np.array_equal(drawn, fisheye.ellipse_mask((320, 180), ellipse, scale_from=(160, 90)))
+    assert np.array_equal(drawn, kit_border.ellipse_mask((320, 180), ellipse, scale_from=(160, 90)))
     with pytest.raises(ValueError, match="exactly one"):
         Border((4, 2))
 

@@ -173,3 +173,25 @@ def test_pseudo_label_class_weighting_keeps_each_class_upper_half():
     pixel, weight = pseudo_label_loss(logits_of(probs(s0)), logits_of(probs(t0)), threshold=0.968, weighting="pixel")
     assert weight.tolist() == [pytest.approx(2 / 6)]
     assert pixel.item() == pytest.approx(sum(ce[:2]) / 2, abs=1e-12)  # pixel mode drops class 1 entirely
+
+
+@pytest.mark.parametrize(
+    "weighting, keep, pixel, share",
+    [
+        ("image", [[1, 1], [1, 1]], [[0.5, 0.5], [0.5, 0.5]], 0.5),
+        ("image", [[1, 1], [1, 0]], [[2 / 3, 2 / 3], [2 / 3, 2 / 3]], 2 / 3),
+        ("pixel", [[1, 1], [1, 1]], [[1, 0], [1, 0]], 0.5),
+        ("class", [[1, 1], [1, 1]], [[1, 1], [1, 1]], 1.0),  # each class keeps its upper half (median: lower middle)
+        ("class", [[1, 0], [1, 1]], [[1, 0], [1, 1]], 1.0),
+    ],
+)
+def test_pseudo_weights_by_hand(weighting, keep, pixel, share):
+    from kit.losses import pseudo_weights
+
+    confidence = torch.tensor([[[0.99, 0.5], [0.97, 0.2]]])
+    pseudo = torch.tensor([[[0, 0], [1, 1]]])
+    weights, shares = pseudo_weights(confidence, pseudo, 0.968, torch.tensor([keep]).bool(), weighting)
+    torch.testing.assert_close(weights, torch.tensor([pixel], dtype=torch.float32))
+    torch.testing.assert_close(shares, torch.tensor([share]))
+    with pytest.raises(ValueError, match="weighting"):
+        pseudo_weights(confidence, pseudo, 0.968, torch.tensor([keep]).bool(), "share")

@@ -12,8 +12,9 @@ import torch
 
 from kit.data import read_image, read_label, read_split, write_image
 from kit.metrics import confusion_matrix, iou_table
+from kit.config import TrainConfig
 from kit.rle import SUBMISSION_SIZE, resize_nearest, rle_decode, validate_submission
-from kit.train import TrainConfig, train
+from kit.train import train
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -21,11 +22,11 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 def _run(name, tmp_path, **parameters):
     out = tmp_path / "out"
     out.mkdir(exist_ok=True)
-    papermill.execute_notebook(
-        str(NOTEBOOKS / f"{name}.ipynb"), str(out / f"{name}.ipynb"),
-        parameters={"OUTPUT_DIR": str(out), **parameters}, kernel_name="python3", cwd=str(NOTEBOOKS.parent),
-        progress_bar=False,
-    )
+    notebook = str(NOTEBOOKS / f"{name}.ipynb")
+    if "OUTPUT_DIR" in papermill.inspect_notebook(notebook):  # 03_train writes into its run folder instead
+        parameters = {"OUTPUT_DIR": str(out), **parameters}
+    papermill.execute_notebook(notebook, str(out / f"{name}.ipynb"), parameters=parameters, kernel_name="python3",
+                               cwd=str(NOTEBOOKS.parent), progress_bar=False)
     return out
 
 
@@ -76,9 +77,9 @@ def test_train_notebook(tiny, tmp_path, method):
         WARMUP_STEPS=2, MASK_BLOCK=8, EVAL_LIMIT=2, PREVIEW_COUNT=2,
     )
     run = tmp_path / "runs" / method
-    assert {"config.json", "metrics.csv", "last.pt", "best.pt", "curves.png", "predictions.png"} <= {
+    assert {"config.json", "metrics.csv", "last.pt", "best.pt", "step.png", "curves.png", "predictions.png"} <= {
         p.name for p in run.iterdir()}
-    assert _is_png(run / "curves.png") and _is_png(run / "predictions.png")
+    assert _is_png(run / "step.png") and _is_png(run / "curves.png") and _is_png(run / "predictions.png")
     metrics = pd.read_csv(run / "metrics.csv")
     assert list(metrics.epoch) == [0, 1]
     assert TRAIN_LOSSES[method] <= set(metrics.columns)
@@ -89,6 +90,12 @@ def test_train_notebook(tiny, tmp_path, method):
     config = json.loads((run / "config.json").read_text())
     assert config["method"] == method and config["num_classes"] == 13 and config["crop_size"] == [32, 32]
     assert (out / "03_train.ipynb").is_file()
+
+
+def test_train_notebook_refuses_a_misspelt_parameter(tiny, tmp_path):
+    with pytest.raises(papermill.PapermillExecutionError, match=r"unknown training parameter\(s\) \['LR_ENCODR'\]"):
+        _run("03_train", tmp_path, DATA_DIR=str(tiny), RUNS_DIR=str(tmp_path / "runs"), LR_ENCODR=1e-3)
+    assert not (tmp_path / "runs").exists()  # refused before anything was written
 
 
 # --- 04_predict and 05_ensemble ------------------------------------------------------------------

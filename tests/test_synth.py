@@ -28,7 +28,7 @@ from kit.synth import (
     render_sample,
     sample_scene,
 )
-from kit.train import STATS_FILE
+from kit.data import STATS_FILE
 from kit.viz import colorize, overlay
 
 TINY = PRESETS["tiny"]

@@ -7,17 +7,14 @@ import pandas as pd
 import pytest
 import torch
 
+import kit.config
+import kit.data
+import kit.recipes
 import kit.train
-from kit.train import (
-    RareClassSampler,
-    TrainConfig,
-    TrainingDiverged,
-    class_pixel_counts,
-    domain_stats,
-    load_checkpoint,
-    lr_factor,
-    train,
-)
+from kit.config import TrainConfig
+from kit.data import RareClassSampler, class_pixel_counts, domain_stats
+from kit.runs import load_checkpoint, model_from_config
+from kit.train import TrainingDiverged, lr_factor, train
 
 
 def _config(tiny, tmp_path, **overrides) -> TrainConfig:
@@ -105,13 +102,12 @@ def test_oracle_is_refused_without_held_out_labels(tiny, tmp_path):
 
 def test_domain_stats_are_measured_once_and_cached(tiny, tmp_path, monkeypatch):
     mean, std = domain_stats(tiny, "train_target", limit=None)
-    from kit.augment import channel_stats
-    from kit.data import read_split
+    from kit.data import channel_stats, read_split
 
     expected = channel_stats(list(read_split(tiny, "train_target").img_path))
     np.testing.assert_allclose(mean, expected[0])
     np.testing.assert_allclose(std, expected[1])
-    monkeypatch.setattr(kit.train, "channel_stats", lambda paths: pytest.fail("not cached"))
+    monkeypatch.setattr(kit.data, "channel_stats", lambda paths: pytest.fail("not cached"))
     assert domain_stats(tiny, "train_target", limit=None) == (mean, std)
 
 
@@ -140,7 +136,7 @@ def test_upernet_internimage_trains_in_the_loop(tiny, tmp_path):
     state = load_checkpoint(run / "last.pt")
     assert any(k.startswith("encoder.levels.0.blocks.0.dcn.") for k in state["model"])
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.dtype.is_floating_point)
-    model = kit.train.model_from_config(state["config"])
+    model = model_from_config(state["config"])
     model.load_state_dict(state["model"])
     assert model.eval()(torch.zeros(1, 3, 54, 96)).shape == (1, 13, 54, 96)
 
@@ -149,7 +145,7 @@ def test_bonnet_void_ignores_exactly_the_pixels_the_fix_made_background(tiny, tm
     from kit.data import BACKGROUND_CLASS, IGNORE_INDEX
 
     def val_labels(bonnet):
-        evals = kit.train.build_data(_config(tiny, tmp_path, method="source_only", bonnet=bonnet)).evals
+        evals = kit.recipes.build_data(_config(tiny, tmp_path, method="source_only", bonnet=bonnet)).evals
         return [evals["source_val"][i]["label"].numpy() for i in range(len(evals["source_val"]))]
 
     changed = 0
@@ -164,9 +160,47 @@ def test_bonnet_void_ignores_exactly_the_pixels_the_fix_made_background(tiny, tm
 
 
 def test_fields_left_at_none_take_the_methods_own_defaults(tiny, tmp_path):
-    for method in kit.train.METHODS:
+    for method in kit.config.METHODS:
         config = _config(tiny, tmp_path, method=method)
-        expected = {**kit.train.DEFAULTS, **kit.train.METHOD_DEFAULTS.get(method, {})}
+        expected = {**kit.config.DEFAULTS, **kit.config.METHOD_DEFAULTS.get(method, {})}
         assert {name: getattr(config, name) for name in expected} == expected
     assert _config(tiny, tmp_path, method="uda_geo", bonnet="background").bonnet == "background"  # explicit wins
-    assert kit.train.METHOD_DEFAULTS["uda_geo"]["bonnet"] == "void" and kit.train.DEFAULTS["bonnet"] == "background"
+    assert kit.config.METHOD_DEFAULTS["uda_geo"]["bonnet"] == "void" and kit.config.DEFAULTS["bonnet"] == "background"
+
+
+def test_from_parameters_maps_upper_case_names_and_refuses_unknown_ones():
+    import types
+
+    namespace = {"METHOD": "uda", "LR_ENCODER": 3e-4, "CROP_SIZE": [64, 64], "PREVIEW_COUNT": 2,
+                 "np": np, "A": types.ModuleType("albumentations"), "_": 1, "lower": 1}
+    config = TrainConfig.from_parameters(namespace, notebook_only=("PREVIEW_COUNT",))
+    assert (config.method, config.lr_encoder, config.crop_size) == ("uda", 3e-4, (64, 64))
+    assert config.epochs == TrainConfig().epochs  # names not given keep the defaults
+    with pytest.raises(ValueError, match=r"unknown training parameter\(s\) \['LR_ENCODR', 'PREVIEW_COUNT'\]"):
+        TrainConfig.from_parameters({"LR_ENCODR": 1e-4, "PREVIEW_COUNT": 2})
+
+
+@pytest.mark.parametrize("method", ["uda_geo", "source_only"])
+def test_preview_step_shows_the_first_batch_as_the_step_sees_it(tiny, tmp_path, method):
+    from kit.data import NUM_CLASSES
+    from kit.train import preview_step
+
+    config = _config(tiny, tmp_path, method=method, crop_size=(32, 48), mask_ratio=0.5)
+    panels = preview_step(config)
+    if method == "source_only":
+        assert list(panels) == ["input"]
+        images, labels = panels["input"]
+        assert images.shape == (2, 32, 48, 3) and images.dtype == np.uint8 and labels.shape == (2, 32, 48)
+        assert set(np.unique(labels)) <= set(range(NUM_CLASSES)) | {255}
+        return
+    assert list(panels) == ["source", "distorted", "target", "masked target", "pseudo-label"]
+    target, masked = panels["target"][0].astype(int), panels["masked target"][0].astype(int)
+    blanked = (target != masked).any(axis=-1)  # (B, H, W)
+    assert 0.2 < blanked.mean() < 0.8  # MIC blocks at mask_ratio 0.5
+    # a masked pixel is 0 after normalisation: the target's mean colour
+    tmean = np.array(kit.recipes.normalisation(config)[1][0]) * 255
+    assert np.abs(masked[blanked] - np.round(tmean)).max() <= 1
+    pseudo = panels["pseudo-label"][1]
+    assert pseudo.shape == (2, 32, 48) and set(np.unique(pseudo)) <= set(range(NUM_CLASSES)) | {255}
+    # the step's crops: the distorted copy (the fisheye warp) is black outside its valid area
+    assert panels["distorted"][0].shape == panels["source"][0].shape == (2, 32, 48, 3)

@@ -1,0 +1,219 @@
+"""What each training method trains on: its datasets and augmentations (:func:`build_data`), and the
+per-epoch batches drawn from them (:func:`epoch_batches`).
+
+    source_only  source crops, solution A's pipeline (the lower bound)
+    fisheye_tf   reference solution B (seed 001): source images through the "fisheye
+                 transformation" (mean target image pasted outside the disc); no target images
+    uda          reference solution A (seed 000): source crops with Mix Background + an elastic
+                 "distortion" copy, and unlabelled target crops for the EMA teacher
+    uda_geo      the kit's own: ``uda`` with the geometric pinhole → fisheye warp as the distortion
+    oracle       the held-out fisheye labels (synthetic data only; the upper bound)
+
+Every epoch reseeds all random streams from (seed, epoch), so a resumed run draws the batches an
+uninterrupted run would have drawn.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import albumentations as A
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler
+
+from kit.augment import (
+    FisheyeTransform,
+    FisheyeWarp,
+    MixBackground,
+    fix_sky_bonnet,
+    kit_pipeline,
+    solution_a_distortion,
+    solution_a_pipeline,
+    solution_b_pipeline,
+)
+from kit.border import BorderEstimate, estimate_border
+from kit.config import UDA_METHODS, TrainConfig
+from kit.data import (
+    BACKGROUND_CLASS,
+    IGNORE_INDEX,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    NUM_CLASSES,
+    SOURCE_MEAN,
+    SOURCE_STD,
+    TARGET_MEAN,
+    TARGET_STD,
+    VOID_INDEX,
+    RareClassSampler,
+    SegmentationDataset,
+    ZipDataset,
+    class_pixel_counts,
+    domain_stats,
+    evenly_spread,
+    has_split,
+    read_split,
+)
+from kit.models import encoder_normalisation
+
+Stats = tuple[tuple[float, ...], tuple[float, ...]]  # RGB (mean, std) in 0..1
+
+
+@dataclass
+class TrainData:
+    """Datasets of one method and what was derived while building them."""
+
+    train: Dataset  # items: source (+ source_label, distorted, ...) or the supervised pair
+    target: Dataset | None  # unlabelled target crops (uda methods)
+    evals: dict[str, Dataset]  # name → labelled dataset at model input size
+    source_stats: Stats
+    target_stats: Stats
+    border: BorderEstimate | None = None  # at the target size (methods that use target images)
+    class_pixels: np.ndarray | None = None
+    transforms: list[A.Compose] = field(default_factory=list)  # reseeded every epoch
+
+
+def seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def normalisation(config: TrainConfig) -> tuple[Stats, Stats]:
+    """The (source, target) statistics images are normalised with, as ``config.normalization`` says."""
+    if config.normalization == "reference":
+        return (SOURCE_MEAN, SOURCE_STD), (TARGET_MEAN, TARGET_STD)
+    if config.normalization == "imagenet":
+        return (IMAGENET_MEAN, IMAGENET_STD), (IMAGENET_MEAN, IMAGENET_STD)
+    if config.normalization == "encoder":  # what the pretrained weights expect (bundled: 0.5, 0.5)
+        stats = encoder_normalisation(config.encoder, config.pretrained)
+        return stats, stats
+    root = Path(config.data_dir)
+    return domain_stats(root, "train_source", config.stats_limit), domain_stats(root, "train_target", config.stats_limit)
+
+
+def target_border(config: TrainConfig) -> BorderEstimate:
+    """The fisheye border at the run's target size, as training and prediction both estimate it."""
+    th, tw = config.target_size
+    return estimate_border(config.data_dir, size=(tw, th), threshold=config.border_threshold,
+                           max_images=config.stats_limit)
+
+
+def build_data(config: TrainConfig) -> TrainData:
+    """Datasets for ``config.method``; see the module docstring for what each method trains on."""
+    root = Path(config.data_dir)
+    (smean, sstd), (tmean, tstd) = normalisation(config)
+    label_fn = None
+    if config.fix_sky_bonnet:
+        label_fn = functools.partial(fix_sky_bonnet, value=VOID_INDEX if config.bonnet == "void" else IGNORE_INDEX)
+    th, tw = config.target_size
+    crop = config.crop_size
+    transforms: list[A.Compose] = []
+
+    def compose(steps) -> A.Compose:
+        pipeline = steps if isinstance(steps, A.Compose) else A.Compose(steps)
+        transforms.append(pipeline)
+        return pipeline
+
+    def source(transform) -> SegmentationDataset:
+        frame = pd.concat([read_split(root, s) for s in config.train_splits], ignore_index=True)
+        return SegmentationDataset(frame, compose(transform), smean, sstd, BACKGROUND_CLASS, label_fn)
+
+    border = target_border(config) if config.method in ("fisheye_tf", *UDA_METHODS) else None
+    target = None
+    if config.method == "source_only":
+        train = source(solution_a_pipeline(config.source_size, crop))
+    elif config.method == "fisheye_tf":
+        train = source(solution_b_pipeline(FisheyeTransform(border.mean, border.inside), crop))
+    elif config.method == "oracle":
+        if not has_split(root, "train_target_gt"):
+            raise FileNotFoundError(
+                f"METHOD 'oracle' trains on held-out fisheye labels (train_target_gt.csv), which only the "
+                f"kit's synthetic datasets have; {root} has none"
+            )
+        frame = read_split(root, "train_target_gt")
+        steps = [A.Resize(th, tw), A.HorizontalFlip(p=0.5), A.ColorJitter(p=0.25), A.RandomCrop(*crop)]
+        train = SegmentationDataset(frame, compose(steps), tmean, tstd, BACKGROUND_CLASS)
+    else:
+        mix = MixBackground(list(border.paths), border.ellipse, (tw, th), p=config.mix_background)
+        source_pipeline = solution_a_pipeline(config.source_size, crop, mix if config.mix_background > 0 else None)
+        if config.method == "uda":
+            distortion = A.Compose([*solution_a_pipeline(config.source_size, crop).transforms,
+                                    *solution_a_distortion().transforms])
+        else:
+            warp = FisheyeWarp(size=(tw, th), src_hfov_deg=config.src_hfov_deg, fov_deg=config.fisheye_fov_deg,
+                               seed=config.seed)
+            distortion = A.Compose([A.Resize(*config.source_size), *kit_pipeline(warp, crop).transforms])
+        train = ZipDataset(source=source(source_pipeline), distorted=source(distortion))
+        target_steps = [A.Resize(th, tw), A.HorizontalFlip(p=0.5), A.RandomCrop(*crop)]
+        target = SegmentationDataset(read_split(root, "train_target"), compose(target_steps), tmean, tstd)
+
+    evals = {}
+    if has_split(root, "val_source"):
+        frame = evenly_spread(read_split(root, "val_source"), config.eval_limit)
+        evals["source_val"] = SegmentationDataset(frame, A.Compose([A.Resize(*config.source_size)]), smean, sstd,
+                                                  BACKGROUND_CLASS, label_fn)
+    if config.fisheye_eval_split and has_split(root, config.fisheye_eval_split):
+        frame = evenly_spread(read_split(root, config.fisheye_eval_split), config.eval_limit)
+        evals["fisheye"] = SegmentationDataset(frame, A.Compose([A.Resize(th, tw)]), tmean, tstd, BACKGROUND_CLASS)
+
+    class_pixels = None
+    if config.rare_class_sampling:
+        if config.method == "oracle":
+            raise ValueError("rare-class sampling draws source images; METHOD 'oracle' trains on target images")
+        class_pixels = np.concatenate([class_pixel_counts(root, s) for s in config.train_splits])[:, :NUM_CLASSES]
+    return TrainData(train, target, evals, (smean, sstd), (tmean, tstd), border, class_pixels, transforms)
+
+
+def _loader(dataset: Dataset, config: TrainConfig, sampler: Sampler) -> DataLoader:
+    return DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.num_workers,
+                      drop_last=len(dataset) >= config.batch_size, pin_memory=torch.cuda.is_available())
+
+
+def _cycle(make: Callable[[], Iterator]) -> Iterator:
+    """Iterate a loader endlessly, restarting it when exhausted."""
+    while True:
+        yielded = False
+        for batch in make():
+            yielded = True
+            yield batch
+        if not yielded:
+            raise ValueError("a training loader yielded no batch: the split is empty")
+
+
+def steps_per_epoch(config: TrainConfig, data: TrainData) -> int:
+    """``config.steps_per_epoch``, or one pass over the training images when it is None."""
+    return config.steps_per_epoch or max(len(data.train) // config.batch_size, 1)
+
+
+def epoch_batches(
+    data: TrainData,
+    config: TrainConfig,
+    epoch: int,
+) -> tuple[Iterator[dict], Iterator[dict] | None, torch.Generator]:
+    """Endless iterators over the training batches and (uda methods) the target batches of ``epoch``,
+    and the generator the step draws its own randomness from (MIC masks, class mix).
+
+    Every random stream restarts from (seed, epoch): a resumed run repeats an uninterrupted one.
+    """
+    epoch_seed = config.seed * 100_003 + epoch
+    seed_all(epoch_seed)
+    for i, pipeline in enumerate(data.transforms):
+        pipeline.set_random_seed(epoch_seed * 31 + i)
+    generator = torch.Generator().manual_seed(epoch_seed)
+    samples = steps_per_epoch(config, data) * config.batch_size
+    if data.class_pixels is not None:
+        sampler = RareClassSampler(data.class_pixels, config.rcs_temperature, samples, generator)
+    else:
+        sampler = RandomSampler(data.train, replacement=False, generator=generator)
+    batches = _cycle(lambda: iter(_loader(data.train, config, sampler)))
+    targets = None
+    if data.target is not None:
+        target_sampler = RandomSampler(data.target, generator=generator)
+        targets = _cycle(lambda: iter(_loader(data.target, config, target_sampler)))
+    return batches, targets, generator

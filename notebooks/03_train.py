@@ -82,7 +82,7 @@ CPU_THREADS = 1  # torch threads on the CPU (None: torch's default; 1 ran 2x fas
 SEED = 0  # seed of everything random
 RESUME = False  # continue RUN_NAME from its last.pt
 OVERWRITE = False  # replace an earlier run of the same RUN_NAME
-PREVIEW_COUNT = 4  # fisheye images in the prediction grid
+PREVIEW_COUNT = 4  # samples in the step view and fisheye images in the prediction grid
 
 # %%
 import pandas as pd

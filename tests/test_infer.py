@@ -365,3 +365,11 @@ def test_make_border_none_and_unknown(tiny):
     assert make_border(tiny, None) is None
     with pytest.raises(ValueError, match=r"unknown border 'circle'; expected one of \('ellipse', 'mask'\) or None"):
         make_border(tiny, "circle")
+
+
+def test_inference_settings_take_the_lists_notebooks_pass():
+    settings = InferenceSettings(mode="slide", stride=[16, 32], scales=[0.8, 1.0, 1.2])  # papermill parameters are JSON
+    assert settings.stride == (16, 32) and settings.scales == (0.8, 1.0, 1.2)
+    assert hash(settings) == hash(InferenceSettings(mode="slide", stride=(16, 32), scales=(0.8, 1.0, 1.2)))
+    with pytest.raises(ValueError, match="unknown inference mode 'tiles'"):
+        InferenceSettings(mode="tiles")

@@ -31,7 +31,6 @@ OVERWRITE = False  # replace figures of an earlier run in OUTPUT_DIR
 
 # %%
 import json
-from pathlib import Path
 
 from IPython.display import Image, display
 

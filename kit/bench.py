@@ -242,19 +242,20 @@ def score_run(run_dir: str | Path, data_dir: str) -> dict:
     from kit.runs import load_run
 
     run = load_run(run_dir, "last.pt", device="cpu")
-    keys = ("target_size", "stats_limit", "border_threshold")  # what the border depends on
-    border = _ellipse_border(data_dir, tuple((k, json.dumps(run[1][k])) for k in keys))
+    config = run[1]
+    border = _ellipse_border(data_dir, tuple(config["target_size"]), config["stats_limit"], config["border_threshold"])
     return predict_split([run], read_split(data_dir, "test_gt"), settings=InferenceSettings(mode="whole"),
                          border=border, progress=False).scores
 
 
 @functools.lru_cache(maxsize=4)
-def _ellipse_border(data_dir: str, settings: tuple[tuple[str, str], ...]):
-    """The fisheye border of ``data_dir`` for runs of these (JSON-encoded) settings, computed once per
-    process for every run it scores."""
+def _ellipse_border(data_dir: str, target_size: tuple[int, int], stats_limit: int | None,
+                    border_threshold: float | None):
+    """``data_dir``'s border for runs with these settings (all run_border reads), once per process."""
     from kit.infer import run_border
 
-    return run_border([(None, {k: json.loads(v) for k, v in settings})], data_dir, "ellipse")
+    settings = {"target_size": target_size, "stats_limit": stats_limit, "border_threshold": border_threshold}
+    return run_border([(None, settings)], data_dir, "ellipse")
 
 
 def _iou_table(results: dict[str, dict], gap: bool, first: str = "run") -> list[str]:

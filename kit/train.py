@@ -96,6 +96,12 @@ def evaluate(model: nn.Module, dataset: Dataset, device: torch.device, batch_siz
     return cm
 
 
+def build_model(config: TrainConfig) -> nn.Module:
+    """The run's network with its starting weights (pretrained encoder or local checkpoint)."""
+    return create_model(config.arch, config.encoder, num_classes=OUTPUTS, pretrained=config.pretrained,
+                        weights=config.weights, channels=config.head_channels)
+
+
 def _run_config(config: TrainConfig, data: TrainData) -> dict:
     out = json.loads(json.dumps(dataclasses.asdict(config)))
     out.update(
@@ -119,8 +125,7 @@ def train(config: TrainConfig) -> Path:
     if not config.resume:
         write_json(run_dir / "config.json", run_config)
 
-    model = create_model(config.arch, config.encoder, num_classes=OUTPUTS, pretrained=config.pretrained,
-                         weights=config.weights, channels=config.head_channels).to(device)
+    model = build_model(config).to(device)
     channels_last = config.channels_last and device.type == "cuda"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -249,8 +254,7 @@ def preview_step(config: TrainConfig) -> dict[str, tuple[np.ndarray, np.ndarray 
     panels = {name: (images(batch[name], data.source_stats), labels(batch[f"{name}_label"]))
               for name in ("source", "distorted")}
     target = next(targets)["image"]
-    model = create_model(config.arch, config.encoder, num_classes=OUTPUTS, pretrained=config.pretrained,
-                         weights=config.weights, channels=config.head_channels)
+    model = build_model(config)
     confidence, pseudo = EMATeacher(model, config.ema_max_alpha)(target).softmax(dim=1).max(dim=1)
     pseudo[confidence <= config.pseudo_threshold] = IGNORE_INDEX
     keep = block_mask((target.shape[0], *target.shape[2:]), config.mask_ratio, config.mask_block, generator=generator)

@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 
 from kit.data import IGNORE_INDEX, NUM_CLASSES
+from kit.files import make_dirs, prepare_output_dir, write_json, write_text
 from kit.rle import SUBMISSION_SIZE, encode_label_map
 
 
@@ -272,9 +273,7 @@ def _iou_table(results: dict[str, dict], gap: bool, first: str = "run") -> list[
 
 
 def _require_test_gt(data_dir: str) -> None:
-    from kit.data import has_split
-
-    if not has_split(data_dir, "test_gt"):
+    if not (Path(data_dir) / "test_gt.csv").is_file():
         raise FileNotFoundError(f"{data_dir} has no test_gt.csv: this benchmark needs the synthetic data's held-out "
                                 f"fisheye labels (python -m kit.synth --out {data_dir} --preset demo)")
 
@@ -284,7 +283,6 @@ def bench_quality(data_dir: str, out: str, budget: float, seed: int, overwrite: 
     """Train every method with one encoder, crop, step budget and seed on the synthetic data, score
     the labelled fisheye test split the same way, write quality.md / quality.json into ``out``."""
     from kit.config import METHODS
-    from kit.data import prepare_output_dir
 
     _require_test_gt(data_dir)
     out_dir = prepare_output_dir(out, overwrite)
@@ -308,7 +306,7 @@ def bench_quality(data_dir: str, out: str, budget: float, seed: int, overwrite: 
 def write_quality(out_dir: Path, results: dict[str, dict], data_dir: str, steps: int, seed: int,
                   budget: float) -> None:
     """Add each method's gap closed to ``results``; write and print quality.md / quality.json."""
-    from kit.data import read_split, write_json
+    from kit.data import read_split
 
     low, high = results["source_only"]["mIoU"], results["oracle"]["mIoU"]
     for result in results.values():
@@ -319,7 +317,7 @@ def write_quality(out_dir: Path, results: dict[str, dict], data_dir: str, steps:
              f"ellipse border (Otsu)")
     table = "\n".join([f"Fisheye test mIoU ({setup}); gap closed = (mIoU − source_only) / (oracle − source_only).",
                         "", *_iou_table(results, gap=True, first="method"), ""])
-    (Path(out_dir) / "quality.md").write_text(table)
+    write_text(Path(out_dir) / "quality.md", table)
     write_json(Path(out_dir) / "quality.json", {"setup": setup, "budget": budget, "results": results})
     print(table)
 
@@ -328,15 +326,13 @@ def bench_tune(data_dir: str, out: str, variants: list[str], budget: float, seed
                overwrite: bool) -> None:
     """Train :data:`TUNE_VARIANTS` on a *validation* dataset (another synthetic seed) and score its
     test split; each variant's result goes to ``out/<variant>.json`` and all results found in ``out``
-    are tabulated into ``out/tune.md``. Several processes may share one ``out`` (one per core)."""
-    from kit.data import write_json
-
+    with this step count, seed and data are tabulated into ``out/tune.md`` (others are named beneath).
+    Several processes may share one ``out`` (one per core)."""
     _require_test_gt(data_dir)
     unknown = [v for v in variants if v not in TUNE_VARIANTS]
     if unknown:
         raise ValueError(f"unknown variant(s) {unknown}; choose from {list(TUNE_VARIANTS)}")
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = make_dirs(out)
     steps = max(int(round(QUALITY_STEPS * budget)), 1)
     done = [out_dir / f"{name}.json" for name in variants if (out_dir / f"{name}.json").exists()]
     if done and not overwrite:  # checked before any training starts
@@ -347,12 +343,14 @@ def bench_tune(data_dir: str, out: str, variants: list[str], budget: float, seed
         result = _train_and_score(data_dir, out_dir / "runs", name, TUNE_VARIANTS[name], steps, seed,
                                   overwrite, threads, {**QUALITY_CONFIG, **QUALITY_OVERRIDES})
         write_json(result_path, {**result, "steps": steps, "seed": seed, "data": data_dir})
-    results = {}
-    for path in sorted(out_dir.glob("*.json")):
-        results[path.stem] = json.loads(path.read_text())
+    results = {path.stem: json.loads(path.read_text()) for path in sorted(out_dir.glob("*.json"))}
+    other = [f"{k} ({r.get('steps')} steps, seed {r.get('seed')}, {r.get('data')})" for k, r in results.items()
+             if (r.get("steps"), r.get("seed"), r.get("data")) != (steps, seed, data_dir)]
+    results = {k: r for k, r in results.items() if (r.get("steps"), r.get("seed"), r.get("data")) == (steps, seed, data_dir)}
     table = "\n".join([f"Validation fisheye mIoU on {data_dir}'s test split (another synthetic seed than the "
-                        f"benchmark's data), {steps} steps.", "", *_iou_table(results, gap=False), ""])
-    (out_dir / "tune.md").write_text(table)
+                        f"benchmark's data), {steps} steps, seed {seed}.", "", *_iou_table(results, gap=False), "",
+                        *([f"Not tabulated (other settings): {', '.join(other)}.", ""] if other else [])])
+    write_text(out_dir / "tune.md", table)
     print(table)
 
 

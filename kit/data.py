@@ -13,10 +13,8 @@ datasets add held-out fisheye labels as ``train_target_gt.csv`` / ``test_gt.csv`
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -25,6 +23,8 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import Dataset, Sampler
+
+from kit.files import write_json
 
 CLASSES: tuple[str, ...] = (
     "Road",
@@ -179,79 +179,6 @@ def class_pixel_share(label_paths: Sequence[str | os.PathLike]) -> np.ndarray:
         counts += np.bincount(read_label(path).ravel(), minlength=256)
     share = np.append(counts[:NUM_CLASSES], counts[IGNORE_INDEX]).astype(np.float64)
     return share / max(share.sum(), 1)
-
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix + ".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
-    try:
-        yield tmp
-        if tmp.exists():  # mkstemp makes the file owner-only; give it the usual umask permissions
-            os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _strict_json(obj):
-    """NaN and ±inf (e.g. the IoU of a class absent from truth and prediction) become null: strict
-    JSON has no such numbers, and other readers reject Python's ``NaN``."""
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _strict_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_strict_json(v) for v in obj]
-    return obj
-
-
-def write_json(path: str | os.PathLike, obj) -> None:
-    """Write ``obj`` as indented, strict JSON (NaN/inf as null), atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(_strict_json(obj), indent=2, allow_nan=False) + "\n")
-
-
-def write_csv(path: str | os.PathLike, frame: pd.DataFrame) -> None:
-    """Write ``frame`` as CSV without its index, atomically."""
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
-
-
-def prepare_output_dir(path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Create ``path`` for a run's outputs. If it already holds results (any file but executed
-    ``.ipynb`` notebooks, which papermill writes before the run starts), refuse unless ``overwrite``."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        earlier = sorted(p.name for p in path.iterdir() if p.suffix != ".ipynb")
-        if earlier:
-            raise FileExistsError(
-                f"output folder {path} already holds an earlier run's results ({', '.join(earlier[:5])}"
-                f"{', ...' if len(earlier) > 5 else ''}); choose another folder or set OVERWRITE = True"
-            )
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
-    """Write ``uint8 (H, W, 3) RGB`` (or ``(H, W)`` grey/label) atomically; format from the suffix."""
-    image = np.asarray(image)
-    if image.dtype != np.uint8 or image.ndim not in (2, 3):
-        raise ValueError(f"{path}: expected uint8 (H, W) or (H, W, 3), got {image.dtype} {image.shape}")
-    data = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
-    with atomic_path(path) as tmp:
-        ok, encoded = cv2.imencode(Path(path).suffix or ".png", data)
-        if not ok:
-            raise ValueError(f"could not encode image for {path}")
-        tmp.write_bytes(encoded.tobytes())
 
 
 def normalize(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

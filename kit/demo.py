@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import time
 from pathlib import Path
 
 import papermill
 
-from kit.data import has_split, prepare_output_dir, write_json
+from kit.data import has_split
+from kit.files import copy_file, is_output_dir, prepare_output_dir, record_output, write_json
 from kit.synth import generate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,15 +43,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
-    out = prepare_output_dir(args.out, args.overwrite)
-    if args.overwrite:
-        for child in out.iterdir():  # an earlier job's notebooks, run folder and figures
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
+    out = prepare_output_dir(args.out, args.overwrite)  # --overwrite removes only an earlier job's own files
     seconds = {}
     if not has_split(args.data, "test_gt"):
-        print(f"== synthetic demo dataset → {args.data}", flush=True)
+        unfinished = is_output_dir(args.data)  # the kit's own dataset folder without its last CSV: interrupted
+        print(f"== synthetic demo dataset → {args.data}" + (" (an unfinished one is replaced)" if unfinished else ""),
+              flush=True)
         start = time.perf_counter()
-        generate(args.data, preset="demo", seed=0, workers=2)
+        generate(args.data, preset="demo", seed=0, workers=2, overwrite=unfinished)
         seconds["synth"] = round(time.perf_counter() - start, 1)
     for name, parameters in steps(args.data, out):
         print(f"== {name}", flush=True)
@@ -60,11 +59,12 @@ def main(argv: list[str] | None = None) -> None:
             str(ROOT / "notebooks" / f"{name}.ipynb"), str(out / f"{name}.ipynb"), parameters=parameters,
             kernel_name="python3", cwd=str(ROOT), log_output=True, progress_bar=False,
         )
+        record_output(out / f"{name}.ipynb")
         seconds[name] = round(time.perf_counter() - start, 1)
         print(f"== {name} done in {seconds[name]:.0f} s", flush=True)
 
     predicted = json.loads((out / "04_predict" / "metrics.json").read_text())
-    shutil.copyfile(out / "04_predict" / "submission.csv", out / "submission.csv")
+    copy_file(out / "04_predict" / "submission.csv", out / "submission.csv")
     seconds["total"] = round(time.perf_counter() - started, 1)
     summary = {"fisheye_test_mIoU": predicted["mIoU"], "iou": predicted["iou"], "method": "uda_geo",
                "run": str(out / "runs" / RUN_NAME), "seconds": seconds}

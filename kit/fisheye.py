@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from kit.data import IGNORE_INDEX, read_image, read_label, read_split, write_csv, write_image
+from kit.data import IGNORE_INDEX, read_image, read_label, read_split
+from kit.files import write_csv, write_image
 
 RadialFn = Callable[[np.ndarray, float], np.ndarray]
 

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kit.data import NUM_CLASSES, atomic_path
+from kit.data import NUM_CLASSES
+from kit.files import atomic_path
 
 SUBMISSION_SIZE = (960, 540)  # (W, H)
 EMPTY = "-1"

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from kit.config import RESUME_MAY_CHANGE, TrainConfig
-from kit.data import atomic_path
+from kit.files import atomic_path
 from kit.models import create_model
 
 Run = tuple[nn.Module, dict]  # (model in eval mode, its config), as load_run returns them

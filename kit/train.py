@@ -25,7 +25,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from kit.config import OUTPUTS, UDA_METHODS, TrainConfig
-from kit.data import IGNORE_INDEX, NUM_CLASSES, denormalize, write_csv, write_json
+from kit.data import IGNORE_INDEX, NUM_CLASSES, denormalize
+from kit.files import write_csv, write_json
 from kit.losses import cross_entropy, dice_loss
 from kit.metrics import confusion_matrix, mean_iou
 from kit.models import create_model

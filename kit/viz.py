@@ -19,7 +19,8 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402  (installed with matplotlib)
 
-from kit.data import BACKGROUND_COLOUR, CLASSES, IGNORE_INDEX, PALETTE, atomic_path, read_image, read_label, read_split  # noqa: E402
+from kit.data import BACKGROUND_COLOUR, CLASSES, IGNORE_INDEX, PALETTE, read_image, read_label, read_split  # noqa: E402
+from kit.files import atomic_path  # noqa: E402
 
 # 256-entry lookup: class ids → palette, everything else (255 included) → background colour
 _LUT = np.tile(BACKGROUND_COLOUR, (256, 1))

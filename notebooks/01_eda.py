@@ -34,9 +34,9 @@ import json
 
 from IPython.display import Image, display
 
-from kit import border, data, viz
+from kit import border, data, files, viz
 
-out = data.prepare_output_dir(OUTPUT_DIR, overwrite=OVERWRITE)
+out = files.prepare_output_dir(OUTPUT_DIR, overwrite=OVERWRITE)
 source = data.evenly_spread(data.read_split(DATA_DIR, "train_source"), MAX_IMAGES)
 target = data.evenly_spread(data.read_split(DATA_DIR, "train_target"), MAX_IMAGES)
 target_gt = None
@@ -96,5 +96,5 @@ summary = {
     "channel_stats": stats,
     "border": {"disc_share": float(inside.mean()), "ellipse": ellipse, "threshold": estimate.threshold},
 }
-data.write_json(out / "stats.json", summary)
+files.write_json(out / "stats.json", summary)
 print(json.dumps(summary["border"], indent=1))

@@ -41,9 +41,9 @@ import albumentations as A
 import numpy as np
 from IPython.display import Image, display
 
-from kit import augment, border, data, fisheye, viz
+from kit import augment, border, data, files, fisheye, viz
 
-out = data.prepare_output_dir(OUTPUT_DIR, overwrite=OVERWRITE)
+out = files.prepare_output_dir(OUTPUT_DIR, overwrite=OVERWRITE)
 source = data.evenly_spread(data.read_split(DATA_DIR, "train_source"), MAX_IMAGES)
 target = data.evenly_spread(data.read_split(DATA_DIR, "train_target"), MAX_IMAGES)
 target_size = data.read_image(target.img_path[0]).shape[1::-1]  # (W, H)

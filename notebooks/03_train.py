@@ -89,7 +89,7 @@ import pandas as pd
 from IPython.display import Image, display
 
 from kit.config import TrainConfig
-from kit.data import atomic_path
+from kit.files import atomic_path
 from kit.infer import predict_examples
 from kit.train import preview_step, train
 from kit.viz import save_grid, save_training_curves, step_view_png

@@ -55,7 +55,7 @@ import pandas as pd
 import torch
 from IPython.display import Image, display
 
-from kit import data, viz
+from kit import data, files, viz
 from kit.infer import InferenceSettings, predict_label_maps, predict_split, prediction_frame, run_border
 from kit.rle import validate_submission
 from kit.runs import load_run
@@ -63,7 +63,7 @@ from kit.runs import load_run
 if CPU_THREADS is not None:
     torch.set_num_threads(CPU_THREADS)
 
-out = data.prepare_output_dir(OUTPUT_DIR, overwrite=OVERWRITE)
+out = files.prepare_output_dir(OUTPUT_DIR, overwrite=OVERWRITE)
 run_dir = Path(RUNS_DIR) / RUN_NAME
 run = load_run(run_dir, CHECKPOINT, device=DEVICE)
 settings = InferenceSettings(mode=MODE, stride=STRIDE, scales=SCALES, flip=FLIP, batch_size=BATCH_SIZE)
@@ -102,7 +102,7 @@ if labelled:
     display(Image(str(out / "iou.png")))
 else:
     print(f"{SPLIT} has no labelled twin ({SPLIT}_gt.csv, synthetic data only): no scores")
-data.write_json(out / "metrics.json", {
+files.write_json(out / "metrics.json", {
     "run": RUN_NAME, "run_dir": str(run_dir.resolve()), "checkpoint": CHECKPOINT, "split": SPLIT,
     "labelled": labelled, "images": len(frame), "settings": asdict(settings), "border": BORDER,
     "border_threshold": BORDER_THRESHOLD, "seconds_per_image": seconds_per_image,

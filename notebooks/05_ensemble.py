@@ -49,7 +49,7 @@ import pandas as pd
 import torch
 from IPython.display import Image, display
 
-from kit import data, viz
+from kit import files, viz
 from kit.infer import InferenceSettings, predict_split, prediction_frame, run_border
 from kit.rle import validate_submission
 from kit.runs import load_run
@@ -57,7 +57,7 @@ from kit.runs import load_run
 if CPU_THREADS is not None:
     torch.set_num_threads(CPU_THREADS)
 
-out = data.prepare_output_dir(OUTPUT_DIR, overwrite=OVERWRITE)
+out = files.prepare_output_dir(OUTPUT_DIR, overwrite=OVERWRITE)
 runs = [load_run(Path(RUNS_DIR) / name, CHECKPOINT, device=DEVICE) for name in RUN_NAMES]
 settings = InferenceSettings(mode=MODE, stride=STRIDE, scales=SCALES, flip=FLIP, batch_size=BATCH_SIZE)
 frame = prediction_frame(DATA_DIR, SPLIT)
@@ -101,7 +101,7 @@ if labelled:
     viz.save_iou_bars(out / "iou.png", tables)
     display(pd.DataFrame(tables).T.round(3))
     display(Image(str(out / "iou.png")))
-data.write_json(out / "metrics.json", {
+files.write_json(out / "metrics.json", {
     "runs": RUN_NAMES, "weights": WEIGHTS, "checkpoint": CHECKPOINT, "split": SPLIT, "labelled": labelled,
     "images": len(frame), "settings": asdict(settings), "border": BORDER, "border_threshold": BORDER_THRESHOLD,
     "seconds_per_image": seconds_per_image, "mIoU": {name: table["mIoU"] for name, table in tables.items()},

@@ -14,7 +14,8 @@ from kit.augment import (
     solution_b_pipeline,
 )
 from kit.border import ellipse_mask
-from kit.data import IGNORE_INDEX, VOID_INDEX, SegmentationDataset, channel_stats, write_image
+from kit.data import IGNORE_INDEX, VOID_INDEX, SegmentationDataset, channel_stats
+from kit.files import write_image
 from kit.fisheye import pinhole_to_fisheye_maps, warp_label
 
 

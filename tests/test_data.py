@@ -13,12 +13,11 @@ from kit.data import (
     SOURCE_MEAN,
     SOURCE_STD,
     SegmentationDataset,
-    atomic_path,
     read_image,
     read_label,
     read_split,
-    write_image,
 )
+from kit.files import write_image
 
 
 def test_class_table():
@@ -84,17 +83,6 @@ def test_missing_corrupt_and_out_of_range_files(tmp_path):
         read_label(tmp_path / "bad_gt.png")
 
 
-def test_atomic_path_keeps_old_file_on_failure(tmp_path):
-    target = tmp_path / "ckpt.bin"
-    target.write_bytes(b"old")
-    with pytest.raises(RuntimeError):
-        with atomic_path(target) as tmp:
-            tmp.write_bytes(b"half-written")
-            raise RuntimeError("crash")
-    assert target.read_bytes() == b"old"
-    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.bin"]
-
-
 def test_dataset_applies_transform_normalisation_and_background(layout):
     root, rows = layout
     frame = read_split(root, "train_source")
@@ -137,26 +125,3 @@ def test_class_pixel_share_counts_background_last(tmp_path):
     expected = np.zeros(13)
     expected[0], expected[11], expected[12] = 3 / 8, 3 / 8, 2 / 8
     np.testing.assert_allclose(share, expected)
-
-
-def test_prepare_output_dir_refuses_earlier_results(tmp_path):
-    from kit.data import prepare_output_dir, write_json
-
-    out = prepare_output_dir(tmp_path / "run")
-    (out / "executed.ipynb").write_text("{}")
-    assert prepare_output_dir(out) == out  # a notebook papermill is writing is not a result
-    write_json(out / "stats.json", {"a": 1})
-    with pytest.raises(FileExistsError, match=r"run already holds .*stats\.json.*OVERWRITE = True"):
-        prepare_output_dir(out)
-    assert prepare_output_dir(out, overwrite=True) == out
-    assert (out / "stats.json").read_text() == '{\n  "a": 1\n}\n'
-
-
-def test_write_json_is_strict_json_with_nan_as_null(tmp_path):
-    from kit.data import write_json
-
-    path = tmp_path / "metrics.json"
-    write_json(path, {"iou": {"Road": 0.5, "Rider": float("nan")}, "list": [float("inf"), 1], "n": 3})
-    text = path.read_text()
-    assert "NaN" not in text and "Infinity" not in text
-    assert json.loads(text) == {"iou": {"Road": 0.5, "Rider": None}, "list": [None, 1], "n": 3}

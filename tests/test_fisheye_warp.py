@@ -2,7 +2,8 @@ import cv2
 import numpy as np
 import pytest
 
-from kit.data import IGNORE_INDEX, read_split, write_image
+from kit.data import IGNORE_INDEX, read_split
+from kit.files import write_image
 from kit.border import border_mask, ellipse_mask, fit_ellipse, mean_image
 from kit.fisheye import (
     get_model,

@@ -9,7 +9,8 @@ from torch import nn
 
 from kit import border as kit_border
 from kit.border import Border, make_border
-from kit.data import read_split, write_image
+from kit.data import read_split
+from kit.files import write_image
 from kit.infer import (
     InferenceSettings,
     apply_border,

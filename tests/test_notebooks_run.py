@@ -10,7 +10,8 @@ import papermill
 import pytest
 import torch
 
-from kit.data import read_image, read_label, read_split, write_image
+from kit.data import read_image, read_label, read_split
+from kit.files import write_image
 from kit.metrics import confusion_matrix, iou_table
 from kit.config import TrainConfig
 from kit.rle import SUBMISSION_SIZE, resize_nearest, rle_decode, validate_submission

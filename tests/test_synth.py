@@ -29,14 +29,16 @@ from kit.synth import (
     sample_scene,
 )
 from kit.data import STATS_FILE
+from kit.files import MANIFEST
 from kit.viz import colorize, overlay
 
 TINY = PRESETS["tiny"]
 
 
 def _files(root: Path) -> dict[str, bytes]:
-    """The generated files; not stats.json (holds timings) nor the statistics cache training adds."""
-    skip = {"stats.json", STATS_FILE}
+    """The generated files; not stats.json (holds timings), the statistics cache training adds, nor the
+    output manifests (they list files in the order the workers finished them)."""
+    skip = {"stats.json", STATS_FILE, MANIFEST}
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file() and p.name not in skip}
 
 
@@ -166,10 +168,15 @@ def test_refuses_to_overwrite_without_being_asked(tiny: Path, tmp_path: Path) ->
     (out / "notes.txt").write_text("keep me")
     with pytest.raises(FileExistsError, match="already holds"):
         generate(out, preset="tiny", progress=False)
-    assert not (out / "train_source.csv").exists()
-    generate(out, preset="tiny", progress=False, overwrite=True, counts={"train_source": 1, "val_source": 1, "train_target": 1, "test": 1})
-    assert (out / "notes.txt").read_text() == "keep me"
-    assert len(list((out / "train_source_image").iterdir())) == 1
+    with pytest.raises(FileExistsError, match="not one of the kit's output folders"):  # notes.txt is no dataset
+        generate(out, preset="tiny", progress=False, overwrite=True)
+    assert not (out / "train_source.csv").exists() and (out / "notes.txt").read_text() == "keep me"
+    small = {"train_source": 1, "val_source": 1, "train_target": 1, "test": 1}
+    generate(out / "kit", preset="tiny", progress=False)
+    (out / "kit" / "notes.txt").write_text("keep me too")
+    generate(out / "kit", preset="tiny", progress=False, overwrite=True, counts=small)
+    assert (out / "kit" / "notes.txt").read_text() == "keep me too"
+    assert len([p for p in (out / "kit" / "train_source_image").iterdir() if p.suffix == ".png"]) == 1
 
 
 def test_cli_writes_a_dataset_and_a_preview_then_refuses_to_write_again(tmp_path: Path) -> None:

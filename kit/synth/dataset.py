@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from kit.data import CLASSES, IGNORE_INDEX, prepare_output_dir, write_csv, write_image, write_json
+from kit.data import CLASSES, IGNORE_INDEX
+from kit.files import prepare_output_dir, write_csv, write_image, write_json
 from kit.fisheye import fisheye_camera, pinhole_camera
 from kit.synth.cameras import Cameras, source_rig, target_rig
 from kit.synth.city import sample_scene

@@ -24,10 +24,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from kit.data import IGNORE_INDEX, read_image, read_label, read_split
 from kit.files import write_csv, write_image
+from kit.progress import tqdm
 
 RadialFn = Callable[[np.ndarray, float], np.ndarray]
 

@@ -41,11 +41,11 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from kit.border import BORDER_IMAGES, Border, make_border
 from kit.data import IGNORE_INDEX, NUM_CLASSES, evenly_spread, has_split, normalize, read_image, read_label, read_split
 from kit.metrics import confusion_matrix, iou_table, mean_iou
+from kit.progress import tqdm
 from kit.rle import SUBMISSION_SIZE, SubmissionWriter, validate_submission
 from kit.runs import Run, load_checkpoint, model_from_config
 

@@ -22,7 +22,6 @@ import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from kit.config import OUTPUTS, UDA_METHODS, TrainConfig
 from kit.data import IGNORE_INDEX, NUM_CLASSES, denormalize
@@ -30,6 +29,7 @@ from kit.files import write_csv, write_json
 from kit.losses import cross_entropy, dice_loss
 from kit.metrics import confusion_matrix, mean_iou
 from kit.models import create_model
+from kit.progress import tqdm
 from kit.recipes import TrainData, build_data, epoch_batches, seed_all, steps_per_epoch
 from kit.runs import load_checkpoint, prepare_run_dir, resolve_device, save_checkpoint
 from kit.uda import EMATeacher, UDAConfig, block_mask, uda_step

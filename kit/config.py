@@ -6,15 +6,20 @@ method names and per-method defaults. ``notebooks/03_train`` fills it from its p
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Mapping
+import math
+import numbers
+import re
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 
 from kit.data import NUM_CLASSES
+from kit.models import HEADS, check_encoder_name
 
 METHODS = ("source_only", "fisheye_tf", "uda", "uda_geo", "oracle")
 UDA_METHODS = ("uda", "uda_geo")
 NORMALIZATIONS = ("per_domain", "reference", "imagenet", "encoder")
+PSEUDO_WEIGHTINGS = ("image", "batch", "pixel", "class")
 OUTPUTS = NUM_CLASSES + 1  # 12 classes + background
 # parameters that may differ when resuming: they change how, not what, is computed
 RESUME_MAY_CHANGE = ("resume", "overwrite", "device", "num_workers", "cpu_threads", "progress", "stop_after_epoch")
@@ -52,7 +57,7 @@ class TrainConfig:
     ema_max_alpha: float = 0.9  # solution A 0.9, MIC 0.999
     ema_per: str = "step"  # the EMA ramp counts "step"s (MIC) or "epoch"s (solution A)
     pseudo_threshold: float = 0.968
-    pseudo_weighting: str | None = None  # image (DAFormer: confident share per image) | pixel (confident pixels only) | class (pixel + each class's upper half); None: METHOD_DEFAULTS
+    pseudo_weighting: str | None = None  # image (the kit's: each image's confident share) | batch (DAFormer/MIC: the batch's share) | pixel (confident pixels only) | class (pixel + each class's upper half); None: METHOD_DEFAULTS
     mask_ratio: float = 0.75
     mask_block: int = 32
     class_mix: bool = False  # DACS ClassMix (uda methods)
@@ -85,28 +90,72 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("source_size", "target_size", "crop_size", "fisheye_fov_deg", "train_splits"):
-            setattr(self, name, tuple(getattr(self, name)))
-        _check_choice("method", self.method, METHODS)
+            value = getattr(self, name)
+            if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+                raise ValueError(f"{name} = {value!r}: expected a list or tuple")
+            setattr(self, name, tuple(value))
+        check_choice("method", self.method, METHODS)
         for name, value in {**DEFAULTS, **METHOD_DEFAULTS.get(self.method, {})}.items():
             if getattr(self, name) is None:  # None: the method's own default
                 setattr(self, name, value)
-        _check_choice("normalization", self.normalization, NORMALIZATIONS)
-        _check_choice("ema_per", self.ema_per, ("step", "epoch"))
-        _check_choice("amp", self.amp, ("bf16", "fp16", "none"))
-        _check_choice("monitor", self.monitor, ("auto", "fisheye_miou", "source_val_miou"))
-        _check_choice("bonnet", self.bonnet, ("background", "void"))
-        _check_choice("pseudo_weighting", self.pseudo_weighting, ("image", "pixel", "class"))
+        self._check()
+
+    def _check(self) -> None:
+        """Every field against its allowed values; the error names the field, the value and the range."""
+        for name in ("data_dir", "runs_dir", "encoder"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ValueError(f"{name} = {getattr(self, name)!r}: expected a non-empty string")
+        check_name("run_name", self.run_name)
+        check_choice("arch", self.arch, tuple(HEADS))
+        check_encoder_name(self.encoder)
+        check_choice("pretrained", self.pretrained, (True, False, "bundled"))
+        if self.weights is not None and not isinstance(self.weights, str):
+            raise ValueError(f"weights = {self.weights!r}: expected None or the path of an encoder checkpoint")
+        for name in ("head_channels", "epochs", "batch_size"):
+            check_int(name, getattr(self, name), low=1)
+        for name in ("steps_per_epoch", "stats_limit", "eval_limit", "cpu_threads", "stop_after_epoch"):
+            check_int(name, getattr(self, name), low=1, optional=True)
+        for name in ("warmup_steps", "num_workers", "seed"):
+            check_int(name, getattr(self, name), low=0)
         for name in ("source_size", "target_size", "crop_size"):
             size = getattr(self, name)
-            if len(size) != 2 or min(size) < 1:
-                raise ValueError(f"{name} must be (H, W) with positive values, got {size}")
+            if len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in size):
+                raise ValueError(f"{name} = {list(size)}: expected (H, W), two integers ≥ 1")
         for name in ("source_size", "target_size"):
             size = getattr(self, name)
             if size[0] < self.crop_size[0] or size[1] < self.crop_size[1]:
                 raise ValueError(f"crop_size {self.crop_size} is larger than {name} {size}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"epochs and batch_size must be ≥ 1, got {self.epochs} and {self.batch_size}")
-
+        for name in ("lr_encoder", "lr_decoder", "weight_decay", "poly_power", "dice_weight", "uda_dice_weight"):
+            check_number(name, getattr(self, name), low=0)
+        check_number("clip_grad", self.clip_grad, low=0, low_open=True, optional=True)
+        check_number("ema_max_alpha", self.ema_max_alpha, low=0, high=1, high_open=True)
+        for name in ("pseudo_threshold", "mask_ratio", "mix_background"):
+            check_number(name, getattr(self, name), low=0, high=1)
+        check_int("mask_block", self.mask_block, low=1, high=min(self.crop_size))
+        check_number("src_hfov_deg", self.src_hfov_deg, low=0, high=180, low_open=True, high_open=True)
+        if len(self.fisheye_fov_deg) != 2 or self.fisheye_fov_deg[0] > self.fisheye_fov_deg[1]:
+            raise ValueError(f"fisheye_fov_deg = {list(self.fisheye_fov_deg)}: expected [low, high] with low ≤ high")
+        for value in self.fisheye_fov_deg:
+            check_number("fisheye_fov_deg", value, low=0, high=360, low_open=True, high_open=True)
+        check_number("border_threshold", self.border_threshold, low=0, high=255, optional=True)
+        check_number("rcs_temperature", self.rcs_temperature, low=0, low_open=True)
+        if not self.train_splits or not all(isinstance(s, str) and s for s in self.train_splits):
+            raise ValueError(f"train_splits = {list(self.train_splits)}: expected one or more split names")
+        if self.fisheye_eval_split is not None and not isinstance(self.fisheye_eval_split, str):
+            raise ValueError(f"fisheye_eval_split = {self.fisheye_eval_split!r}: expected a split name, or None")
+        for name in ("class_mix", "fix_sky_bonnet", "rare_class_sampling", "channels_last", "resume", "overwrite",
+                     "progress"):
+            check_bool(name, getattr(self, name))
+        check_choice("normalization", self.normalization, NORMALIZATIONS)
+        check_choice("ema_per", self.ema_per, ("step", "epoch"))
+        check_choice("amp", self.amp, ("bf16", "fp16", "none"))
+        check_choice("monitor", self.monitor, ("auto", "fisheye_miou", "source_val_miou"))
+        check_choice("bonnet", self.bonnet, ("background", "void"))
+        check_choice("pseudo_weighting", self.pseudo_weighting, PSEUDO_WEIGHTINGS)
+        if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            raise ValueError(f"device = {self.device!r}: expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+        if self.resume and self.overwrite:
+            raise ValueError("resume = True and overwrite = True contradict each other: continue the run or replace it")
 
     @classmethod
     def from_parameters(cls, namespace: Mapping[str, object], notebook_only: Collection[str] = ()) -> TrainConfig:
@@ -129,6 +178,45 @@ class TrainConfig:
         return cls(**values)
 
 
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} = {value!r} is not one of {', '.join(choices)}")
+def check_choice(name: str, value: object, choices: tuple) -> None:
+    """``value`` must be one of ``choices``."""
+    if not any(c == value and type(c) is type(value) for c in choices):  # 1 is no True, 0.0 no False
+        raise ValueError(f"{name} = {value!r} is not one of {', '.join(map(repr, choices))}")
+
+
+def check_bool(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} = {value!r}: expected True or False")
+
+
+def check_name(name: str, value: object) -> None:
+    """A folder name that stays inside its parent: letters, digits, ``._-``, not starting with a dot."""
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*", value):
+        raise ValueError(f"{name} = {value!r}: expected a plain folder name (letters, digits, '.', '_', '-'; "
+                         f"no '/', no leading '.')")
+
+
+def check_int(name: str, value: object, low: int | None = None, high: int | None = None, optional: bool = False) -> None:
+    """An integer (not a bool, not 2.5) in ``[low, high]``; None too when ``optional``."""
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or \
+            (low is not None and value < low) or (high is not None and value > high):
+        allowed = "an integer" + (f" ≥ {low}" if low is not None else "") + (f" and ≤ {high}" if high is not None else "")
+        raise ValueError(f"{name} = {value!r}: expected {allowed}" + (" or None" if optional else ""))
+
+
+def check_number(name: str, value: object, low: float | None = None, high: float | None = None,
+                 low_open: bool = False, high_open: bool = False, optional: bool = False) -> None:
+    """A finite number in the interval from ``low`` to ``high`` (open ends excluded); None when ``optional``."""
+    if value is None and optional:
+        return
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (low is None or (value > low if low_open else value >= low))
+    ok = ok and (high is None or (value < high if high_open else value <= high))
+    if not ok:
+        lower = "" if low is None else f"{'>' if low_open else '≥'} {low:g}"
+        upper = "" if high is None else f"{'<' if high_open else '≤'} {high:g}"
+        bounds = " and ".join(b for b in (lower, upper) if b)
+        raise ValueError(f"{name} = {value!r}: expected a finite number{' ' + bounds if bounds else ''}"
+                         + (" or None" if optional else ""))

@@ -4,7 +4,8 @@
 - :func:`dice_loss`: reference solution B's (seed 001) Dice loss ``1 - (2·Σyp + 1)/(Σy + Σp + 1)``
   against class imbalance, averaged over all classes like mmseg's ``DiceLoss``.
 - :func:`pseudo_label_loss`: DAFormer's (Hoyer et al., CVPR 2022) confidence-weighted
-  pseudo-label CE, which reference solution A (seed 000) uses for its target loss.
+  pseudo-label CE, which reference solution A (seed 000) uses for its target loss; DAFormer weighs
+  a batch by one number, the kit by default each image by its own (``weighting``).
 """
 
 from __future__ import annotations
@@ -91,18 +92,22 @@ def pseudo_weights(
     Args:
         confidence, pseudo_label: (B, H, W) the teacher's max probability and argmax.
         keep: (B, H, W) bool, pixels that may count at all.
-        weighting: ``"image"`` (DAFormer: every pixel weighs its image's confident share),
-            ``"pixel"`` or ``"class"`` (only :func:`confident_pixels` count, at weight 1).
+        weighting: ``"image"`` (the kit's default: every kept pixel weighs its *image's* confident
+            share), ``"batch"`` (DAFormer and MIC: every kept pixel weighs the confident share of the
+            whole batch, one number), ``"pixel"`` or ``"class"`` (only :func:`confident_pixels`
+            count, at weight 1).
 
     Returns:
-        ``(pixel_weight, share)``: (B, H, W) float weights and (B,) each image's confident share of
-        its kept pixels.
+        ``(pixel_weight, share)``: (B, H, W) float weights and (B,) the share each image's pixels
+        weigh (``"batch"``: the batch's share for every image; otherwise each image's own).
     """
-    if weighting not in ("image", "pixel", "class"):
-        raise ValueError(f"weighting must be 'image', 'pixel' or 'class', got {weighting!r}")
+    if weighting not in ("image", "batch", "pixel", "class"):
+        raise ValueError(f"weighting must be 'image', 'batch', 'pixel' or 'class', got {weighting!r}")
     confident = confident_pixels(confidence, pseudo_label, threshold, keep, weighting)
     share = confident.sum(dim=(1, 2)) / keep.sum(dim=(1, 2)).clamp_min(1)  # (B,)
-    if weighting == "image":
+    if weighting == "batch":
+        share = (confident.sum() / keep.sum().clamp_min(1)).expand(share.shape)
+    if weighting in ("image", "batch"):
         return share.view(-1, 1, 1).expand(confident.shape), share
     return confident.float(), share
 
@@ -115,12 +120,14 @@ def pseudo_label_loss(
     teacher_is_probs: bool = False,
     weighting: str = "image",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """CE of the student against the teacher's pseudo-labels, weighted per image by its confidence.
+    """CE of the student against the teacher's pseudo-labels, weighted by the teacher's confidence.
 
-    The pseudo-label is the teacher's argmax; an image's weight is the share of its (non-ignored)
-    pixels whose teacher confidence (max probability) exceeds ``threshold``. Solution A's slides
-    divide the confident-pixel count by ``h + w``, a slip for ``h * w``; we use the share, as
-    DAFormer does.
+    The pseudo-label is the teacher's argmax. With ``"image"`` (the kit's default) an image's weight
+    is the share of its (non-ignored) pixels whose teacher confidence (max probability) exceeds
+    ``threshold``; DAFormer and MIC use one weight per batch, the share over all its pixels
+    (``"batch"``). Per image, a crop the teacher is sure of counts more than one it is not, within
+    the same batch; with equal-sized crops the two agree on average. Solution A's slides divide the
+    confident-pixel count by ``h + w``, a slip for ``h * w``; both weightings use the share.
 
     Args:
         student_logits: (B, C, H, W).
@@ -128,16 +135,17 @@ def pseudo_label_loss(
             no gradient flows into it.
         ignore_mask: optional (B, H, W) bool, True where pixels count for nothing (e.g. outside
             the fisheye circle).
-        weighting: ``"image"`` (DAFormer: every kept pixel is trained, the image weighted by its
-            confident share) or ``"pixel"`` (only confident pixels are trained, at weight 1; the
-            loss is the mean CE over them, and ``weight`` still reports the confident share) or
+        weighting: ``"image"`` (every kept pixel is trained, the image weighted by its confident
+            share), ``"batch"`` (DAFormer/MIC: the same with the batch's share) or ``"pixel"``
+            (only confident pixels are trained, at weight 1; the loss is the mean CE over them, and
+            ``weight`` still reports the confident share) or
             ``"class"`` (as ``"pixel"``, but a pixel also counts as confident when its confidence
             reaches the median of its pseudo-class in the batch, so that classes the teacher is
             unsure of, often the rare ones, keep their most confident half instead of vanishing).
 
     Returns:
         ``(loss, weight)``: loss = mean over images of weight_i · (mean CE over image i's kept
-        pixels) with ``"image"``, the mean CE over all confident pixels otherwise, a scalar;
+        pixels) with ``"image"`` and ``"batch"``, the mean CE over all confident pixels otherwise, a scalar;
         weight: (B,) per-image confident shares, for logging.
     """
     with torch.no_grad():

@@ -73,6 +73,7 @@ class TrainData:
     evals: dict[str, Dataset]  # name → labelled dataset at model input size
     source_stats: Stats
     target_stats: Stats
+    monitor: str | None  # the metric picking best.pt (monitor_of); None: best.pt follows last.pt
     border: BorderEstimate | None = None  # at the target size (methods that use target images)
     class_pixels: np.ndarray | None = None
     transforms: list[A.Compose] = field(default_factory=list)  # reseeded every epoch
@@ -154,6 +155,10 @@ def build_data(config: TrainConfig) -> TrainData:
         target = SegmentationDataset(read_split(root, "train_target"), compose(target_steps), tmean, tstd)
 
     evals = {}
+    split = config.fisheye_eval_split
+    if split and split != "train_target_gt" and not has_split(root, split):  # only the default may be absent
+        raise FileNotFoundError(f"fisheye_eval_split = {split!r}, but {root} has no {split}.csv (CSV files there: "
+                                f"{', '.join(sorted(p.name for p in root.glob('*.csv'))) or 'none'})")
     if has_split(root, "val_source"):
         frame = evenly_spread(read_split(root, "val_source"), config.eval_limit)
         evals["source_val"] = SegmentationDataset(frame, A.Compose([A.Resize(*config.source_size)]), smean, sstd,
@@ -167,7 +172,21 @@ def build_data(config: TrainConfig) -> TrainData:
         if config.method == "oracle":
             raise ValueError("rare-class sampling draws source images; METHOD 'oracle' trains on target images")
         class_pixels = np.concatenate([class_pixel_counts(root, s) for s in config.train_splits])[:, :NUM_CLASSES]
-    return TrainData(train, target, evals, (smean, sstd), (tmean, tstd), border, class_pixels, transforms)
+    return TrainData(train, target, evals, (smean, sstd), (tmean, tstd), monitor_of(config, evals), border,
+                     class_pixels, transforms)
+
+
+def monitor_of(config: TrainConfig, evals: dict[str, Dataset]) -> str | None:
+    """The metric that picks ``best.pt``: ``config.monitor``, or for ``"auto"`` the fisheye mIoU where
+    the data has fisheye labels, else the source validation mIoU, else None (best.pt = last.pt)."""
+    wanted = {"fisheye_miou": "fisheye", "source_val_miou": "source_val"}
+    if config.monitor == "auto":
+        return next((m for m in ("fisheye_miou", "source_val_miou") if wanted[m] in evals), None)
+    if wanted[config.monitor] not in evals:
+        source = f"{config.fisheye_eval_split}.csv" if config.monitor == "fisheye_miou" else "val_source.csv"
+        raise ValueError(f"monitor = {config.monitor!r}, but {config.data_dir} has no {source} to compute it from "
+                         f"(the real competition data has no fisheye labels); use 'auto' or 'source_val_miou'")
+    return config.monitor
 
 
 def _loader(dataset: Dataset, config: TrainConfig, sampler: Sampler) -> DataLoader:
@@ -188,7 +207,9 @@ def _cycle(make: Callable[[], Iterator]) -> Iterator:
 
 def steps_per_epoch(config: TrainConfig, data: TrainData) -> int:
     """``config.steps_per_epoch``, or one pass over the training images when it is None."""
-    return config.steps_per_epoch or max(len(data.train) // config.batch_size, 1)
+    if config.steps_per_epoch is not None:
+        return config.steps_per_epoch
+    return max(len(data.train) // config.batch_size, 1)
 
 
 def epoch_batches(

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from kit.config import RESUME_MAY_CHANGE, TrainConfig
-from kit.files import atomic_path
+from kit.files import MANIFEST, atomic_path, prepare_output_dir
 from kit.models import create_model
 
 Run = tuple[nn.Module, dict]  # (model in eval mode, its config), as load_run returns them
@@ -27,7 +27,8 @@ CONFIG_KEYS = ("arch", "encoder", "num_classes", "head_kwargs", "target_mean", "
 
 
 def _results_in(run_dir: Path) -> list[str]:
-    return sorted(p.name for p in run_dir.iterdir() if p.suffix != ".ipynb") if run_dir.is_dir() else []
+    return sorted(p.name for p in run_dir.iterdir() if p.suffix != ".ipynb" and p.name != MANIFEST) \
+        if run_dir.is_dir() else []
 
 
 def _listing(folder: Path, pattern: str = "*") -> str:
@@ -35,35 +36,44 @@ def _listing(folder: Path, pattern: str = "*") -> str:
     return ", ".join(names) if names else "nothing"
 
 
-def prepare_run_dir(config: TrainConfig) -> Path:
-    """Create (or check, when resuming) the run folder; refuse to overwrite an earlier run."""
+UNFINISHED = {"config.json", "metrics.csv"}  # what a run leaves that failed before its first checkpoint
+
+
+def check_run_dir(config: TrainConfig) -> Path:
+    """The run folder ``config`` will train into, checked without writing anything: an earlier run is
+    refused unless ``overwrite`` (or continued with ``resume``, with the run's own parameters). A
+    folder holding only a start that failed before its first checkpoint is no earlier run: it is
+    replaced."""
     run_dir = Path(config.runs_dir) / config.run_name
     found = _results_in(run_dir)
     if config.resume:
         if "last.pt" not in found:
+            hint = (" (it failed before its first checkpoint: start it again without RESUME)"
+                    if found and set(found) <= UNFINISHED else "")
             raise FileNotFoundError(
-                f"RESUME = True but {run_dir} holds no last.pt to continue from (found: {found or 'nothing'})"
+                f"RESUME = True but {run_dir} holds no last.pt to continue from (found: {found or 'nothing'}){hint}"
             )
         stored = json.loads((run_dir / "config.json").read_text())
-        current = dataclasses.asdict(config)
-        changed = {
-            k: (stored.get(k), v) for k, v in json.loads(json.dumps(current)).items()
-            if k not in RESUME_MAY_CHANGE and stored.get(k) != v
-        }
+        current = json.loads(json.dumps(dataclasses.asdict(config)))
+        changed = {k: (stored.get(k), v) for k, v in current.items() if k not in RESUME_MAY_CHANGE and stored.get(k) != v}
         if changed:
             lines = ", ".join(f"{k}: run has {a!r}, now {b!r}" for k, (a, b) in changed.items())
             raise ValueError(f"cannot resume {run_dir} with other parameters ({lines}); "
                              f"use the run's values or start a new RUN_NAME")
-        return run_dir
-    if found:
-        if not config.overwrite:
-            raise FileExistsError(
-                f"run folder {run_dir} already holds a run ({', '.join(found)}); set RESUME = True to "
-                f"continue it, OVERWRITE = True to replace it, or choose another RUN_NAME"
-            )
-        for name in found:
-            (run_dir / name).unlink()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    elif found and not config.overwrite and not set(found) <= UNFINISHED:
+        raise FileExistsError(
+            f"run folder {run_dir} already holds a run ({', '.join(found)}); set RESUME = True to "
+            f"continue it, OVERWRITE = True to replace it, or choose another RUN_NAME"
+        )
+    return run_dir
+
+
+def prepare_run_dir(config: TrainConfig) -> Path:
+    """Create (or keep, when resuming) the run folder as :func:`check_run_dir` allows: a kit output
+    folder (``kit.files``) whose earlier run, when replaced, is removed file by file."""
+    run_dir = check_run_dir(config)
+    if not config.resume:
+        prepare_output_dir(run_dir, overwrite=True)
     return run_dir
 
 

@@ -31,7 +31,7 @@ from kit.metrics import confusion_matrix, mean_iou
 from kit.models import create_model
 from kit.progress import tqdm
 from kit.recipes import TrainData, build_data, epoch_batches, seed_all, steps_per_epoch
-from kit.runs import load_checkpoint, prepare_run_dir, resolve_device, save_checkpoint
+from kit.runs import check_run_dir, load_checkpoint, prepare_run_dir, resolve_device, save_checkpoint
 from kit.uda import EMATeacher, UDAConfig, block_mask, uda_step
 
 
@@ -86,13 +86,21 @@ def supervised_step(
 
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: Dataset, device: torch.device, batch_size: int, autocast: Callable) -> np.ndarray:
-    """The 13×13 confusion matrix of whole-image predictions at model input size (background scored)."""
+    """The 13×13 confusion matrix of whole-image predictions at model input size.
+
+    Background is scored (row and column 12) as the competition scores it; pixels the dataset's
+    labels make void (``IGNORE_INDEX`` in its items: the bonnet under ``bonnet="void"``, pixels a
+    warp left empty) are not counted at all, so that a method is not judged on pixels it was told to
+    ignore.
+    """
     model.eval()
     cm = np.zeros((OUTPUTS, OUTPUTS), np.int64)
     for batch in DataLoader(dataset, batch_size=batch_size):
         with autocast():
             logits = model(batch["image"].to(device))
-        confusion_matrix(logits.argmax(1), batch["label"].to(device), out=cm)
+        label = batch["label"].to(device)
+        counted = label != IGNORE_INDEX  # void; background is BACKGROUND_CLASS in the items
+        confusion_matrix(logits.argmax(1)[counted], label[counted], out=cm)
     model.train()
     return cm
 
@@ -116,17 +124,18 @@ def _run_config(config: TrainConfig, data: TrainData) -> dict:
 
 def train(config: TrainConfig) -> Path:
     """Train one run; returns its folder (``kit.runs``). What each method trains on: ``kit.recipes``."""
-    run_dir = prepare_run_dir(config)
+    check_run_dir(config)  # nothing is written before the config, the data and the model are known good
     device = resolve_device(config.device)
     if config.cpu_threads is not None:
         torch.set_num_threads(config.cpu_threads)
     seed_all(config.seed)
     data = build_data(config)
+    model = build_model(config).to(device)
     run_config = _run_config(config, data)
+    run_dir = prepare_run_dir(config)
     if not config.resume:
         write_json(run_dir / "config.json", run_config)
 
-    model = build_model(config).to(device)
     channels_last = config.channels_last and device.type == "cuda"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -141,9 +150,6 @@ def train(config: TrainConfig) -> Path:
     uda_config = UDAConfig(config.pseudo_threshold, config.mask_ratio, config.mask_block, config.class_mix,
                            ignore_index=IGNORE_INDEX, pseudo_weighting=config.pseudo_weighting,
                            dice_weight=config.uda_dice_weight)
-    monitor = config.monitor
-    if monitor == "auto":
-        monitor = "fisheye_miou" if "fisheye" in data.evals else "source_val_miou"
 
     start_epoch, best, rows = 0, -math.inf, []
     if config.resume:
@@ -207,13 +213,13 @@ def train(config: TrainConfig) -> Path:
             row[f"{name}_miou"] = mean_iou(evaluate(model, dataset, device, config.batch_size, autocast))
         rows.append(row)
         write_csv(run_dir / "metrics.csv", pd.DataFrame(rows))
-        score = row.get(monitor, -math.inf)
-        improved = score > best
-        best = max(best, score)
+        score = row[data.monitor] if data.monitor is not None else row["epoch"]  # no metric: the latest
+        improved = score > best  # NaN (no pixel of a scored class) never improves
+        best = max(best, score) if improved else best
         state = {
             "model": model.state_dict(), "teacher": teacher.state_dict() if teacher else None,
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-            "epoch": epoch, "best": best, "monitor": monitor, "metrics": row, "config": run_config,
+            "epoch": epoch, "best": best, "monitor": data.monitor, "metrics": row, "config": run_config,
         }
         save_checkpoint(run_dir / "last.pt", state)
         if improved or epoch == 0:

@@ -8,7 +8,8 @@ and ``masking_consistency_module.py``) as simplified by reference solution A (se
 - a "distortion" branch: the same source images through a distortion (solution A: elastic, the
   kit's ``uda_geo``: the geometric fisheye warp), so the student sees fisheye-like geometry with labels;
 - an EMA teacher that pseudo-labels unmasked target crops, weighted per image by the share of
-  confident pixels;
+  confident pixels (the kit's default; DAFormer and MIC weigh the whole batch by its share:
+  ``pseudo_weighting="batch"``);
 - the student on *masked* target crops against those pseudo-labels (MIC's masked image consistency);
 - optionally DACS ClassMix (Tranheden et al., WACV 2021): half the source classes pasted on the target.
 
@@ -129,7 +130,7 @@ class UDAConfig:
     mask_block: int = 32  # mask block size in pixels (MIC 64)
     class_mix: bool = False  # DACS ClassMix of source classes onto target images (solution A dropped it)
     ignore_index: int = 255
-    pseudo_weighting: str = "image"  # "image" (DAFormer) | "pixel": only confident pixels | "class": class-balanced
+    pseudo_weighting: str = "image"  # "image": each image's confident share | "batch": the batch's (DAFormer, MIC) | "pixel": only confident pixels | "class": class-balanced
     dice_weight: float = 0.0  # Dice (solution B) next to CE on the labelled source and distortion branches
 
 

@@ -195,3 +195,18 @@ def test_pseudo_weights_by_hand(weighting, keep, pixel, share):
     torch.testing.assert_close(shares, torch.tensor([share]))
     with pytest.raises(ValueError, match="weighting"):
         pseudo_weights(confidence, pseudo, 0.968, torch.tensor([keep]).bool(), "share")
+
+
+def test_batch_weighting_gives_every_image_the_batchs_share_as_daformer():
+    """DAFormer/MIC: ``pseudo_weight = sum(confident) / numel(pseudo_label)`` for the whole batch;
+    image 0 has 3 of 4 confident pixels, image 1 none: the batch share is 3/8 for both."""
+    unsure = [[[[0.6, 0.6], [0.6, 0.6]], [[0.4, 0.4], [0.4, 0.4]]]]  # all class 0 at 0.6: none confident
+    teacher = logits_of(TEACHER_PROBS + unsure)
+    student = logits_of(STUDENT_PROBS + STUDENT_PROBS)
+    loss, weight = pseudo_label_loss(student, teacher, weighting="batch")
+    assert weight.tolist() == [pytest.approx(3 / 8), pytest.approx(3 / 8)]
+    ce_all_class0 = [-math.log(p) for p in (0.7, 0.4, 0.2, 0.5)]
+    per_pixel_mean = (sum(STUDENT_CE) + sum(ce_all_class0)) / 8  # mmseg: (CE · weight).mean() over all pixels
+    assert loss.item() == pytest.approx(3 / 8 * per_pixel_mean, abs=1e-12)
+    _, per_image = pseudo_label_loss(student, teacher, weighting="image")
+    assert per_image.tolist() == [0.75, 0.0]  # the kit's default weighs each image by its own share

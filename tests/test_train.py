@@ -87,7 +87,8 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny, tmp_p
     assert (run / "last.pt").read_bytes() == good
 
 
-def test_oracle_is_refused_without_held_out_labels(tiny, tmp_path):
+def _real_like(tiny, tmp_path):
+    """The tiny dataset as the real competition data looks: no held-out fisheye labels."""
     root = tmp_path / "real_like"
     root.mkdir()
     for split in ("train_source", "val_source", "train_target", "test"):
@@ -96,8 +97,71 @@ def test_oracle_is_refused_without_held_out_labels(tiny, tmp_path):
         (root / f"{split}_image").symlink_to(tiny / f"{split}_image")
         if (tiny / f"{split}_gt").exists():
             (root / f"{split}_gt").symlink_to(tiny / f"{split}_gt")
+    return root
+
+
+def test_oracle_is_refused_without_held_out_labels(tiny, tmp_path):
     with pytest.raises(FileNotFoundError, match="only the kit's synthetic datasets"):
-        train(_config(root, tmp_path, method="oracle"))
+        train(_config(_real_like(tiny, tmp_path), tmp_path, method="oracle"))
+
+
+def test_monitoring_fisheye_miou_without_fisheye_labels_is_refused_before_anything_is_written(tiny, tmp_path):
+    with pytest.raises(ValueError, match=r"monitor = 'fisheye_miou', but .*real_like has no train_target_gt\.csv"):
+        train(_config(_real_like(tiny, tmp_path), tmp_path, method="source_only", monitor="fisheye_miou"))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_misspelt_fisheye_eval_split_is_refused(tiny, tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"fisheye_eval_split = 'train_target_gtt', but .* has no "
+                                                r"train_target_gtt\.csv \(CSV files there: .*train_target_gt\.csv"):
+        train(_config(tiny, tmp_path, method="source_only", fisheye_eval_split="train_target_gtt"))
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("overrides, error", [
+    ({"encoder": "no_such_encoder"}, ValueError),  # refused by TrainConfig itself
+    ({"weights": "missing_encoder.pt"}, FileNotFoundError),
+    ({"train_splits": ("train_source", "nope")}, FileNotFoundError),
+])
+def test_nothing_is_written_before_the_data_and_the_model_are_known_good(tiny, tmp_path, overrides, error):
+    with pytest.raises(error):
+        train(_config(tiny, tmp_path, method="source_only", **overrides))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_start_that_failed_before_its_first_checkpoint_is_replaced_not_refused(tiny, tmp_path, monkeypatch):
+    def failing(*args, **kwargs):
+        raise RuntimeError("out of memory at step 1")
+
+    monkeypatch.setattr(kit.train, "supervised_step", failing)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        train(_config(tiny, tmp_path, method="source_only", epochs=1))
+    run = tmp_path / "runs" / "run"
+    assert (run / "config.json").is_file() and not (run / "last.pt").exists()
+    with pytest.raises(FileNotFoundError, match="failed before its first checkpoint: start it again without RESUME"):
+        train(_config(tiny, tmp_path, method="source_only", epochs=1, resume=True))
+    monkeypatch.undo()
+    train(_config(tiny, tmp_path, method="source_only", epochs=1, seed=7))  # no OVERWRITE needed
+    assert json.loads((run / "config.json").read_text())["seed"] == 7 and (run / "last.pt").is_file()
+
+
+def test_evaluation_ignores_void_pixels_but_scores_background():
+    from kit.data import BACKGROUND_CLASS, IGNORE_INDEX
+
+    label = torch.tensor([[0, 0, BACKGROUND_CLASS, IGNORE_INDEX]])  # Road, Road, background, void (bonnet)
+    dataset = [{"image": torch.zeros(3, 1, 4), "label": label}]
+
+    class AlwaysRoad(torch.nn.Module):
+        def forward(self, x):
+            logits = torch.zeros(x.shape[0], 13, *x.shape[2:])
+            logits[:, 0] = 1.0
+            return logits
+
+    import contextlib
+
+    cm = kit.train.evaluate(AlwaysRoad(), dataset, torch.device("cpu"), 1, contextlib.nullcontext)
+    assert cm.sum() == 3  # the void pixel is not counted at all
+    assert cm[0, 0] == 2 and cm[BACKGROUND_CLASS, 0] == 1  # Road on background is a false positive
 
 
 def test_domain_stats_are_measured_once_and_cached(tiny, tmp_path, monkeypatch):

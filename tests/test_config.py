@@ -1,0 +1,89 @@
+"""TrainConfig refuses every bad value at construction, naming the field, the value and what is allowed."""
+
+import pytest
+
+from kit.config import TrainConfig, check_choice, check_int, check_number
+
+BAD_VALUES = [  # (field, value, the allowed range the message must state)
+    ("clip_grad", -1, "a finite number > 0 or None"),  # clip_grad_norm_(…, -1) flips the gradient
+    ("clip_grad", 0, "a finite number > 0 or None"),
+    ("lr_encoder", -1, "a finite number ≥ 0"),
+    ("lr_decoder", float("nan"), "a finite number ≥ 0"),
+    ("weight_decay", -0.1, "a finite number ≥ 0"),
+    ("mask_ratio", 1.5, "a finite number ≥ 0 and ≤ 1"),
+    ("pseudo_threshold", 2, "a finite number ≥ 0 and ≤ 1"),
+    ("ema_max_alpha", 1.5, "a finite number ≥ 0 and < 1"),
+    ("ema_max_alpha", 1.0, "a finite number ≥ 0 and < 1"),  # a teacher that never moves
+    ("mask_block", 0, "an integer ≥ 1 and ≤ 256"),
+    ("mask_block", 300, "an integer ≥ 1 and ≤ 256"),  # larger than the 256×512 crop's side
+    ("warmup_steps", -3, "an integer ≥ 0"),
+    ("poly_power", -1, "a finite number ≥ 0"),
+    ("epochs", 2.5, "an integer ≥ 1"),
+    ("epochs", True, "an integer ≥ 1"),
+    ("batch_size", 0, "an integer ≥ 1"),
+    ("steps_per_epoch", 0, "an integer ≥ 1 or None"),  # 0 used to mean "one pass" (``or``)
+    ("eval_limit", 0, "an integer ≥ 1 or None"),  # 0 made the monitored mIoU NaN
+    ("stats_limit", -5, "an integer ≥ 1 or None"),
+    ("cpu_threads", 0, "an integer ≥ 1 or None"),
+    ("num_workers", -1, "an integer ≥ 0"),
+    ("head_channels", 0, "an integer ≥ 1"),
+    ("mix_background", 1.2, "a finite number ≥ 0 and ≤ 1"),
+    ("src_hfov_deg", 180, "a finite number > 0 and < 180"),
+    ("fisheye_fov_deg", (190, 400), "a finite number > 0 and < 360"),
+    ("fisheye_fov_deg", (210, 190), "expected [low, high] with low ≤ high"),
+    ("border_threshold", 300, "a finite number ≥ 0 and ≤ 255 or None"),
+    ("rcs_temperature", 0, "a finite number > 0"),
+    ("crop_size", (128, 0), "crop_size = [128, 0]: expected (H, W), two integers ≥ 1"),
+    ("crop_size", (128,), "expected (H, W)"),
+    ("source_size", "128", "expected a list or tuple"),
+    ("run_name", "../../escape", "a plain folder name"),
+    ("run_name", "", "a plain folder name"),
+    ("run_name", ".hidden", "a plain folder name"),
+    ("device", "tpu", "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"),
+    ("device", "cuda:x", "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"),
+    ("pretrained", "yes", "is not one of True, False, 'bundled'"),
+    ("pretrained", 1, "is not one of True, False, 'bundled'"),
+    ("arch", "unet", "is not one of 'daformer'"),
+    ("method", "self_training", "is not one of 'source_only'"),
+    ("pseudo_weighting", "global", "is not one of 'image', 'batch', 'pixel', 'class'"),
+    ("monitor", "miou", "is not one of 'auto'"),
+    ("progress", "no", "expected True or False"),
+    ("class_mix", 1, "expected True or False"),
+    ("train_splits", (), "expected one or more split names"),
+    ("data_dir", "", "a non-empty string"),
+]
+
+
+@pytest.mark.parametrize("field, value, allowed", BAD_VALUES, ids=[f"{f}={v!r}" for f, v, _ in BAD_VALUES])
+def test_bad_values_are_refused_with_name_value_and_range(field, value, allowed):
+    with pytest.raises(ValueError) as error:
+        TrainConfig(**{field: value})
+    message = str(error.value)
+    assert message.startswith(field) and allowed in message, message
+    if not isinstance(value, tuple):
+        assert repr(value) in message, message
+
+
+def test_good_edge_values_are_accepted():
+    config = TrainConfig(clip_grad=None, lr_encoder=0, pseudo_threshold=1.0, mask_ratio=0.0, ema_max_alpha=0.0,
+                         steps_per_epoch=None, eval_limit=None, warmup_steps=0, device="cuda:1", run_name="a.b-c_1",
+                         pseudo_weighting="batch", border_threshold=108, epochs=1, fisheye_eval_split=None)
+    assert (config.lr_encoder, config.device, config.pseudo_weighting) == (0, "cuda:1", "batch")
+    assert TrainConfig(source_size=[128, 256], crop_size=[64, 64]).source_size == (128, 256)  # JSON lists
+
+
+def test_resume_and_overwrite_together_are_refused():
+    with pytest.raises(ValueError, match="resume = True and overwrite = True contradict"):
+        TrainConfig(resume=True, overwrite=True)
+
+
+def test_checkers_for_notebook_parameters():
+    check_int("GRID_COUNT", 0, low=0)
+    check_number("SCALE", 0.5, low=0, low_open=True)
+    check_choice("BORDER", None, ("ellipse", "mask", None))
+    with pytest.raises(ValueError, match=r"GRID_COUNT = -1: expected an integer ≥ 0$"):
+        check_int("GRID_COUNT", -1, low=0)
+    with pytest.raises(ValueError, match=r"MAX_IMAGES = 2\.0: expected an integer ≥ 1 or None$"):
+        check_int("MAX_IMAGES", 2.0, low=1, optional=True)
+    with pytest.raises(ValueError, match=r"BORDER = 'circle' is not one of 'ellipse', 'mask', None$"):
+        check_choice("BORDER", "circle", ("ellipse", "mask", None))

@@ -152,8 +152,7 @@ class TrainConfig:
         check_choice("monitor", self.monitor, ("auto", "fisheye_miou", "source_val_miou"))
         check_choice("bonnet", self.bonnet, ("background", "void"))
         check_choice("pseudo_weighting", self.pseudo_weighting, PSEUDO_WEIGHTINGS)
-        if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
-            raise ValueError(f"device = {self.device!r}: expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+        check_device("device", self.device)
         if self.resume and self.overwrite:
             raise ValueError("resume = True and overwrite = True contradict each other: continue the run or replace it")
 
@@ -187,6 +186,11 @@ def check_choice(name: str, value: object, choices: tuple) -> None:
 def check_bool(name: str, value: object) -> None:
     if not isinstance(value, bool):
         raise ValueError(f"{name} = {value!r}: expected True or False")
+
+
+def check_device(name: str, value: object) -> None:
+    if not isinstance(value, str) or not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+        raise ValueError(f"{name} = {value!r}: expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
 
 
 def check_name(name: str, value: object) -> None:

@@ -35,7 +35,12 @@ import json
 from IPython.display import Image, display
 
 from kit import border, data, files, viz
+from kit.config import check_bool, check_int, check_number
 
+check_int("MAX_IMAGES", MAX_IMAGES, low=1, optional=True)
+check_int("N_SAMPLES", N_SAMPLES, low=0)
+check_number("BORDER_THRESHOLD", BORDER_THRESHOLD, low=0, high=255, optional=True)
+check_bool("OVERWRITE", OVERWRITE)
 out = files.prepare_output_dir(OUTPUT_DIR, overwrite=OVERWRITE)
 source = data.evenly_spread(data.read_split(DATA_DIR, "train_source"), MAX_IMAGES)
 target = data.evenly_spread(data.read_split(DATA_DIR, "train_target"), MAX_IMAGES)

@@ -42,9 +42,21 @@ import numpy as np
 from IPython.display import Image, display
 
 from kit import augment, border, data, files, fisheye, viz
+from kit.config import check_bool, check_int, check_number
 
+check_int("MAX_IMAGES", MAX_IMAGES, low=1, optional=True)
+check_number("SKY_START", SKY_START, low=0, high=1)
+check_number("SRC_HFOV_DEG", SRC_HFOV_DEG, low=0, high=180, low_open=True, high_open=True)
+check_number("FISHEYE_FOV_DEG", FISHEYE_FOV_DEG, low=0, high=360, low_open=True, high_open=True)
+check_number("BORDER_THRESHOLD", BORDER_THRESHOLD, low=0, high=255, optional=True)
+check_int("PSEUDO_COUNT", PSEUDO_COUNT, low=1, optional=True)
+check_int("SEED", SEED, low=0)
+check_bool("OVERWRITE", OVERWRITE)
+source_all = data.read_split(DATA_DIR, "train_source")
+data.read_split(DATA_DIR, PSEUDO_SPLIT)  # the split to warp exists and reads
+check_int("SAMPLE_INDEX", SAMPLE_INDEX, low=0, high=min(len(source_all), MAX_IMAGES or len(source_all)) - 1)
 out = files.prepare_output_dir(OUTPUT_DIR, overwrite=OVERWRITE)
-source = data.evenly_spread(data.read_split(DATA_DIR, "train_source"), MAX_IMAGES)
+source = data.evenly_spread(source_all, MAX_IMAGES)
 target = data.evenly_spread(data.read_split(DATA_DIR, "train_target"), MAX_IMAGES)
 target_size = data.read_image(target.img_path[0]).shape[1::-1]  # (W, H)
 

@@ -88,12 +88,13 @@ PREVIEW_COUNT = 4  # samples in the step view and fisheye images in the predicti
 import pandas as pd
 from IPython.display import Image, display
 
-from kit.config import TrainConfig
+from kit.config import TrainConfig, check_int
 from kit.files import atomic_path
 from kit.infer import predict_examples
 from kit.train import preview_step, train
 from kit.viz import save_grid, save_training_curves, step_view_png
 
+check_int("PREVIEW_COUNT", PREVIEW_COUNT, low=1)
 config = TrainConfig.from_parameters(globals(), notebook_only=("PREVIEW_COUNT",))
 config
 

@@ -56,18 +56,27 @@ import torch
 from IPython.display import Image, display
 
 from kit import data, files, viz
+from kit.border import BORDERS
+from kit.config import check_bool, check_choice, check_device, check_int, check_number
 from kit.infer import InferenceSettings, predict_label_maps, predict_split, prediction_frame, run_border
 from kit.rle import validate_submission
 from kit.runs import load_run
 
+settings = InferenceSettings(mode=MODE, stride=STRIDE, scales=SCALES, flip=FLIP, batch_size=BATCH_SIZE)
+check_choice("BORDER", BORDER, (*BORDERS, None))
+check_number("BORDER_THRESHOLD", BORDER_THRESHOLD, low=0, high=255, optional=True)
+check_device("DEVICE", DEVICE)
+check_int("CPU_THREADS", CPU_THREADS, low=1, optional=True)
+check_int("GRID_COUNT", GRID_COUNT, low=0)
+check_int("WORST_COUNT", WORST_COUNT, low=0)
+check_bool("OVERWRITE", OVERWRITE)
 if CPU_THREADS is not None:
     torch.set_num_threads(CPU_THREADS)
 
-out = files.prepare_output_dir(OUTPUT_DIR, overwrite=OVERWRITE)
 run_dir = Path(RUNS_DIR) / RUN_NAME
 run = load_run(run_dir, CHECKPOINT, device=DEVICE)
-settings = InferenceSettings(mode=MODE, stride=STRIDE, scales=SCALES, flip=FLIP, batch_size=BATCH_SIZE)
 frame = prediction_frame(DATA_DIR, SPLIT)
+out = files.prepare_output_dir(OUTPUT_DIR, overwrite=OVERWRITE)  # after every check: nothing written before
 labelled = "gt_path" in frame.columns
 border = run_border([run], DATA_DIR, BORDER, threshold=BORDER_THRESHOLD)
 sample = Path(DATA_DIR) / "sample_submission.csv"

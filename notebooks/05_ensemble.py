@@ -50,17 +50,28 @@ import torch
 from IPython.display import Image, display
 
 from kit import files, viz
+from kit.border import BORDERS
+from kit.config import check_bool, check_choice, check_device, check_int, check_number
 from kit.infer import InferenceSettings, predict_split, prediction_frame, run_border
 from kit.rle import validate_submission
 from kit.runs import load_run
 
+settings = InferenceSettings(mode=MODE, stride=STRIDE, scales=SCALES, flip=FLIP, batch_size=BATCH_SIZE)
+check_choice("BORDER", BORDER, (*BORDERS, None))
+check_number("BORDER_THRESHOLD", BORDER_THRESHOLD, low=0, high=255, optional=True)
+check_device("DEVICE", DEVICE)
+check_int("CPU_THREADS", CPU_THREADS, low=1, optional=True)
+if not RUN_NAMES or not all(isinstance(n, str) for n in RUN_NAMES):
+    raise ValueError(f"RUN_NAMES = {RUN_NAMES!r}: expected a list of one or more run names")
+if WEIGHTS is not None and len(WEIGHTS) != len(RUN_NAMES):
+    raise ValueError(f"WEIGHTS = {WEIGHTS!r}: expected one weight per run of RUN_NAMES ({len(RUN_NAMES)}), or None")
+check_bool("OVERWRITE", OVERWRITE)
 if CPU_THREADS is not None:
     torch.set_num_threads(CPU_THREADS)
 
-out = files.prepare_output_dir(OUTPUT_DIR, overwrite=OVERWRITE)
 runs = [load_run(Path(RUNS_DIR) / name, CHECKPOINT, device=DEVICE) for name in RUN_NAMES]
-settings = InferenceSettings(mode=MODE, stride=STRIDE, scales=SCALES, flip=FLIP, batch_size=BATCH_SIZE)
 frame = prediction_frame(DATA_DIR, SPLIT)
+out = files.prepare_output_dir(OUTPUT_DIR, overwrite=OVERWRITE)  # after every check: nothing written before
 labelled = "gt_path" in frame.columns
 border = run_border(runs, DATA_DIR, BORDER, threshold=BORDER_THRESHOLD)
 sample = Path(DATA_DIR) / "sample_submission.csv"

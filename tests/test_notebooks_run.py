@@ -184,3 +184,19 @@ def test_predict_notebook_without_labels_skips_the_scores(tiny, tiny_runs, tmp_p
     metrics = json.loads((out / "metrics.json").read_text())
     assert not metrics["labelled"] and metrics["mIoU"] is None and metrics["iou"] is None
     assert _is_png(out / "predictions.png") and not (out / "iou.png").exists() and not (out / "worst.png").exists()
+
+
+@pytest.mark.parametrize("name, parameters, message", [
+    ("01_eda", {"N_SAMPLES": -1}, "N_SAMPLES = -1: expected an integer ≥ 0"),
+    ("02_labels_and_augment", {"SAMPLE_INDEX": 10**6}, "SAMPLE_INDEX = 1000000: expected an integer ≥ 0 and ≤"),
+    ("03_train", {"CLIP_GRAD": -1}, "clip_grad = -1: expected a finite number > 0 or None"),
+    ("04_predict", {"GRID_COUNT": 2.5}, "GRID_COUNT = 2.5: expected an integer ≥ 0"),
+    ("05_ensemble", {"WEIGHTS": [1.0]}, r"WEIGHTS = \[1.0\]: expected one weight per run of RUN_NAMES \(3\)"),
+])
+def test_notebooks_refuse_a_bad_parameter_before_writing_anything(tiny, tmp_path, name, parameters, message):
+    if "RUNS_DIR" in papermill.inspect_notebook(str(NOTEBOOKS / f"{name}.ipynb")):
+        parameters = {"RUNS_DIR": str(tmp_path / "runs"), **parameters}
+    with pytest.raises(papermill.PapermillExecutionError, match=message):
+        _run(name, tmp_path, DATA_DIR=str(tiny), **parameters)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [f"{name}.ipynb"]  # the executed notebook only
+    assert not (tmp_path / "runs").exists()

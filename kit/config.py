@@ -81,7 +81,7 @@ class TrainConfig:
     channels_last: bool = True  # CUDA only
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_workers: int = 0
-    cpu_threads: int | None = None  # torch threads on the CPU (None: torch's default)
+    cpu_threads: int | None = None  # torch threads on the CPU (None: half the cores, kit.runs.default_cpu_threads)
     seed: int = 0
     resume: bool = False
     overwrite: bool = False

@@ -31,7 +31,7 @@ from kit.metrics import confusion_matrix, mean_iou
 from kit.models import create_model
 from kit.progress import tqdm
 from kit.recipes import TrainData, build_data, epoch_batches, seed_all, steps_per_epoch
-from kit.runs import check_run_dir, load_checkpoint, prepare_run_dir, resolve_device, save_checkpoint
+from kit.runs import check_run_dir, load_checkpoint, prepare_run_dir, resolve_device, save_checkpoint, set_cpu_threads
 from kit.uda import EMATeacher, UDAConfig, block_mask, uda_step
 
 
@@ -126,8 +126,7 @@ def train(config: TrainConfig) -> Path:
     """Train one run; returns its folder (``kit.runs``). What each method trains on: ``kit.recipes``."""
     check_run_dir(config)  # nothing is written before the config, the data and the model are known good
     device = resolve_device(config.device)
-    if config.cpu_threads is not None:
-        torch.set_num_threads(config.cpu_threads)
+    set_cpu_threads(config.cpu_threads)
     seed_all(config.seed)
     data = build_data(config)
     model = build_model(config).to(device)

@@ -41,7 +41,7 @@ BORDER = "ellipse"  # background outside the fisheye border: ellipse (A) | mask 
 BORDER_THRESHOLD = None  # mean-target threshold of the border (real data: 108); None: the run's own, as it trained
 BATCH_SIZE = 8  # slide windows per forward pass
 DEVICE = "auto"  # auto | cpu | cuda
-CPU_THREADS = None  # torch threads on the CPU (None: torch's default; 1 when another job shares a 2-core machine)
+CPU_THREADS = None  # torch threads on the CPU; None: half the cores (1 on 2 cores), which a second busy process slows ≤ ~2×
 GRID_COUNT = 4  # images in the prediction grid
 WORST_COUNT = 3  # lowest-mIoU images shown beside their truth (labelled splits only)
 OVERWRITE = False  # replace the outputs of an earlier run in OUTPUT_DIR
@@ -52,7 +52,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
-import torch
 from IPython.display import Image, display
 
 from kit import data, files, viz
@@ -60,7 +59,7 @@ from kit.border import BORDERS
 from kit.config import check_bool, check_choice, check_device, check_int, check_number
 from kit.infer import InferenceSettings, predict_label_maps, predict_split, prediction_frame, run_border
 from kit.rle import validate_submission
-from kit.runs import load_run
+from kit.runs import load_run, set_cpu_threads
 
 settings = InferenceSettings(mode=MODE, stride=STRIDE, scales=SCALES, flip=FLIP, batch_size=BATCH_SIZE)
 check_choice("BORDER", BORDER, (*BORDERS, None))
@@ -70,8 +69,7 @@ check_int("CPU_THREADS", CPU_THREADS, low=1, optional=True)
 check_int("GRID_COUNT", GRID_COUNT, low=0)
 check_int("WORST_COUNT", WORST_COUNT, low=0)
 check_bool("OVERWRITE", OVERWRITE)
-if CPU_THREADS is not None:
-    torch.set_num_threads(CPU_THREADS)
+set_cpu_threads(CPU_THREADS)
 
 run_dir = Path(RUNS_DIR) / RUN_NAME
 run = load_run(run_dir, CHECKPOINT, device=DEVICE)

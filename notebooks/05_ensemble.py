@@ -37,7 +37,7 @@ BORDER = "ellipse"  # background outside the fisheye border: ellipse (A) | mask 
 BORDER_THRESHOLD = None  # mean-target threshold of the border (real data: 108); None: the run's own, as it trained
 BATCH_SIZE = 8  # slide windows per forward pass
 DEVICE = "auto"  # auto | cpu | cuda
-CPU_THREADS = None  # torch threads on the CPU (None: torch's default; 1 when another job shares a 2-core machine)
+CPU_THREADS = None  # torch threads on the CPU; None: half the cores (1 on 2 cores), which a second busy process slows ≤ ~2×
 OVERWRITE = False  # replace the outputs of an earlier run in OUTPUT_DIR
 
 # %%
@@ -46,7 +46,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
-import torch
 from IPython.display import Image, display
 
 from kit import files, viz
@@ -54,7 +53,7 @@ from kit.border import BORDERS
 from kit.config import check_bool, check_choice, check_device, check_int, check_number
 from kit.infer import InferenceSettings, predict_split, prediction_frame, run_border
 from kit.rle import validate_submission
-from kit.runs import load_run
+from kit.runs import load_run, set_cpu_threads
 
 settings = InferenceSettings(mode=MODE, stride=STRIDE, scales=SCALES, flip=FLIP, batch_size=BATCH_SIZE)
 check_choice("BORDER", BORDER, (*BORDERS, None))
@@ -66,8 +65,7 @@ if not RUN_NAMES or not all(isinstance(n, str) for n in RUN_NAMES):
 if WEIGHTS is not None and len(WEIGHTS) != len(RUN_NAMES):
     raise ValueError(f"WEIGHTS = {WEIGHTS!r}: expected one weight per run of RUN_NAMES ({len(RUN_NAMES)}), or None")
 check_bool("OVERWRITE", OVERWRITE)
-if CPU_THREADS is not None:
-    torch.set_num_threads(CPU_THREADS)
+set_cpu_threads(CPU_THREADS)
 
 runs = [load_run(Path(RUNS_DIR) / name, CHECKPOINT, device=DEVICE) for name in RUN_NAMES]
 frame = prediction_frame(DATA_DIR, SPLIT)

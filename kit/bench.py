@@ -86,15 +86,12 @@ def bench_rle(count: int, seed: int) -> None:
     maps = [fake_fisheye_label_map(rng) for _ in range(count)]
     runs = np.mean([np.count_nonzero(m.ravel()[1:] != m.ravel()[:-1]) + 1 for m in maps])
     print(f"{count} label maps at {SUBMISSION_SIZE[0]}x{SUBMISSION_SIZE[1]}, {runs:.0f} runs per map on average")
-
     start = time.perf_counter()
     base = [baseline_encode_label_map(m) for m in maps]
     t_base = time.perf_counter() - start
-
     start = time.perf_counter()
     kit = [encode_label_map(m) for m in maps]
     t_kit = time.perf_counter() - start
-
     identical = base == kit
     print(f"baseline (12 passes): {count / t_base:8.1f} maps/s  ({t_base:.2f} s)")
     print(f"kit.rle  (1 pass):    {count / t_kit:8.1f} maps/s  ({t_kit:.2f} s)")
@@ -329,9 +326,8 @@ def bench_tune(data_dir: str, out: str, variants: list[str], budget: float, seed
     with this step count, seed and data are tabulated into ``out/tune.md`` (others are named beneath).
     Several processes may share one ``out`` (one per core)."""
     _require_test_gt(data_dir)
-    unknown = [v for v in variants if v not in TUNE_VARIANTS]
-    if unknown:
-        raise ValueError(f"unknown variant(s) {unknown}; choose from {list(TUNE_VARIANTS)}")
+    if set(variants) - set(TUNE_VARIANTS):
+        raise ValueError(f"unknown variant(s) {sorted(set(variants) - set(TUNE_VARIANTS))}; choose from {list(TUNE_VARIANTS)}")
     out_dir = make_dirs(out)
     steps = max(int(round(QUALITY_STEPS * budget)), 1)
     done = [out_dir / f"{name}.json" for name in variants if (out_dir / f"{name}.json").exists()]
@@ -339,19 +335,24 @@ def bench_tune(data_dir: str, out: str, variants: list[str], budget: float, seed
         raise FileExistsError(f"{', '.join(map(str, done))} exist(s) from an earlier tuning run; pass --overwrite "
                               f"to redo them")
     for name in variants:
-        result_path = out_dir / f"{name}.json"
         result = _train_and_score(data_dir, out_dir / "runs", name, TUNE_VARIANTS[name], steps, seed,
                                   overwrite, threads, {**QUALITY_CONFIG, **QUALITY_OVERRIDES})
-        write_json(result_path, {**result, "steps": steps, "seed": seed, "data": data_dir})
-    results = {path.stem: json.loads(path.read_text()) for path in sorted(out_dir.glob("*.json"))}
-    other = [f"{k} ({r.get('steps')} steps, seed {r.get('seed')}, {r.get('data')})" for k, r in results.items()
-             if (r.get("steps"), r.get("seed"), r.get("data")) != (steps, seed, data_dir)]
-    results = {k: r for k, r in results.items() if (r.get("steps"), r.get("seed"), r.get("data")) == (steps, seed, data_dir)}
+        write_json(out_dir / f"{name}.json", {**result, "steps": steps, "seed": seed, "data": data_dir})
+    write_tune_table(out_dir, data_dir, steps, seed)
+
+
+def write_tune_table(out_dir: Path, data_dir: str, steps: int, seed: int) -> str:
+    """Tabulate into ``out_dir/tune.md`` the variant results in ``out_dir`` that were trained with
+    ``steps``, ``seed`` and ``data_dir``; results of other settings are only named beneath."""
+    results = {path.stem: json.loads(path.read_text()) for path in sorted(Path(out_dir).glob("*.json"))}
+    same = {k: r for k, r in results.items() if (r.get("steps"), r.get("seed"), r.get("data")) == (steps, seed, data_dir)}
+    other = [f"{k} ({r.get('steps')} steps, seed {r.get('seed')}, {r.get('data')})" for k, r in results.items() if k not in same]
     table = "\n".join([f"Validation fisheye mIoU on {data_dir}'s test split (another synthetic seed than the "
-                        f"benchmark's data), {steps} steps, seed {seed}.", "", *_iou_table(results, gap=False), "",
+                        f"benchmark's data), {steps} steps, seed {seed}.", "", *_iou_table(same, gap=False), "",
                         *([f"Not tabulated (other settings): {', '.join(other)}.", ""] if other else [])])
-    write_text(out_dir / "tune.md", table)
+    write_text(Path(out_dir) / "tune.md", table)
     print(table)
+    return table
 
 
 # The CPU demo values of notebooks/03_train (its parameters cell; a test keeps them in step), shared
@@ -375,6 +376,7 @@ TUNE_VARIANTS: dict[str, dict] = {
     "uda_geo_bonnet_void": {**UNTUNED, "bonnet": "void"},
     "uda_geo_void_pixel": {**UNTUNED, "bonnet": "void", "pseudo_weighting": "pixel"},
     "uda_geo_void_class": {**UNTUNED, "bonnet": "void", "pseudo_weighting": "class"},
+    "uda_geo_void_batch": {**UNTUNED, "bonnet": "void", "pseudo_weighting": "batch"},  # DAFormer's weighting
     "uda_geo_void_class_dice": {**UNTUNED, "bonnet": "void", "pseudo_weighting": "class", "uda_dice_weight": 1.0},
     "uda_geo_void_dice": {**UNTUNED, "bonnet": "void", "uda_dice_weight": 1.0},
     "uda_geo_void_rcs": {**UNTUNED, "bonnet": "void", "rare_class_sampling": True},

@@ -6,6 +6,7 @@ import math
 import pytest
 
 import kit.bench
+import kit.files
 from kit.data import CLASSES
 
 
@@ -63,6 +64,17 @@ def test_tune_writes_one_result_per_variant_and_never_redoes_one_silently(tiny, 
         kit.bench.bench_tune(str(tiny), str(out), ["uda_geo_untuned"], small_quality, seed=0, threads=1, overwrite=False)
     with pytest.raises(ValueError, match="unknown variant"):
         kit.bench.bench_tune(str(tiny), str(out), ["nope"], small_quality, seed=0, threads=1, overwrite=False)
+
+
+def test_tune_table_holds_only_results_of_its_own_steps_seed_and_data(tmp_path):
+    iou = {c: 0.5 for c in CLASSES}
+    for name, steps, seed in (("now", 300, 0), ("older", 600, 0), ("other_seed", 300, 1)):
+        kit.files.write_json(tmp_path / f"{name}.json", {"iou": iou, "mIoU": 0.5, "train_seconds": 1.0,
+                                                       "steps": steps, "seed": seed, "data": "data/demo_val"})
+    table = kit.bench.write_tune_table(tmp_path, "data/demo_val", steps=300, seed=0)
+    assert "| now | 0.5000 |" in table and "| older |" not in table and "| other_seed |" not in table
+    assert "Not tabulated (other settings): older (600 steps, seed 0, data/demo_val), other_seed (300 steps, seed 1" in table
+    assert (tmp_path / "tune.md").read_text() == table
 
 
 def test_the_benchmark_scores_with_the_border_training_used(tiny, tmp_path, small_quality, monkeypatch):

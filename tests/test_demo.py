@@ -31,3 +31,37 @@ def test_main_job_runs_the_notebooks_in_order_into_one_folder():
         for key, value in parameters.items():
             if key.endswith(("OUTPUT_DIR", "RUNS_DIR")):
                 assert Path(value).is_relative_to("outputs/demo")
+
+
+def test_overwrite_refuses_an_output_folder_the_demo_did_not_make(tmp_path):
+    import kit.demo
+
+    outputs = tmp_path / "outputs"
+    (outputs / "bench_quality").mkdir(parents=True)
+    (outputs / "bench_quality" / "quality.md").write_text("an afternoon of benchmarking")
+    with pytest.raises(FileExistsError, match="not one of the kit's output folders, so nothing was removed"):
+        kit.demo.main(["--out", str(outputs), "--data", str(tmp_path / "data"), "--overwrite"])
+    assert (outputs / "bench_quality" / "quality.md").read_text() == "an afternoon of benchmarking"
+
+
+@pytest.mark.parametrize("unfinished", [True, False])
+def test_an_unfinished_synthetic_dataset_is_generated_again(tmp_path, monkeypatch, unfinished):
+    import kit.demo
+    from kit.files import prepare_output_dir, write_text
+
+    data = tmp_path / "data"
+    if unfinished:  # what an interrupted generation leaves: images, no CSVs
+        write_text(prepare_output_dir(data) / "train_source_image" / "TRAIN_SOURCE_0000.png", "x")
+    calls = []
+
+    class Stop(Exception):
+        pass
+
+    def generate(out, **kwargs):
+        calls.append((out, kwargs))
+        raise Stop
+
+    monkeypatch.setattr(kit.demo, "generate", generate)
+    with pytest.raises(Stop):
+        kit.demo.main(["--out", str(tmp_path / "out"), "--data", str(data)])
+    assert calls == [(str(data), {"preset": "demo", "seed": 0, "workers": 2, "overwrite": unfinished})]

@@ -13,6 +13,8 @@ datasets add held-out fisheye labels as ``train_target_gt.csv`` / ``test_gt.csv`
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -92,27 +94,74 @@ VALID_LABEL_VALUES = frozenset(range(NUM_CLASSES)) | {IGNORE_INDEX}
 def read_split(root: str | os.PathLike, split: str) -> pd.DataFrame:
     """Read ``<root>/<split>.csv`` into a DataFrame whose ``*_path`` columns are absolute paths.
 
-    Raises FileNotFoundError naming the CSV when it is missing and ValueError when a required
-    column is absent. Files named in the CSV are not opened here.
+    What would otherwise fail far from its cause (an empty path deep in a training run, an empty
+    split in the sampler) is refused here, naming the CSV, the line (the header is line 1) and the
+    value: FileNotFoundError when the CSV is missing; ValueError when it is empty or not UTF-8, a row
+    has more or fewer fields than the header, a required column is absent or repeated, it has no
+    rows, an id or path cell is empty or an id repeats. Files named in the CSV are not opened here.
+    Every cell is text: an id such as ``NA`` stays ``"NA"``.
     """
     root = Path(root)
-    csv = root / f"{split}.csv"
-    if not csv.is_file():
+    path = root / f"{split}.csv"
+    if not path.is_file():
         present = sorted(p.name for p in root.glob("*.csv")) if root.is_dir() else []
         raise FileNotFoundError(
-            f"split CSV not found: {csv} (dataset root {root} has: {present or 'no CSV files'})"
+            f"split CSV not found: {path} (dataset root {root} has: {present or 'no CSV files'})"
         )
-    frame = pd.read_csv(csv, dtype=str)
     required = SPLIT_COLUMNS.get(split, ("id", "img_path"))
-    missing = [c for c in required if c not in frame.columns]
+    (_, header), *records = _csv_records(path, required)
+    missing = [c for c in required if c not in header]
     if missing:
         raise ValueError(
-            f"{csv}: missing column(s) {missing}; expected columns {list(required)}, "
-            f"found {list(frame.columns)}"
+            f"{path}: missing column(s) {missing}; expected columns {list(required)}, found {header}"
         )
+    repeated = sorted({c for c in header if header.count(c) > 1})
+    if repeated:
+        raise ValueError(f"{path}: column(s) {repeated} twice in the header {header}; expected each once")
+    if not records:
+        raise ValueError(f"{path} has no rows; expected at least one image")
+    frame = pd.DataFrame([row for _, row in records], columns=header, dtype=str)
+    extra_paths = [c for c in header if c.endswith("_path") and c not in required]
+    _check_cells(path, frame, [line for line, _ in records], [*required, *extra_paths])
     for column in [c for c in frame.columns if c.endswith("_path")]:
         frame[column] = [str((root / p).resolve()) for p in frame[column]]
     return frame
+
+
+def _csv_records(path: Path, required: Sequence[str]) -> list[tuple[int, list[str]]]:
+    """The CSV's records with their line numbers, header first, blank lines skipped; each record has
+    as many fields as the header (pandas would fill in NaN or take an extra field as the index)."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            records = [(reader.line_num, row) for row in reader if row]
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise ValueError(f"{path} is not a UTF-8 CSV file ({error}); expected columns {list(required)}") from None
+    if not records:
+        raise ValueError(f"{path} is empty; expected a header line {','.join(required)} and one row per image")
+    header = records[0][1]
+    for line, row in records[1:]:
+        if len(row) != len(header):
+            raise ValueError(
+                f"{path} line {line}: {len(row)} fields {row}; expected {len(header)}, as in the header {header}"
+            )
+    return records
+
+
+def _check_cells(path: Path, frame: pd.DataFrame, lines: list[int], columns: Sequence[str]) -> None:
+    """Raise ValueError naming the lines of empty (or blank) ``columns`` cells and of repeated ids."""
+    empty = sorted((lines[i], k) for k, c in enumerate(columns) for i in np.flatnonzero(frame[c].str.strip().eq("")))
+    if empty:
+        shown = ", ".join(f"line {line}: empty {columns[k]}" for line, k in empty[:6])
+        more = f" and {len(empty) - 6} more" if len(empty) > 6 else ""
+        raise ValueError(f"{path} {shown}{more}; expected a value in every cell of {list(columns)}")
+    lines_of: dict[str, list[int]] = {}
+    for line, value in zip(lines, frame["id"]):
+        lines_of.setdefault(value, []).append(line)
+    repeats = [f"{value!r} (lines {', '.join(map(str, n))})" for value, n in lines_of.items() if len(n) > 1]
+    if repeats:
+        more = f" and {len(repeats) - 5} more" if len(repeats) > 5 else ""
+        raise ValueError(f"{path}: duplicate id {', '.join(repeats[:5])}{more}; expected each id once")
 
 
 def has_split(root: str | os.PathLike, split: str) -> bool:
@@ -331,8 +380,12 @@ def channel_stats(paths: Sequence[str | os.PathLike]) -> tuple[tuple[float, ...]
 
 
 def _read_stats_cache(root: Path) -> dict:
-    path = root / STATS_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
+    """The cache, or an empty one when it is missing or unreadable: it is only a cache, measured again."""
+    try:
+        cache = json.loads((root / STATS_FILE).read_text())
+    except (OSError, ValueError):  # missing, or not JSON (a user's edit)
+        return {}
+    return cache if isinstance(cache, dict) else {}
 
 
 def _write_stats_cache(root: Path, cache: dict) -> None:
@@ -342,29 +395,42 @@ def _write_stats_cache(root: Path, cache: dict) -> None:
         pass
 
 
+def _cached(root: Path, key: str, split: str, measure: Callable[[pd.DataFrame], dict]) -> dict:
+    """Entry ``key`` of ``<root>/kit_stats.json``: ``measure(read_split(root, split))``, measured again
+    whenever ``<split>.csv`` is not byte for byte the CSV it was measured on (sha1), since a regenerated
+    or edited dataset would otherwise be normalised with stale statistics and rare-class sampling
+    would pick images by stale row numbers. Images replaced under an unchanged CSV go unnoticed:
+    :func:`kit.synth.generate` removes the cache when it overwrites a dataset."""
+    frame = read_split(root, split)  # checks the CSV on every call, measured or cached
+    fingerprint = hashlib.sha1((root / f"{split}.csv").read_bytes()).hexdigest()
+    cache = _read_stats_cache(root)
+    entry = cache.get(key)
+    if not isinstance(entry, dict) or entry.get("csv_sha1") != fingerprint:
+        entry = cache[key] = {"csv_sha1": fingerprint, **measure(frame)}
+        _write_stats_cache(root, cache)
+    return entry
+
+
 def domain_stats(root: str | os.PathLike, split: str, limit: int | None = 200) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """RGB mean/std (0..1) of a split's images, measured once over ``limit`` evenly spread images
     and cached in ``<root>/kit_stats.json`` (per-domain normalisation, solution A)."""
-    root = Path(root)
-    key = f"{split}/{limit}"
-    cache = _read_stats_cache(root)
-    if key not in cache:
-        mean, std = channel_stats(list(evenly_spread(read_split(root, split), limit).img_path))
-        cache[key] = {"mean": mean, "std": std}
-        _write_stats_cache(root, cache)
-    return tuple(cache[key]["mean"]), tuple(cache[key]["std"])
+
+    def measure(frame: pd.DataFrame) -> dict:
+        mean, std = channel_stats(list(evenly_spread(frame, limit).img_path))
+        return {"mean": mean, "std": std}
+
+    entry = _cached(Path(root), f"{split}/{limit}", split, measure)
+    return tuple(entry["mean"]), tuple(entry["std"])
 
 
 def class_pixel_counts(root: str | os.PathLike, split: str) -> np.ndarray:
     """``int64 (N, 13)`` pixels of each class (background last) per image of a labelled split, cached."""
-    root = Path(root)
-    key = f"{split}/class_pixels"
-    cache = _read_stats_cache(root)
-    if key not in cache:
+
+    def measure(frame: pd.DataFrame) -> dict:
         counts = []
-        for path in read_split(root, split).gt_path:
+        for path in frame.gt_path:
             label = read_label(path).ravel()
             counts.append(np.bincount(np.minimum(label, NUM_CLASSES), minlength=NUM_CLASSES + 1).tolist())
-        cache[key] = counts
-        _write_stats_cache(root, cache)
-    return np.asarray(cache[key], dtype=np.int64)
+        return {"counts": counts}
+
+    return np.asarray(_cached(Path(root), f"{split}/class_pixels", split, measure)["counts"], dtype=np.int64)

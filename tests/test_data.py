@@ -1,3 +1,4 @@
+import hashlib
 import json
 
 import albumentations as A
@@ -12,7 +13,11 @@ from kit.data import (
     PALETTE,
     SOURCE_MEAN,
     SOURCE_STD,
+    STATS_FILE,
     SegmentationDataset,
+    channel_stats,
+    class_pixel_counts,
+    domain_stats,
     read_image,
     read_label,
     read_split,
@@ -125,3 +130,66 @@ def test_class_pixel_share_counts_background_last(tmp_path):
     expected = np.zeros(13)
     expected[0], expected[11], expected[12] = 3 / 8, 3 / 8, 2 / 8
     np.testing.assert_allclose(share, expected)
+
+
+HEADER = "id,img_path,gt_path\n"
+ROW = "TRAIN_SOURCE_{0},./train_source_image/TRAIN_SOURCE_{0}.png,./train_source_gt/TRAIN_SOURCE_{0}.png\n"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", r"train_source\.csv is empty; expected a header line id,img_path,gt_path and one row per image"),
+        (HEADER, r"train_source\.csv has no rows; expected at least one image$"),
+        (HEADER + "\n", r"train_source\.csv has no rows"),  # a blank line is no row
+        (HEADER + ROW.format("0000") + "TRAIN_SOURCE_0001,./train_source_image/TRAIN_SOURCE_0001.png,\n",
+         r"train_source\.csv line 3: empty gt_path; expected a value in every cell of \['id', 'img_path', 'gt_path'\]"),
+        (HEADER + "\n" + " ,./a.png,./b.png\n" + ROW.format("0000") + ",,\n",  # line 3 (after a blank line 2)
+         r"train_source\.csv line 3: empty id, line 5: empty id, line 5: empty img_path, line 5: empty gt_path;"),
+        (HEADER + ROW.format("0000") + ROW.format("0001") + ROW.format("0000") + ROW.format("0001"),
+         r"train_source\.csv: duplicate id 'TRAIN_SOURCE_0000' \(lines 2, 4\), 'TRAIN_SOURCE_0001' \(lines 3, 5\); "
+         r"expected each id once"),
+        (HEADER + ROW.format("0000") + "TRAIN_SOURCE_0001,./a.png,./b.png,extra\n",
+         r"train_source\.csv line 3: 4 fields \['TRAIN_SOURCE_0001', .*'extra'\]; expected 3, as in the header"),
+        ("id,img_path,gt_path,id\n" + ROW.format("0000").rstrip() + ",x\n", r"train_source\.csv: column\(s\) \['id'\] twice"),
+        (b"\xff\xfe".decode("latin-1") + HEADER, r"train_source\.csv is not a UTF-8 CSV file"),
+    ],
+    ids=["empty_file", "header_only", "blank_line_only", "empty_path", "empty_ids", "duplicate_ids", "extra_field",
+         "repeated_column", "not_utf8"],
+)
+def test_read_split_names_the_csv_line_and_value_of_bad_input(layout, text, message):
+    root, _ = layout
+    (root / "train_source.csv").write_bytes(text.encode("latin-1"))
+    with pytest.raises(ValueError, match=message):
+        read_split(root, "train_source")
+
+
+def test_read_split_keeps_ids_pandas_would_read_as_missing(layout):
+    root, _ = layout
+    (root / "test.csv").write_text("id,img_path\nNA,./a.png\nnull,./b.png\n")
+    assert read_split(root, "test").id.tolist() == ["NA", "null"]
+
+
+def test_statistics_are_measured_again_when_the_split_csv_changes(layout):
+    root, rows = layout
+    mean, _ = domain_stats(root, "train_source", limit=None)
+    assert class_pixel_counts(root, "train_source").shape == (2, 13)
+    pd.DataFrame([r[:3] for r in rows[1:]], columns=["id", "img_path", "gt_path"]).to_csv(
+        root / "train_source.csv", index=False)  # e.g. a regenerated dataset with fewer images
+    expected = channel_stats([root / rows[1][1]])
+    np.testing.assert_allclose(domain_stats(root, "train_source", limit=None)[0], expected[0])
+    assert domain_stats(root, "train_source", limit=None)[0] != mean
+    counts = class_pixel_counts(root, "train_source")
+    assert counts.shape == (1, 13) and counts[0, 11] == (rows[1][4] == 11).sum()
+    cache = json.loads((root / STATS_FILE).read_text())
+    digest = hashlib.sha1((root / "train_source.csv").read_bytes()).hexdigest()
+    assert {entry["csv_sha1"] for entry in cache.values()} == {digest}
+
+
+def test_unreadable_or_unfingerprinted_statistics_cache_is_measured_again(layout):
+    root, rows = layout
+    expected = channel_stats([root / r[1] for r in rows])
+    (root / STATS_FILE).write_text(json.dumps({"train_source/None": {"mean": [9, 9, 9], "std": [9, 9, 9]}}))
+    np.testing.assert_allclose(domain_stats(root, "train_source", limit=None)[0], expected[0])  # an old cache
+    (root / STATS_FILE).write_text('{"train_source/None": ')
+    np.testing.assert_allclose(domain_stats(root, "train_source", limit=None)[1], expected[1])  # a broken one

@@ -28,7 +28,8 @@ from kit.synth import (
     render_sample,
     sample_scene,
 )
-from kit.data import STATS_FILE
+import kit.synth.dataset as synth_dataset
+from kit.data import STATS_FILE, domain_stats
 from kit.files import MANIFEST
 from kit.viz import colorize, overlay
 
@@ -188,6 +189,45 @@ def test_cli_writes_a_dataset_and_a_preview_then_refuses_to_write_again(tmp_path
     with pytest.raises(SystemExit) as refused:
         main(["--out", str(out), "--preset", "tiny", "--workers", "1"])
     assert refused.value.code == 2
+
+
+def test_an_interrupted_generation_is_diagnosed_and_replaced_on_overwrite(
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "interrupted"
+
+    def killed(*args: object) -> None:
+        raise RuntimeError("killed before the CSVs")
+
+    monkeypatch.setattr(synth_dataset, "write_csvs", killed)
+    with pytest.raises(RuntimeError, match="killed"):
+        generate(out, preset="tiny", progress=False)
+    monkeypatch.undo()
+    (out / "train_source_image" / ".TRAIN_SOURCE_0001.k1ll3d.png.tmp").write_bytes(b"half a PNG")  # cut short
+    assert (out / "train_source_image").is_dir() and not list(out.glob("*.csv"))
+    with pytest.raises(FileExistsError, match=r"interrupted holds an unfinished synthetic dataset \(no CSVs; "
+                       r"an interrupted run\?\): generate it again with overwrite=True to replace it"):
+        generate(out, preset="tiny", progress=False)
+    with pytest.raises(SystemExit) as refused:
+        main(["--out", str(out), "--preset", "tiny", "--workers", "1", "--no-preview"])
+    assert refused.value.code == 2
+    message = f"{out} holds an unfinished synthetic dataset (no CSVs): run again with --overwrite to replace it"
+    assert message in capsys.readouterr().err
+    generate(out, preset="tiny", progress=False, overwrite=True)
+    assert _files(out) == _files(tiny)  # complete, and nothing of the interrupted run is left
+
+
+def test_overwrite_removes_the_statistics_cache_of_the_replaced_images(tmp_path: Path) -> None:
+    out = tmp_path / "data"
+    small = {"train_source": 2, "val_source": 1, "train_target": 1, "test": 1}
+    generate(out, preset="tiny", progress=False, counts=small)
+    (out / STATS_FILE).write_text("{}")  # a cache its manifest does not name (an earlier kit's, a copied dataset)
+    generate(out, preset="tiny", progress=False, overwrite=True, counts=small)
+    assert not (out / STATS_FILE).exists()
+    mean = domain_stats(out, "train_source", limit=None)[0]
+    generate(out, preset="tiny", seed=1, progress=False, overwrite=True, counts=small)  # same CSVs, other images
+    assert not (out / STATS_FILE).exists()
+    assert domain_stats(out, "train_source", limit=None)[0] != mean
 
 
 def test_colorize_and_overlay_use_the_palette_and_keep_background() -> None:

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from kit.data import CLASSES, IGNORE_INDEX
-from kit.files import prepare_output_dir, write_csv, write_image, write_json
+from kit.data import CLASSES, IGNORE_INDEX, STATS_FILE
+from kit.files import is_output_dir, prepare_output_dir, write_csv, write_image, write_json
 from kit.fisheye import fisheye_camera, pinhole_camera
 from kit.synth.cameras import Cameras, source_rig, target_rig
 from kit.synth.city import sample_scene
@@ -142,7 +142,21 @@ OUTPUTS = [  # everything the generator writes, which --overwrite replaces
     *(f"{name}.csv" for name in CSVS),
     "stats.json",
     "preview.png",
+    STATS_FILE,  # training's statistics cache: measured on the images replaced (a new seed keeps the CSVs)
 ]
+
+
+def _unfinished(out: str | os.PathLike) -> str | None:
+    """What a dataset folder that a generation left unfinished lacks (``"no CSVs"``, as the CSVs are
+    written last), or None for a finished dataset and any folder the kit did not make."""
+    out = Path(out)
+    dirs = [LAYOUT[s].image_dir for s in SPLITS] + [LAYOUT[s].gt_dir for s in SPLITS]
+    if not is_output_dir(out) or not any((out / d).is_dir() for d in dirs):
+        return None
+    missing = [f"{name}.csv" for name in CSVS if not (out / f"{name}.csv").is_file()]
+    if not missing:
+        return None
+    return "no CSVs" if len(missing) == len(CSVS) else f"no {', '.join(missing)}"
 
 
 def write_csvs(out: Path, counts: dict[str, int]) -> None:
@@ -174,10 +188,18 @@ def generate(
     """Write a dataset to ``out`` and return its statistics (also saved as ``stats.json``).
 
     ``counts`` overrides the preset's number of images per split. Refuses an ``out`` that
-    holds files unless ``overwrite``; then only the files this generator writes are replaced.
+    holds files unless ``overwrite``; then only the files this generator writes are replaced, and
+    the statistics cache of the replaced images. An interrupted generation (images, no CSVs) is
+    refused with that diagnosis; ``overwrite`` replaces it by a complete dataset.
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
+    lacking = _unfinished(out)
+    if lacking and not overwrite:
+        raise FileExistsError(
+            f"{out} holds an unfinished synthetic dataset ({lacking}; an interrupted run?): generate it "
+            "again with overwrite=True to replace it"
+        )
     counts = dict(PRESETS[preset].counts, **(counts or {}))
     out = prepare_output_dir(out, overwrite)
     for name in OUTPUTS:  # an overwritten run leaves no images of the earlier one behind
@@ -277,6 +299,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         stats = generate(args.out, args.preset, args.seed, args.workers, args.overwrite, cameras)
     except FileExistsError as error:  # the message speaks to notebooks; say the flag too
+        lacking = _unfinished(args.out)
+        if lacking:
+            parser.error(f"{args.out} holds an unfinished synthetic dataset ({lacking}): run again with "
+                         "--overwrite to replace it")
         parser.error(f"{error} (here: --overwrite)")
     print(format_report(stats))
     if not args.no_preview:

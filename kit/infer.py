@@ -30,6 +30,7 @@ Conventions:
 from __future__ import annotations
 
 import contextlib
+import numbers
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -46,7 +47,7 @@ from kit.border import BORDER_IMAGES, Border, make_border
 from kit.data import IGNORE_INDEX, NUM_CLASSES, evenly_spread, has_split, normalize, read_image, read_label, read_split
 from kit.metrics import confusion_matrix, iou_table, mean_iou
 from kit.progress import tqdm
-from kit.rle import SUBMISSION_SIZE, SubmissionWriter, validate_submission
+from kit.rle import SUBMISSION_SIZE, SubmissionWriter
 from kit.runs import Run, load_checkpoint, model_from_config
 
 MODES = ("whole", "slide")
@@ -152,8 +153,7 @@ def predict_tta(
         raise ValueError(f"scales {tuple(scales)} must be a non-empty list of positive factors")
     if window is not None and stride is None:
         stride = (max(window[0] // 2, 1), max(window[1] // 2, 1))
-    device = _device(model, images.device)
-    images = images.to(device)
+    images = images.to(_device(model, images.device))
     height, width = images.shape[-2:]
     total = None
     for scale in scales:
@@ -237,6 +237,11 @@ def prediction_frame(root: str | os.PathLike, split: str) -> pd.DataFrame:
 # --- One image through one or several runs -------------------------------------------------------
 
 
+def _number(value, kind: type = numbers.Real) -> bool:
+    """Whether ``value`` is a number of ``kind`` (NumPy's included); bools are not: True is no batch size."""
+    return isinstance(value, kind) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True)
 class InferenceSettings:
     """How each run predicts an image; test-time augmentation is ``scales`` ≠ (1.0,) or ``flip``."""
@@ -250,11 +255,24 @@ class InferenceSettings:
 
     def __post_init__(self) -> None:
         # notebooks pass lists (papermill parameters are JSON); the settings are hashable tuples
-        object.__setattr__(self, "scales", tuple(self.scales))
-        if self.stride is not None:
-            object.__setattr__(self, "stride", tuple(self.stride))
-        if self.mode not in MODES:
-            raise ValueError(f"unknown inference mode {self.mode!r}; expected one of {MODES}")
+        for name in ("stride", "scales"):
+            if isinstance(value := getattr(self, name), list):
+                object.__setattr__(self, name, tuple(value))
+        stride, scales = self.stride, self.scales
+        for name, valid, expected in (  # every field, so that a bad parameter fails before any prediction
+            ("mode", self.mode in MODES, f"one of {MODES}"),
+            ("stride", stride is None or (isinstance(stride, tuple) and len(stride) == 2
+                                          and all(_number(v, numbers.Integral) and v >= 1 for v in stride)),
+             "None or two integers ≥ 1 (h, w)"),
+            ("scales", isinstance(scales, tuple) and len(scales) > 0
+                       and all(_number(v) and 0 < v < np.inf for v in scales),
+             "a non-empty sequence of finite numbers > 0"),
+            ("flip", isinstance(self.flip, bool), "True or False"),
+            ("batch_size", _number(self.batch_size, numbers.Integral) and self.batch_size >= 1, "an integer ≥ 1"),
+            ("amp", isinstance(self.amp, bool), "True or False"),
+        ):
+            if not valid:
+                raise ValueError(f"InferenceSettings {name}={getattr(self, name)!r}: expected {expected}")
 
 
 def predict_run(run: Run, image: np.ndarray, settings: InferenceSettings = InferenceSettings()) -> torch.Tensor:
@@ -307,13 +325,8 @@ def ensemble(
 # --- Whole splits --------------------------------------------------------------------------------
 
 
-def _iter_probs(
-    runs: Sequence[Run],
-    frame: pd.DataFrame,
-    weights: Sequence[float] | None,
-    settings: InferenceSettings,
-    progress: bool,
-) -> Iterator[tuple[pd.Series, tuple[int, int], torch.Tensor]]:
+def _iter_probs(runs: Sequence[Run], frame: pd.DataFrame, weights: Sequence[float] | None, settings: InferenceSettings,
+                progress: bool) -> Iterator[tuple[pd.Series, tuple[int, int], torch.Tensor]]:
     """(row, the image's (W, H), ensemble probabilities) one image at a time."""
     for _, row in tqdm(frame.iterrows(), total=len(frame), desc="predict", unit="img", disable=not progress):
         image = read_image(row["img_path"])
@@ -367,10 +380,11 @@ def predict_split(
     """Predict every image of ``frame`` once with ``runs`` (one run or an ensemble) and
 
     - score it when ``frame`` has ``gt_path`` (e.g. ``test_gt`` / ``train_target_gt`` of the
-      synthetic data): probabilities resized to each label's size, background (255) scored as the
-      competition does (kit.metrics);
+      synthetic data) against labels of the image's size (another size is a ValueError naming both
+      files), background (255) scored as the competition does (kit.metrics);
     - write ``submission`` when given: probabilities resized to 960×540, streamed into
-      ``kit.rle.SubmissionWriter`` in ``sample``'s order, then checked with ``validate_submission``.
+      ``kit.rle.SubmissionWriter`` in ``sample``'s order, which validates the file before moving it
+      into place (on any error nothing is written there and an earlier file stays as it was).
 
     ``border`` sets pixels outside the fisheye disc to background in both.
     """
@@ -382,11 +396,13 @@ def predict_split(
     writer = SubmissionWriter(submission, sample, overwrite=overwrite) if submission is not None else None
     confusion = np.zeros((NUM_CLASSES + 1, NUM_CLASSES + 1), np.int64) if labelled else None
     per_image: list[tuple[str, float]] = []
-    try:
-        for row, _, probs in _iter_probs(runs, frame, weights, settings, progress):
+    with writer if writer is not None else contextlib.nullcontext():  # the writer closes, or aborts on an error
+        for row, size, probs in _iter_probs(runs, frame, weights, settings, progress):
             if labelled:
                 truth = read_label(row["gt_path"])
-                size = (truth.shape[1], truth.shape[0])
+                if truth.shape != (size[1], size[0]):
+                    raise ValueError(f"label {row['gt_path']} is {truth.shape[1]}x{truth.shape[0]} but image "
+                                     f"{row['img_path']} is {size[0]}x{size[1]}")
                 pred = to_label_map(resize_probs(probs, size), border.mask(size) if border is not None else None)
                 image_confusion = confusion_matrix(pred, truth)
                 confusion += image_confusion
@@ -394,28 +410,13 @@ def predict_split(
             if writer is not None:
                 inside = border.mask(SUBMISSION_SIZE) if border is not None else None
                 writer.add(row["id"], to_label_map(resize_probs(probs, SUBMISSION_SIZE), inside))
-    except BaseException as error:
-        if writer is not None:
-            writer.abort(error)
-        raise
-    path = None
-    if writer is not None:
-        path = writer.close()
-        validate_submission(path, sample)
-    return SplitResult(
-        confusion=confusion,
-        per_image=pd.DataFrame(per_image, columns=["id", "mIoU"]) if labelled else None,
-        submission=path,
-    )
+    per_image_frame = pd.DataFrame(per_image, columns=["id", "mIoU"]) if labelled else None
+    return SplitResult(confusion, per_image_frame, submission=writer.path if writer is not None else None)
 
 
 @torch.no_grad()
-def predict_examples(
-    run_dir: str | Path,
-    count: int = 4,
-    checkpoint: str = "last.pt",
-    device: str = "cpu",
-) -> list[dict]:
+def predict_examples(run_dir: str | Path, count: int = 4, checkpoint: str = "last.pt",
+                     device: str = "cpu") -> list[dict]:
     """Whole-image predictions of a run's student (and EMA teacher) on ``count`` fisheye images.
 
     Images (evenly spread) come from the run's labelled fisheye evaluation split when the dataset
@@ -436,9 +437,8 @@ def predict_examples(
     examples = []
     for row in evenly_spread(read_split(root, split), count).itertuples():
         image = read_image(row.img_path)
-        truth = None
-        if hasattr(row, "gt_path"):
-            truth = cv2.resize(read_label(row.gt_path), (tw, th), interpolation=cv2.INTER_NEAREST)
+        has_truth = hasattr(row, "gt_path")
+        truth = cv2.resize(read_label(row.gt_path), (tw, th), interpolation=cv2.INTER_NEAREST) if has_truth else None
         resized = cv2.resize(image, (tw, th), interpolation=cv2.INTER_LINEAR)
         example = {"id": row.id, "image": resized, "student": None, "teacher": None, "truth": truth}
         for name, model in networks.items():

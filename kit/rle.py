@@ -86,10 +86,39 @@ def rle_encode(mask: np.ndarray) -> str:
     return _pairs_to_string(edges[0::2], edges[1::2] - edges[0::2])
 
 
+def _rle_numbers(text: str, num_pixels: int) -> np.ndarray:
+    """The whitespace-separated numbers of ``text`` as int64, each ASCII digits only and at most
+    ``num_pixels``.
+
+    ``int`` alone would take ``1_0``, ``+5`` and non-ASCII digits such as ``٥``, and ``str.isdigit``
+    takes ``²``; a number above ``num_pixels`` is no start or length in the mask and may not even
+    fit in int64. The checks run over the whole text at once; tokens are looked at one by one only
+    to name the culprit, or when one is longer than ``num_pixels`` has digits.
+    """
+    tokens = text.split()
+    joined = "".join(tokens)
+    if not (joined.isascii() and joined.isdigit()):
+        bad = next((t for t in tokens if not (t.isascii() and t.isdigit())), None)
+        if bad is not None:  # None: no tokens at all, which the caller reports
+            raise ValueError(f"RLE token {bad!r} is not a non-negative integer (ASCII digits 0-9 only)")
+    width = len(str(num_pixels))
+    if max(map(len, tokens), default=0) > width:  # too large or zero-padded; int() refuses > 4300 digits
+        tokens = [t.lstrip("0") or "0" for t in tokens]
+        bad = next((t for t in tokens if len(t) > width), None)
+        if bad is not None:
+            raise ValueError(f"RLE number {bad} is larger than the mask's {num_pixels} pixels")
+    values = np.array([int(t) for t in tokens], dtype=np.int64)
+    if values.size and values.max() > num_pixels:
+        bad = int(values[np.argmax(values > num_pixels)])
+        raise ValueError(f"RLE number {bad} is larger than the mask's {num_pixels} pixels")
+    return values
+
+
 def parse_rle(rle: str | float, num_pixels: int) -> tuple[np.ndarray, np.ndarray]:
     """Parse and check an RLE string: returns 0-based ``starts`` and ``lengths``.
 
-    Raises ValueError saying what is wrong: non-integer tokens, an odd count, starts < 1 or
+    Raises ValueError saying what is wrong: a token that is not ASCII digits (only the whole string
+    ``-1`` is the empty mask), a number larger than ``num_pixels``, an odd count, starts < 1 or
     lengths < 1, runs out of order or overlapping, or a run past ``num_pixels``.
     """
     if rle is None or (isinstance(rle, float) and np.isnan(rle)):
@@ -97,12 +126,7 @@ def parse_rle(rle: str | float, num_pixels: int) -> tuple[np.ndarray, np.ndarray
     text = str(rle).strip()
     if text == EMPTY:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    tokens = text.split()
-    try:
-        values = np.array([int(t) for t in tokens], dtype=np.int64)
-    except ValueError:
-        bad = next(t for t in tokens if not t.lstrip("-").isdigit())
-        raise ValueError(f"RLE token {bad!r} is not an integer") from None
+    values = _rle_numbers(text, num_pixels)
     if values.size == 0 or values.size % 2:
         raise ValueError(f"RLE has {values.size} numbers; expected a positive even count (start length pairs)")
     starts, lengths = values[0::2], values[1::2]
@@ -134,8 +158,14 @@ def encode_label_map(label_map: np.ndarray, size: tuple[int, int] = SUBMISSION_S
     """Resize ``(H, W)`` class ids to ``size = (W, H)`` and return the 12 class RLE strings in class order.
 
     Values ≥ 12 (background) are not submitted. One pass over the map finds every maximal run.
+    Anything but a 2-D integer array (a float or bool map, an RGB image) is a ValueError: its
+    values are no class ids, and encoding them would write RLE strings the competition rejects.
     """
-    flat = np.ascontiguousarray(resize_nearest(np.asarray(label_map), size)).ravel()
+    label_map = np.asarray(label_map)
+    if label_map.ndim != 2 or not np.issubdtype(label_map.dtype, np.integer):
+        raise ValueError(f"label map of dtype {label_map.dtype} and shape {label_map.shape}: "
+                         "expected an integer (H, W) map of class ids")
+    flat = np.ascontiguousarray(resize_nearest(label_map, size)).ravel()
     changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
     starts = np.concatenate(([0], changes))  # 0-based start of each maximal run
     lengths = np.diff(np.concatenate((starts, [flat.size])))
@@ -179,9 +209,10 @@ class SubmissionWriter:
 
     Images may arrive in any order; rows go to a temporary file beside ``path`` as they come, with
     the byte offset of each image noted, so memory holds one label map at a time. ``close()`` checks
-    that every image of the sample arrived exactly once and renames the file into place (rewriting
-    it in sample order first when images arrived out of order). An existing ``path`` is an error
-    unless ``overwrite=True``; on an exception nothing is written at ``path``.
+    that every image of the sample arrived exactly once, rewrites the file in sample order when
+    images arrived out of order, checks it with :func:`validate_submission` and only then renames
+    it into place. An existing ``path`` is an error unless ``overwrite=True``; on an exception
+    (an invalid file included) nothing is written at ``path`` and an earlier file there stays.
 
     Usage::
 
@@ -201,6 +232,7 @@ class SubmissionWriter:
         if self.path.exists() and not overwrite:
             raise FileExistsError(f"{self.path} exists; pass overwrite=True to replace it")
         self.size = size
+        self.sample_path = Path(sample_path)
         self.sample_ids = read_sample_ids(sample_path)
         self.image_ids = image_ids_in_order(self.sample_ids)
         self._expected = set(self.image_ids)
@@ -217,14 +249,21 @@ class SubmissionWriter:
             raise KeyError(f"image id {image_id!r} is not in the sample submission")
         if image_id in self._offsets:
             raise ValueError(f"image id {image_id!r} was added twice")
-        strings = encode_label_map(label_map, self.size)
+        try:
+            strings = encode_label_map(label_map, self.size)
+        except ValueError as error:
+            raise ValueError(f"image {image_id!r}: {error}") from None
         block = "".join(f"{image_id}_class_{c},{s}\n" for c, s in enumerate(strings)).encode()
         self._offsets[image_id] = (self._file.tell(), len(block))
         self._order.append(image_id)
         self._file.write(block)
 
     def close(self) -> Path:
-        """Check completeness, put rows in sample order and move the file to ``path``."""
+        """Check completeness, put rows in sample order, validate and move the file to ``path``.
+
+        Raises ValueError for missing images and :class:`SubmissionError` for an invalid file; either
+        way the temporary file is dropped and ``path`` is left as it was.
+        """
         try:
             missing = [i for i in self.image_ids if i not in self._offsets]
             if missing:
@@ -234,6 +273,10 @@ class SubmissionWriter:
             if self._order != self.image_ids:
                 self._rewrite_in_sample_order()
             self._file.close()
+            try:
+                validate_submission(self._tmp, self.sample_path, self.size)
+            except SubmissionError as error:  # name the file it would have been, not the temporary one
+                raise SubmissionError(self.path, error.problems, written=False) from None
             self._atomic.__exit__(None, None, None)
         except BaseException as error:
             self.abort(error)
@@ -289,11 +332,12 @@ def write_submission(
 class SubmissionError(ValueError):
     """A submission file that the competition would reject; ``problems`` lists every finding."""
 
-    def __init__(self, path: Path, problems: list[str]) -> None:
+    def __init__(self, path: Path, problems: list[str], written: bool = True) -> None:
         self.problems = problems
         shown = "\n  ".join(problems[:20])
         more = f"\n  … and {len(problems) - 20} more" if len(problems) > 20 else ""
-        super().__init__(f"{path}: {len(problems)} problem(s):\n  {shown}{more}")
+        state = "" if written else " was not written"  # SubmissionWriter refused to put it in place
+        super().__init__(f"{path}{state}: {len(problems)} problem(s):\n  {shown}{more}")
 
 
 def validate_submission(
@@ -303,8 +347,11 @@ def validate_submission(
 ) -> int:
     """Check a submission against the sample; return its row count or raise :class:`SubmissionError`.
 
-    Reports missing, extra and duplicate ids, a wrong header, and every RLE string that does not
-    parse or falls outside a ``size = (W, H)`` mask, each with its line number and id.
+    Reports missing, extra and duplicate ids, a wrong header, every RLE string that does not
+    parse or falls outside a ``size = (W, H)`` mask, each with its line number and id, and the
+    first row out of the sample's order (the competition expects the sample's rows in its order;
+    ids that are missing, extra or repeated are left out of that comparison, so that one missing
+    row does not make every later row "out of order").
     """
     path = Path(path)
     if not path.is_file():
@@ -338,6 +385,12 @@ def validate_submission(
         problems.append(f"{len(missing)} id(s) of the sample are missing, e.g. {missing[:5]}")
     if extra:
         problems.append(f"{len(extra)} id(s) are not in the sample: " + ", ".join(f"line {seen[i]} ({i})" for i in extra[:5]))
+    present = [i for i in seen if i in expected_set]  # file order
+    wanted = [i for i in expected if i in seen]  # the sample's order
+    if present != wanted:
+        k = next(k for k, (got, want) in enumerate(zip(present, wanted)) if got != want)
+        problems.append(f"line {seen[present[k]]}: id {present[k]}, expected {wanted[k]} "
+                        "(rows must follow sample_submission.csv's order)")
     if problems:
         raise SubmissionError(path, problems)
     return len(seen)

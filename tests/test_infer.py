@@ -1,5 +1,6 @@
 import csv
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -8,6 +9,7 @@ import torch
 from torch import nn
 
 from kit import border as kit_border
+from kit import rle as kit_rle
 from kit.border import Border, make_border
 from kit.data import read_split
 from kit.files import write_image
@@ -24,7 +26,7 @@ from kit.infer import (
     to_label_map,
     window_starts,
 )
-from kit.rle import resize_nearest, rle_decode, validate_submission
+from kit.rle import SubmissionError, resize_nearest, rle_decode, validate_submission
 from kit.runs import load_run
 
 # --- dummy models ------------------------------------------------------------------------------
@@ -296,6 +298,29 @@ def test_predict_split_missing_image_leaves_no_submission(tmp_path, labelled_spl
     assert not (tmp_path / "sub.csv").exists()
 
 
+def test_predict_split_refuses_a_label_of_another_size(tmp_path, labelled_split):
+    frame, labels, sample = labelled_split
+    write_image(frame.gt_path[1], labels["TEST_0001"][:53])  # one row short: was resized silently
+    with pytest.raises(ValueError, match=r"label .*TEST_0001_gt.png is 96x53 but image .*TEST_0001.png is 96x54"):
+        predict_split([(RedIsClass(), run_config(54, 96))], frame, settings=InferenceSettings(mode="whole"),
+                      submission=tmp_path / "sub.csv", sample=sample, progress=False)
+    assert not (tmp_path / "sub.csv").exists()
+
+
+@pytest.mark.parametrize("earlier", [None, "earlier run\n"])
+def test_predict_split_never_puts_an_invalid_submission_in_place(tmp_path, labelled_split, monkeypatch, earlier):
+    frame, _, sample = labelled_split
+    out = tmp_path / "sub.csv"
+    if earlier is not None:
+        out.write_text(earlier)
+    # an encoder bug: class 5 of every image gets a run past the end of the 960x540 mask
+    monkeypatch.setattr(kit_rle, "encode_label_map", lambda label_map, size: ["-1"] * 5 + ["518400 2"] + ["-1"] * 6)
+    with pytest.raises(SubmissionError, match=r"sub.csv was not written: 3 problem\(s\):\n  line 7 \(TEST_0000_class_5\)"):
+        predict_split([(RedIsClass(), run_config(54, 96))], frame, settings=InferenceSettings(mode="whole"),
+                      submission=out, sample=sample, overwrite=True, progress=False)
+    assert (out.read_text() if out.exists() else None) == earlier
+
+
 def test_predict_label_maps_at_a_requested_size(labelled_split):
     frame, labels, _ = labelled_split
     maps = dict(predict_label_maps([(RedIsClass(), run_config(54, 96))], frame, size=(192, 108),
@@ -372,5 +397,36 @@ def test_inference_settings_take_the_lists_notebooks_pass():
     settings = InferenceSettings(mode="slide", stride=[16, 32], scales=[0.8, 1.0, 1.2])  # papermill parameters are JSON
     assert settings.stride == (16, 32) and settings.scales == (0.8, 1.0, 1.2)
     assert hash(settings) == hash(InferenceSettings(mode="slide", stride=(16, 32), scales=(0.8, 1.0, 1.2)))
-    with pytest.raises(ValueError, match="unknown inference mode 'tiles'"):
-        InferenceSettings(mode="tiles")
+
+
+@pytest.mark.parametrize(
+    "field, value, expected",
+    [
+        ("mode", "tiles", r"one of \('whole', 'slide'\)"),
+        ("stride", (0, 4), r"None or two integers ≥ 1 \(h, w\)"),
+        ("stride", [16], r"None or two integers ≥ 1 \(h, w\)"),
+        ("stride", (8.0, 8), r"None or two integers ≥ 1 \(h, w\)"),
+        ("stride", 16, r"None or two integers ≥ 1 \(h, w\)"),
+        ("scales", [], r"a non-empty sequence of finite numbers > 0"),
+        ("scales", (1.0, 0), r"a non-empty sequence of finite numbers > 0"),
+        ("scales", (float("nan"),), r"a non-empty sequence of finite numbers > 0"),
+        ("scales", (1.0, float("inf")), r"a non-empty sequence of finite numbers > 0"),
+        ("scales", 1.0, r"a non-empty sequence of finite numbers > 0"),
+        ("scales", "1.0", r"a non-empty sequence of finite numbers > 0"),
+        ("flip", "yes", r"True or False"),
+        ("flip", 1, r"True or False"),
+        ("batch_size", 0, r"an integer ≥ 1"),
+        ("batch_size", 2.5, r"an integer ≥ 1"),
+        ("batch_size", True, r"an integer ≥ 1"),
+        ("amp", "false", r"True or False"),
+    ],
+)
+def test_inference_settings_name_the_bad_field(field, value, expected):
+    shown = repr(tuple(value) if isinstance(value, list) else value)
+    with pytest.raises(ValueError, match=rf"^InferenceSettings {field}={re.escape(shown)}: expected {expected}$"):
+        InferenceSettings(**{field: value})
+
+
+def test_inference_settings_take_numpy_integers_and_integral_scales():
+    settings = InferenceSettings(stride=(np.int64(8), 16), scales=[1, np.float32(0.5)], batch_size=np.int32(2))
+    assert settings.stride == (8, 16) and settings.scales == (1, 0.5) and settings.batch_size == 2

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from kit import rle as kit_rle
 from kit.bench import baseline_encode_label_map, baseline_rle_encode, fake_fisheye_label_map
 from kit.rle import (
     SubmissionError,
@@ -62,12 +63,25 @@ def test_rle_decode_hand_worked():
         ("5 2 1 1", "out of order"),
         ("1 3 3 1", "overlapping"),
         ("6 2", "> 6 pixels"),
-        ("1 x", "'x' is not an integer"),
+        ("1 x", "RLE token 'x' is not a non-negative integer"),
+        # tokens Python's int() or str.isdigit() take but the format does not: only ASCII digits
+        ("1 ²", "RLE token '²' is not a non-negative integer"),  # isdigit() is True, int() fails
+        ("1 0_5", "RLE token '0_5' is not a non-negative integer"),  # int() reads 5
+        ("1 +5", "RLE token '[+]5' is not a non-negative integer"),
+        ("1 ٥", "RLE token '٥' is not a non-negative integer"),  # Arabic-Indic 5: int() reads 5
+        ("-1 2", "RLE token '-1' is not a non-negative integer"),  # only the whole string -1 is the empty mask
+        # numbers that no 6-pixel mask has: one past int64, one past int()'s 4300-digit limit
+        ("99999999999999999999 1", "RLE number 99999999999999999999 is larger than the mask's 6 pixels"),
+        ("1 " + "9" * 5000, "RLE number 9{5000} is larger than the mask's 6 pixels"),
     ],
 )
 def test_rle_decode_rejects_bad_strings(rle, message):
     with pytest.raises(ValueError, match=message):
         rle_decode(rle, (2, 3))
+
+
+def test_rle_decode_accepts_zero_padded_numbers():
+    assert rle_decode("0001 " + "0" * 5000 + "2", (2, 3)).tolist() == [[1, 1, 0], [0, 0, 0]]
 
 
 @pytest.mark.parametrize("size_in", [(1920, 1080), (2048, 1024), (480, 270), (1000, 333), (960, 540), (100, 50)])
@@ -88,6 +102,27 @@ def test_encode_label_map_equals_per_class_encoding_of_resized_map(seed):
     expected = [rle_encode(resized == c) for c in range(12)]
     assert encode_label_map(label) == expected
     assert encode_label_map(resized) == baseline_encode_label_map(resized)
+
+
+@pytest.mark.parametrize(
+    "label, described",
+    [
+        (np.zeros((4, 6), np.float32), r"dtype float32 and shape \(4, 6\)"),  # would give RLE like "1.0 3.0"
+        (np.zeros((4, 6), bool), r"dtype bool and shape \(4, 6\)"),
+        (np.zeros((4, 6, 3), np.uint8), r"dtype uint8 and shape \(4, 6, 3\)"),  # an RGB image, not class ids
+        (np.zeros(24, np.uint8), r"dtype uint8 and shape \(24,\)"),
+    ],
+)
+def test_encode_label_map_refuses_what_is_not_a_label_map(label, described):
+    with pytest.raises(ValueError, match=described + r": expected an integer \(H, W\) map of class ids"):
+        encode_label_map(label, (6, 4))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int32, np.int64, np.uint16])
+def test_encode_label_map_takes_any_integer_dtype(dtype):
+    label = np.array([[3, 3, 255], [0, 3, 3]], dtype)
+    strings = encode_label_map(label, (3, 2))
+    assert strings[3] == "1 2 5 2" and strings[0] == "4 1"
 
 
 def test_encode_label_map_absent_class_and_background_only():
@@ -159,6 +194,70 @@ def test_submission_writer_rejects_unknown_and_duplicate_ids(tmp_path):
             w.add("TEST_0000", label)
             w.add("TEST_0000", label)
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_submission_writer_names_the_image_of_a_bad_label_map(tmp_path):
+    sample = _sample(tmp_path, 1)
+    with pytest.raises(ValueError, match=r"image 'TEST_0000': label map of dtype float64 and shape \(4, 4\)"):
+        with SubmissionWriter(tmp_path / "s.csv", sample) as w:
+            w.add("TEST_0000", np.zeros((4, 4)))
+    assert not (tmp_path / "s.csv").exists()
+
+
+@pytest.mark.parametrize("earlier", [None, "earlier run\n"])
+def test_submission_writer_validates_before_moving_into_place(tmp_path, monkeypatch, earlier):
+    sample = _sample(tmp_path, 2)
+    out = tmp_path / "submission.csv"
+    if earlier is not None:
+        out.write_text(earlier)
+    # an encoder bug: class 0 of every image gets a 0-based start
+    monkeypatch.setattr(kit_rle, "encode_label_map", lambda label_map, size: ["0 5"] + ["-1"] * 11)
+    with pytest.raises(SubmissionError, match=r"submission.csv was not written: 2 problem\(s\)") as info:
+        write_submission(out, _maps(2).items(), sample, overwrite=True)
+    assert info.value.problems == [
+        "line 2 (TEST_0000_class_0): RLE start 0 < 1 (starts are 1-based)",
+        "line 14 (TEST_0001_class_0): RLE start 0 < 1 (starts are 1-based)",
+    ]
+    assert (out.read_text() if out.exists() else None) == earlier
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sample_submission.csv"] + (["submission.csv"] if earlier else [])
+
+
+def _rewrite(path, rows):
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    return path
+
+
+def test_validate_submission_reports_bad_numbers_with_their_line(tmp_path):
+    sample = _sample(tmp_path, 1)
+    rows = list(csv.reader(open(write_submission(tmp_path / "s.csv", _maps(1).items(), sample), newline="")))
+    rows[1][1] = "99999999999999999999 1"  # past int64: was an OverflowError without a line number
+    rows[3][1] = "1 ²"  # str.isdigit() is True: was a StopIteration
+    rows[4][1] = "1_0 5"  # int() reads 10: was accepted
+    with pytest.raises(SubmissionError) as info:
+        validate_submission(_rewrite(tmp_path / "bad.csv", rows), sample)
+    assert info.value.problems == [
+        "line 2 (TEST_0000_class_0): RLE number 99999999999999999999 is larger than the mask's 518400 pixels",
+        "line 4 (TEST_0000_class_2): RLE token '²' is not a non-negative integer (ASCII digits 0-9 only)",
+        "line 5 (TEST_0000_class_3): RLE token '1_0' is not a non-negative integer (ASCII digits 0-9 only)",
+    ]
+
+
+def test_validate_submission_requires_the_sample_row_order(tmp_path):
+    sample = _sample(tmp_path, 2)
+    rows = list(csv.reader(open(write_submission(tmp_path / "s.csv", _maps(2).items(), sample), newline="")))
+    with pytest.raises(SubmissionError) as info:  # every id present, in reverse order
+        validate_submission(_rewrite(tmp_path / "reversed.csv", rows[:1] + rows[:0:-1]), sample)
+    assert info.value.problems == [
+        "line 2: id TEST_0001_class_11, expected TEST_0000_class_0 (rows must follow sample_submission.csv's order)"
+    ]
+    rows[3], rows[4] = rows[4], rows[3]  # two classes swapped, and an id missing: both reported
+    with pytest.raises(SubmissionError) as info:
+        validate_submission(_rewrite(tmp_path / "swapped.csv", rows[:-1]), sample)
+    assert info.value.problems == [
+        "1 id(s) of the sample are missing, e.g. ['TEST_0001_class_11']",
+        "line 4: id TEST_0000_class_3, expected TEST_0000_class_2 (rows must follow sample_submission.csv's order)",
+    ]
 
 
 def test_validate_submission_names_offending_rows(tmp_path):

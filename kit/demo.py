@@ -4,16 +4,26 @@ Synthetic ``demo`` dataset (generated when missing) → ``01_eda`` → ``02_labe
 ``03_train`` (method ``uda_geo``, the notebook's CPU values) → ``04_predict``, each notebook run by
 papermill into ``--out`` (executed notebooks, figures, the run folder, ``submission.csv``), then
 ``metrics.json`` with the fisheye test mIoU and the time each step took.
+
+:func:`execute` runs one notebook the way the demo does (also for the test suite's notebook runner and
+the benchmark): the notebook's own printed output goes to this process's stdout/stderr as it comes,
+while the Jupyter transport's messages stay out of the terminal (see :class:`QuietKernelManager`).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
+import os
+import re
+import sys
 import time
 from pathlib import Path
 
 import papermill
+import zmq
+from jupyter_client.manager import AsyncKernelManager
 
 from kit.data import has_split
 from kit.files import copy_file, is_output_dir, prepare_output_dir, record_output, write_json
@@ -21,6 +31,85 @@ from kit.synth import generate
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_NAME = "uda_geo"
+
+
+class QuietKernelManager(AsyncKernelManager):
+    """jupyter_client's kernel manager minus the messages a papermill run leaves in the terminal. Each is
+    stopped where it is made (no stream or logger is muted), so whatever else the kernel or a cell
+    writes still shows.
+
+    * ``[IPKernelApp] WARNING | Kernel is running over TCP without encryption. ...``: ipykernel ≥ 7.4
+      logs it at every kernel start to the stderr the kernel inherits (the terminal). The manager
+      provisions CurveZMQ keys (jupyter_client's ``transport_encryption = "auto"``, which does so where
+      the kernelspec declares ``supported_encryption: curve``), so the kernel is encrypted and has
+      nothing to warn about. Only where that can work: jupyter_client ≥ 8.10, libzmq with curve, and the
+      kernel is this interpreter's ipykernel ≥ 7.4 (a kernelspec claiming curve for an older ipykernel
+      would leave the client unable to connect). Elsewhere the kernel starts as before; older
+      ipykernels do not warn.
+    * ``Debugger warning: It seems that frozen modules are being used ... PYDEVD_DISABLE_FILE_VALIDATION=1
+      ...`` (debugpy, imported as ipykernel starts). Older ipykernels printed it to the terminal;
+      6.29 and 7.x import debugpy after the kernel's stderr is redirected, so it is dropped and did not
+      show here. ``PYDEVD_DISABLE_FILE_VALIDATION=1`` in the kernel's environment (papermill's command
+      line sets the same) only turns off debugpy's check of the standard library's file names, which
+      matters for breakpoints; a papermill kernel is never debugged.
+    * ``TqdmWarning: IProgress not found. Please update jupyter and ipywidgets.`` (tqdm.auto in a kernel
+      without ipywidgets, imported by timm's huggingface_hub; it then draws text bars, as wanted here):
+      filtered by its message in the kernel's ``PYTHONWARNINGS``, every other warning still shows.
+    * ``[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel.`` after the last cell, now and then
+      (more often on a loaded machine). jupyter_client's ``shutdown_kernel`` first interrupts the
+      kernel (SIGINT), then asks it to shut down. Papermill shuts down as soon as the reply to its last
+      request (``kernel_info``) arrives, when the kernel may still be inside that request's handler,
+      the one place where ipykernel turns SIGINT into KeyboardInterrupt (it ignores it elsewhere) and
+      logs this error. The interrupt is for stopping a running cell and every cell has finished by
+      then, so it is skipped during a shutdown. A kernel still running a cell (Ctrl-C in this process)
+      still stops: the shutdown request, SIGTERM after ``shutdown_wait_time / 2`` (2.5 s), SIGKILL.
+      Interrupts outside a shutdown are sent as before.
+    """
+
+    def _kernel_speaks_curve(self) -> bool:
+        if not (self.has_trait("transport_encryption") and zmq.has("curve")) or self.kernel_spec is None:
+            return False
+        argv = self.kernel_spec.argv
+        this_python = {"python", f"python{sys.version_info[0]}", "python%i.%i" % sys.version_info[:2], sys.executable}
+        if not argv or argv[0] not in this_python or not any("ipykernel" in a for a in argv[1:]):
+            return False  # another interpreter or kernel: its curve support is unknown here
+        try:
+            version = importlib.metadata.version("ipykernel")
+        except importlib.metadata.PackageNotFoundError:
+            return False
+        return tuple(int(part) for part in re.findall(r"\d+", version)[:2]) >= (7, 4)
+
+    async def _async_pre_start_kernel(self, **kw):
+        env = dict(kw.pop("env", None) or os.environ)
+        env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+        env["PYTHONWARNINGS"] = ",".join(filter(None, (env.get("PYTHONWARNINGS"), "ignore:IProgress not found")))
+        if self._kernel_speaks_curve() and self.transport_encryption == "disabled":
+            self.transport_encryption = "auto"
+        return await super()._async_pre_start_kernel(env=env, **kw)
+
+    async def _async_interrupt_kernel(self):
+        if getattr(self, "shutting_down", False):  # shutdown_kernel's own interrupt: no cell is running
+            return
+        await super()._async_interrupt_kernel()
+
+    interrupt_kernel = _async_interrupt_kernel
+
+
+def execute(notebook, output, parameters: dict | None = None, **kwargs):
+    """Run ``notebook`` with papermill into ``output`` (``parameters`` into its parameters cell) with
+    the ``python3`` kernel and this repository as the working folder, quietly (:class:`QuietKernelManager`).
+
+    What the cells print reaches this process's ``sys.stdout`` / ``sys.stderr`` as it is printed,
+    warnings and progress bars included (rich outputs such as tables and figures stay in ``output``).
+    papermill's ``log_output=True`` would send it to the ``papermill`` logger instead, where stdout is
+    at INFO and so shows nowhere unless logging is configured, and stderr is a WARNING record per chunk
+    (a new line for every redraw of a progress bar). A failing cell raises ``papermill.PapermillExecutionError`` with its traceback, as before.
+    ``kwargs`` go to ``papermill.execute_notebook`` and win over these defaults.
+    """
+    options = dict(kernel_name="python3", cwd=str(ROOT), progress_bar=False, log_output=False,
+                   stdout_file=sys.stdout, stderr_file=sys.stderr, kernel_manager_class=QuietKernelManager)
+    options.update(kwargs)
+    return papermill.execute_notebook(str(notebook), str(output), parameters=parameters or {}, **options)
 
 
 def steps(data: str, out: Path) -> list[tuple[str, dict]]:
@@ -55,10 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     for name, parameters in steps(args.data, out):
         print(f"== {name}", flush=True)
         start = time.perf_counter()
-        papermill.execute_notebook(
-            str(ROOT / "notebooks" / f"{name}.ipynb"), str(out / f"{name}.ipynb"), parameters=parameters,
-            kernel_name="python3", cwd=str(ROOT), log_output=True, progress_bar=False,
-        )
+        execute(ROOT / "notebooks" / f"{name}.ipynb", out / f"{name}.ipynb", parameters)
         record_output(out / f"{name}.ipynb")
         seconds[name] = round(time.perf_counter() - start, 1)
         print(f"== {name} done in {seconds[name]:.0f} s", flush=True)

@@ -28,7 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from kit.data import IGNORE_INDEX, NUM_CLASSES
+from kit.data import IGNORE_INDEX, NUM_CLASSES, has_split
 from kit.files import make_dirs, prepare_output_dir, write_json, write_text
 from kit.rle import SUBMISSION_SIZE, encode_label_map
 
@@ -270,7 +270,7 @@ def _iou_table(results: dict[str, dict], gap: bool, first: str = "run") -> list[
 
 
 def _require_test_gt(data_dir: str) -> None:
-    if not (Path(data_dir) / "test_gt.csv").is_file():
+    if not has_split(data_dir, "test_gt"):
         raise FileNotFoundError(f"{data_dir} has no test_gt.csv: this benchmark needs the synthetic data's held-out "
                                 f"fisheye labels (python -m kit.synth --out {data_dir} --preset demo)")
 

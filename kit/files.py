@@ -88,6 +88,14 @@ def clear_outputs(folder: str | os.PathLike) -> list[str]:
     return removed
 
 
+def results_in(folder: str | os.PathLike) -> list[str]:
+    """The entries of ``folder`` that are results, sorted: all but executed ``.ipynb`` notebooks (papermill
+    writes them before the notebook runs) and the manifest; none when the folder does not exist."""
+    folder = Path(folder)
+    return sorted(p.name for p in folder.iterdir() if p.suffix != ".ipynb" and p.name != MANIFEST) \
+        if folder.is_dir() else []
+
+
 def make_dirs(folder: str | os.PathLike) -> Path:
     """``mkdir -p`` that makes every new folder inside a kit output folder a kit output folder too
     (manifest, and its name in its parent's manifest), so that OVERWRITE can remove it again."""
@@ -117,7 +125,7 @@ def prepare_output_dir(path: str | os.PathLike, overwrite: bool = False) -> Path
     if path.exists() and not path.is_dir():
         raise NotADirectoryError(f"output folder {path} is a file; choose a folder name")
     if path.is_dir():
-        earlier = sorted(p.name for p in path.iterdir() if p.suffix != ".ipynb" and p.name != MANIFEST)
+        earlier = results_in(path)
         if earlier and not overwrite:
             raise FileExistsError(
                 f"output folder {path} already holds an earlier run's results ({', '.join(earlier[:5])}"

@@ -20,16 +20,11 @@ import torch
 from torch import nn
 
 from kit.config import RESUME_MAY_CHANGE, TrainConfig
-from kit.files import MANIFEST, atomic_path, prepare_output_dir
+from kit.files import atomic_path, prepare_output_dir, results_in
 from kit.models import create_model
 
 Run = tuple[nn.Module, dict]  # (model in eval mode, its config), as load_run returns them
 CONFIG_KEYS = ("arch", "encoder", "num_classes", "head_kwargs", "target_mean", "target_std", "target_size", "crop_size")
-
-
-def _results_in(run_dir: Path) -> list[str]:
-    return sorted(p.name for p in run_dir.iterdir() if p.suffix != ".ipynb" and p.name != MANIFEST) \
-        if run_dir.is_dir() else []
 
 
 def _listing(folder: Path, pattern: str = "*") -> str:
@@ -46,7 +41,7 @@ def check_run_dir(config: TrainConfig) -> Path:
     folder holding only a start that failed before its first checkpoint is no earlier run: it is
     replaced."""
     run_dir = Path(config.runs_dir) / config.run_name
-    found = _results_in(run_dir)
+    found = results_in(run_dir)
     if config.resume:
         if "last.pt" not in found:
             hint = (" (it failed before its first checkpoint: start it again without RESUME)"

@@ -61,6 +61,9 @@ class TrainConfig:
     mask_ratio: float = 0.75
     mask_block: int = 32
     class_mix: bool = False  # DACS ClassMix (uda methods)
+    masked_bn_stats: bool = False  # MIC's masked target crops update BatchNorm running statistics (True lost Car)
+    distortion_branch: bool = True  # uda methods: train the distorted copy of the source (ablations: False)
+    target_branch: bool = True  # uda methods: EMA teacher + masked target loss (ablations: False)
     mix_background: float = 0.25  # probability of solution A's Mix Background on source crops (uda methods)
     dice_weight: float = 1.0  # weight of the Dice loss next to CE (fisheye_tf)
     uda_dice_weight: float | None = None  # Dice next to CE on the uda methods' source and distortion branches; None: METHOD_DEFAULTS
@@ -143,7 +146,7 @@ class TrainConfig:
             raise ValueError(f"train_splits = {list(self.train_splits)}: expected one or more split names")
         if self.fisheye_eval_split is not None and not isinstance(self.fisheye_eval_split, str):
             raise ValueError(f"fisheye_eval_split = {self.fisheye_eval_split!r}: expected a split name, or None")
-        for name in ("class_mix", "fix_sky_bonnet", "rare_class_sampling", "channels_last", "resume", "overwrite",
+        for name in ("class_mix", "masked_bn_stats", "distortion_branch", "target_branch", "fix_sky_bonnet", "rare_class_sampling", "channels_last", "resume", "overwrite",
                      "progress"):
             check_bool(name, getattr(self, name))
         check_choice("normalization", self.normalization, NORMALIZATIONS)

@@ -150,7 +150,8 @@ def build_data(config: TrainConfig) -> TrainData:
             warp = FisheyeWarp(size=(tw, th), src_hfov_deg=config.src_hfov_deg, fov_deg=config.fisheye_fov_deg,
                                seed=config.seed)
             distortion = A.Compose([A.Resize(*config.source_size), *kit_pipeline(warp, crop).transforms])
-        train = ZipDataset(source=source(source_pipeline), distorted=source(distortion))
+        branches = {"distorted": source(distortion)} if config.distortion_branch else {}
+        train = ZipDataset(source=source(source_pipeline), **branches)
         target_steps = [A.Resize(th, tw), A.HorizontalFlip(p=0.5), A.RandomCrop(*crop)]
         target = SegmentationDataset(read_split(root, "train_target"), compose(target_steps), tmean, tstd)
 

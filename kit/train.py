@@ -148,7 +148,8 @@ def train(config: TrainConfig) -> Path:
     autocast = _autocast_factory(config, device)
     uda_config = UDAConfig(config.pseudo_threshold, config.mask_ratio, config.mask_block, config.class_mix,
                            ignore_index=IGNORE_INDEX, pseudo_weighting=config.pseudo_weighting,
-                           dice_weight=config.uda_dice_weight)
+                           dice_weight=config.uda_dice_weight, masked_bn_stats=config.masked_bn_stats,
+                           target_branch=config.target_branch)
 
     start_epoch, best, rows = 0, -math.inf, []
     if config.resume:
@@ -180,7 +181,8 @@ def train(config: TrainConfig) -> Path:
             global_step = epoch * steps + step_in_epoch
             batch = {k: move(v) for k, v in next(batches).items() if isinstance(v, torch.Tensor)}
             if teacher is not None:
-                batch["target"] = move(next(targets)["image"])
+                if config.target_branch:
+                    batch["target"] = move(next(targets)["image"])
                 losses = uda_step(model, teacher, batch, uda_config, backward=backward, autocast=autocast,
                                   generator=generator)
             else:

@@ -10,7 +10,10 @@ and ``masking_consistency_module.py``) as simplified by reference solution A (se
 - an EMA teacher that pseudo-labels unmasked target crops, weighted per image by the share of
   confident pixels (the kit's default; DAFormer and MIC weigh the whole batch by its share:
   ``pseudo_weighting="batch"``);
-- the student on *masked* target crops against those pseudo-labels (MIC's masked image consistency);
+- the student on *masked* target crops against those pseudo-labels (MIC's masked image consistency).
+  These crops are three-quarters blank, so by default they do not update the BatchNorm running
+  statistics (:func:`frozen_norm_stats`): with them, the statistics that prediction uses drifted
+  towards blank images and the models lost Car (docs/RESULTS.md, the Car ladder);
 - optionally DACS ClassMix (Tranheden et al., WACV 2021): half the source classes pasted on the target.
 
 Plotting and logging stay outside; :func:`uda_step` only computes and back-propagates losses.
@@ -28,6 +31,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from kit.losses import cross_entropy, dice_loss, pseudo_label_loss, pseudo_weights
+
+
+@contextlib.contextmanager
+def frozen_norm_stats(model: nn.Module):
+    """Within the block, BatchNorm layers in training mode still normalise with the batch's own
+    statistics but leave their running mean and variance as they were (momentum 0)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
 
 
 class EMATeacher:
@@ -132,6 +150,8 @@ class UDAConfig:
     ignore_index: int = 255
     pseudo_weighting: str = "image"  # "image": each image's confident share | "batch": the batch's (DAFormer, MIC) | "pixel": only confident pixels | "class": class-balanced
     dice_weight: float = 0.0  # Dice (solution B) next to CE on the labelled source and distortion branches
+    masked_bn_stats: bool = False  # masked target crops update BatchNorm running statistics (MIC's code: yes)
+    target_branch: bool = True  # False: no teacher, no target loss (an ablation: source branches alone)
 
 
 def uda_step(
@@ -174,6 +194,9 @@ def uda_step(
         backward(loss)
         losses["distortion"] = loss.item()
 
+    if not config.target_branch:
+        return losses
+
     # 3. pseudo-label: the teacher's prediction on the whole (unmasked) target crop
     target = batch["target"]
     with torch.no_grad(), autocast():
@@ -207,7 +230,8 @@ def uda_step(
         (target.shape[0], target.shape[2], target.shape[3]), config.mask_ratio, config.mask_block,
         generator=generator, device=target.device,
     )
-    with autocast():
+    frozen = contextlib.nullcontext() if config.masked_bn_stats else frozen_norm_stats(student)
+    with frozen, autocast():
         student_logits = student(target * keep)
     loss, weights = pseudo_label_loss(student_logits.float(), teacher_probs, threshold=config.pseudo_threshold,
                                       teacher_is_probs=True, weighting=config.pseudo_weighting)

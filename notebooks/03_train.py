@@ -62,6 +62,7 @@ PSEUDO_WEIGHTING = None  # "image" (each image's confident share) | "batch" (DAF
 MASK_RATIO = 0.75  # share of masked target blocks (MIC 0.7)
 MASK_BLOCK = 16  # mask block in pixels at the crop's scale (solution A: 32 on 256x512 crops)
 CLASS_MIX = False  # DACS ClassMix of source classes onto target crops
+MASKED_BN_STATS = False  # True: masked target crops update BatchNorm statistics, as MIC's code (lost Car here)
 MIX_BACKGROUND = 0.25  # probability of Mix Background on source crops (uda methods)
 DICE_WEIGHT = 1.0  # weight of the Dice loss next to CE (fisheye_tf)
 UDA_DICE_WEIGHT = None  # Dice next to CE on the uda methods' source and distortion branches; None: the method's default

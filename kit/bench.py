@@ -9,18 +9,20 @@
     infer  kit.infer images/s on demo-sized fisheye frames: whole image, slide (windows batched and
           one at a time, with the largest difference between the two), flip + 3-scale TTA.
     quality  every training method (source_only, fisheye_tf, uda, uda_geo, oracle) with one
-          encoder, crop, step budget and seed on the synthetic demo data, scored on its labelled
-          fisheye test split: per-class IoU, mIoU, gap closed, training time (quality.md/.json).
+          encoder, crop and step budget, over seeds, on the synthetic demo data, scored on its labelled
+          fisheye test split: mean ± std of per-class IoU, mIoU, gap closed, paired differences to
+          fisheye_tf and source_only, training time (quality.md/.json; kit.scoreboard).
     tune  variants of uda_geo (TUNE_VARIANTS) trained like quality and scored on the test split of a
-          *validation* dataset, another synthetic seed, so that no choice looks at the benchmark's
-          test labels (tune.md, one JSON per variant).
+          *validation* dataset (another synthetic seed or camera), so that no choice looks at the
+          benchmark's test labels (tune.md/.json).
+    ladder  the Car ablation ladder: source_only → uda_geo one component at a time (ladder.md/.json).
+
+quality, tune and ladder reuse every (name, seed, steps) result already in --out.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
-import json
 import os
 import time
 from pathlib import Path
@@ -28,9 +30,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from kit.data import IGNORE_INDEX, NUM_CLASSES, has_split
-from kit.files import make_dirs, prepare_output_dir, write_json, write_text
+from kit.data import IGNORE_INDEX, NUM_CLASSES
 from kit.rle import SUBMISSION_SIZE, encode_label_map
+from kit.scoreboard import LADDER, QUALITY_STEPS, TUNE_VARIANTS, bench_ladder, bench_quality, bench_tune
 
 
 def baseline_rle_encode(mask: np.ndarray) -> str:
@@ -208,190 +210,6 @@ def bench_infer(
     print(f"slide batched vs one window at a time: max abs probability difference {diff:.2e}")
 
 
-def _train_and_score(data_dir: str, runs_dir: Path, name: str, overrides: dict, steps: int, seed: int,
-                     overwrite: bool, threads: int | None, base: dict) -> dict:
-    """Train one run with ``base`` (:data:`QUALITY_CONFIG` + :data:`QUALITY_OVERRIDES`, passed so that spawned processes get the
-    caller's values) + ``overrides`` for ``steps`` steps, then score its ``last.pt`` on
-    ``data_dir``'s labelled fisheye test split (whole image, ellipse border)."""
-    from kit.config import TrainConfig
-    from kit.train import train
-
-    epochs = max(steps // QUALITY_STEPS_PER_EPOCH, 1)
-    config = TrainConfig(**{
-        **base, **overrides, "data_dir": data_dir, "runs_dir": str(runs_dir), "run_name": name,
-        "seed": seed, "epochs": epochs, "steps_per_epoch": steps // epochs, "cpu_threads": threads,
-        "overwrite": overwrite,
-    })
-    print(f"--- {name}: {config.method}, {epochs} epochs × {steps // epochs} steps, {overrides}", flush=True)
-    start = time.perf_counter()
-    run_dir = train(config)
-    seconds = time.perf_counter() - start
-    scores = score_run(run_dir, data_dir)
-    print(f"{name}: fisheye test mIoU {scores['mIoU']:.4f} ({seconds:.0f} s)", flush=True)
-    return {"overrides": overrides, "iou": scores, "mIoU": scores["mIoU"], "train_seconds": round(seconds, 1)}
-
-
-def score_run(run_dir: str | Path, data_dir: str) -> dict:
-    """Per-class IoU and mIoU of a run's ``last.pt`` on ``data_dir``'s labelled fisheye test split:
-    whole image at the run's target size, the border an ellipse estimated as the run's training
-    estimated it (``kit.infer.run_border``: Otsu at the run's target size)."""
-    from kit.data import read_split
-    from kit.infer import InferenceSettings, predict_split
-    from kit.runs import load_run
-
-    run = load_run(run_dir, "last.pt", device="cpu")
-    config = run[1]
-    border = _ellipse_border(data_dir, tuple(config["target_size"]), config["stats_limit"], config["border_threshold"])
-    return predict_split([run], read_split(data_dir, "test_gt"), settings=InferenceSettings(mode="whole"),
-                         border=border, progress=False).scores
-
-
-@functools.lru_cache(maxsize=4)
-def _ellipse_border(data_dir: str, target_size: tuple[int, int], stats_limit: int | None,
-                    border_threshold: float | None):
-    """``data_dir``'s border for runs with these settings (all run_border reads), once per process."""
-    from kit.infer import run_border
-
-    settings = {"target_size": target_size, "stats_limit": stats_limit, "border_threshold": border_threshold}
-    return run_border([(None, settings)], data_dir, "ellipse")
-
-
-def _iou_table(results: dict[str, dict], gap: bool, first: str = "run") -> list[str]:
-    from kit.data import CLASSES
-
-    header = f"| {first} | mIoU | " + ("gap closed | " if gap else "") + "train s | " + " | ".join(CLASSES) + " |"
-    lines = [header, "|" + "---|" * (3 + gap + len(CLASSES))]
-    for name, r in results.items():
-        cells = [f"{r['iou'][c]:.3f}" if r["iou"][c] is not None and r["iou"][c] == r["iou"][c] else "–"
-                 for c in CLASSES]  # NaN (or null read back from JSON): class absent from the split
-        closed = f"{100 * r['gap_closed']:.0f}% | " if gap else ""
-        lines.append(f"| {name} | {r['mIoU']:.4f} | {closed}{r['train_seconds']:.0f} | " + " | ".join(cells) + " |")
-    return lines
-
-
-def _require_test_gt(data_dir: str) -> None:
-    if not has_split(data_dir, "test_gt"):
-        raise FileNotFoundError(f"{data_dir} has no test_gt.csv: this benchmark needs the synthetic data's held-out "
-                                f"fisheye labels (python -m kit.synth --out {data_dir} --preset demo)")
-
-
-def bench_quality(data_dir: str, out: str, budget: float, seed: int, overwrite: bool, threads: int | None,
-                  processes: int = 1) -> None:
-    """Train every method with one encoder, crop, step budget and seed on the synthetic data, score
-    the labelled fisheye test split the same way, write quality.md / quality.json into ``out``."""
-    from kit.config import METHODS
-
-    _require_test_gt(data_dir)
-    out_dir = prepare_output_dir(out, overwrite)
-    steps = max(int(round(QUALITY_STEPS * budget)), 1)
-    jobs = [(data_dir, out_dir / "runs", method, {"method": method}, steps, seed, overwrite, threads,
-             {**QUALITY_CONFIG, **QUALITY_OVERRIDES}) for method in METHODS]
-    if processes > 1:  # one method per process; the slow self-training methods start first
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        order = sorted(jobs, key=lambda job: job[2] not in ("uda", "uda_geo"))
-        with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {job[2]: pool.submit(_train_and_score, *job) for job in order}
-            done = {method: future.result() for method, future in futures.items()}
-        results = {method: done[method] for method in METHODS}
-    else:
-        results = {job[2]: _train_and_score(*job) for job in jobs}
-    write_quality(out_dir, results, data_dir, steps, seed, budget)
-
-
-def write_quality(out_dir: Path, results: dict[str, dict], data_dir: str, steps: int, seed: int,
-                  budget: float) -> None:
-    """Add each method's gap closed to ``results``; write and print quality.md / quality.json."""
-    from kit.data import read_split
-
-    low, high = results["source_only"]["mIoU"], results["oracle"]["mIoU"]
-    for result in results.values():
-        result["gap_closed"] = (result["mIoU"] - low) / (high - low) if high != low else float("nan")
-    setup = (f"{steps} steps, seed {seed}, {QUALITY_CONFIG['encoder']} ({QUALITY_CONFIG['pretrained']}) + "
-             f"{QUALITY_CONFIG['arch']} {QUALITY_CONFIG['head_channels']}, crop {QUALITY_CONFIG['crop_size']}, "
-             f"{len(read_split(data_dir, 'test_gt'))} fisheye test images, whole-image prediction, "
-             f"ellipse border (Otsu)")
-    table = "\n".join([f"Fisheye test mIoU ({setup}); gap closed = (mIoU − source_only) / (oracle − source_only).",
-                        "", *_iou_table(results, gap=True, first="method"), ""])
-    write_text(Path(out_dir) / "quality.md", table)
-    write_json(Path(out_dir) / "quality.json", {"setup": setup, "budget": budget, "results": results})
-    print(table)
-
-
-def bench_tune(data_dir: str, out: str, variants: list[str], budget: float, seed: int, threads: int | None,
-               overwrite: bool) -> None:
-    """Train :data:`TUNE_VARIANTS` on a *validation* dataset (another synthetic seed) and score its
-    test split; each variant's result goes to ``out/<variant>.json`` and all results found in ``out``
-    with this step count, seed and data are tabulated into ``out/tune.md`` (others are named beneath).
-    Several processes may share one ``out`` (one per core)."""
-    _require_test_gt(data_dir)
-    if set(variants) - set(TUNE_VARIANTS):
-        raise ValueError(f"unknown variant(s) {sorted(set(variants) - set(TUNE_VARIANTS))}; choose from {list(TUNE_VARIANTS)}")
-    out_dir = make_dirs(out)
-    steps = max(int(round(QUALITY_STEPS * budget)), 1)
-    done = [out_dir / f"{name}.json" for name in variants if (out_dir / f"{name}.json").exists()]
-    if done and not overwrite:  # checked before any training starts
-        raise FileExistsError(f"{', '.join(map(str, done))} exist(s) from an earlier tuning run; pass --overwrite "
-                              f"to redo them")
-    for name in variants:
-        result = _train_and_score(data_dir, out_dir / "runs", name, TUNE_VARIANTS[name], steps, seed,
-                                  overwrite, threads, {**QUALITY_CONFIG, **QUALITY_OVERRIDES})
-        write_json(out_dir / f"{name}.json", {**result, "steps": steps, "seed": seed, "data": data_dir})
-    write_tune_table(out_dir, data_dir, steps, seed)
-
-
-def write_tune_table(out_dir: Path, data_dir: str, steps: int, seed: int) -> str:
-    """Tabulate into ``out_dir/tune.md`` the variant results in ``out_dir`` that were trained with
-    ``steps``, ``seed`` and ``data_dir``; results of other settings are only named beneath."""
-    results = {path.stem: json.loads(path.read_text()) for path in sorted(Path(out_dir).glob("*.json"))}
-    same = {k: r for k, r in results.items() if (r.get("steps"), r.get("seed"), r.get("data")) == (steps, seed, data_dir)}
-    other = [f"{k} ({r.get('steps')} steps, seed {r.get('seed')}, {r.get('data')})" for k, r in results.items() if k not in same]
-    table = "\n".join([f"Validation fisheye mIoU on {data_dir}'s test split (another synthetic seed than the "
-                        f"benchmark's data), {steps} steps, seed {seed}.", "", *_iou_table(same, gap=False), "",
-                        *([f"Not tabulated (other settings): {', '.join(other)}.", ""] if other else [])])
-    write_text(Path(out_dir) / "tune.md", table)
-    print(table)
-    return table
-
-
-# The CPU demo values of notebooks/03_train (its parameters cell; a test keeps them in step), shared
-# by every method here.
-QUALITY_CONFIG = dict(
-    arch="daformer", encoder="tf_efficientnet_lite0", pretrained="bundled", head_channels=64,
-    source_size=(128, 256), target_size=(144, 256), crop_size=(128, 128), batch_size=8,
-    lr_encoder=2e-4, lr_decoder=2e-3, warmup_steps=30, mask_block=16, src_hfov_deg=80.0, eval_limit=100,
-)
-# Where the benchmark departs from 03_train on purpose: it scores last.pt on the test split, so the
-# per-epoch evaluation (which only picks best.pt) reads fewer images; no progress bars in the log.
-QUALITY_OVERRIDES = dict(eval_limit=50, progress=False)
-
-QUALITY_STEPS = 600  # training steps per method at --budget 1
-QUALITY_STEPS_PER_EPOCH = 60
-# The sweep's baseline: uda_geo as it was before tuning (= the TrainConfig defaults of every method).
-UNTUNED = {"method": "uda_geo", "bonnet": "background", "pseudo_weighting": "image", "uda_dice_weight": 0.0}
-# Variants of the tuning sweep (python -m kit.bench tune), each a full set of the tuned knobs.
-TUNE_VARIANTS: dict[str, dict] = {
-    "uda_geo_untuned": UNTUNED,
-    "uda_geo_bonnet_void": {**UNTUNED, "bonnet": "void"},
-    "uda_geo_void_pixel": {**UNTUNED, "bonnet": "void", "pseudo_weighting": "pixel"},
-    "uda_geo_void_class": {**UNTUNED, "bonnet": "void", "pseudo_weighting": "class"},
-    "uda_geo_void_batch": {**UNTUNED, "bonnet": "void", "pseudo_weighting": "batch"},  # DAFormer's weighting
-    "uda_geo_void_class_dice": {**UNTUNED, "bonnet": "void", "pseudo_weighting": "class", "uda_dice_weight": 1.0},
-    "uda_geo_void_dice": {**UNTUNED, "bonnet": "void", "uda_dice_weight": 1.0},
-    "uda_geo_void_rcs": {**UNTUNED, "bonnet": "void", "rare_class_sampling": True},
-    "uda_geo_void_nomix": {**UNTUNED, "bonnet": "void", "mix_background": 0.0},
-    "uda_geo_void_ema99": {**UNTUNED, "bonnet": "void", "ema_max_alpha": 0.99},
-    "uda_geo_void_ema99_dice": {**UNTUNED, "bonnet": "void", "ema_max_alpha": 0.99, "uda_dice_weight": 1.0},
-    "uda_geo_void_noclip": {**UNTUNED, "bonnet": "void", "clip_grad": None},
-    "uda_geo_void_noclip_ema99": {**UNTUNED, "bonnet": "void", "clip_grad": None, "ema_max_alpha": 0.99},
-    # an ablation, not a candidate: threshold 1 leaves no confident pixel, so the target loss is 0
-    "uda_geo_void_no_target": {**UNTUNED, "bonnet": "void", "pseudo_threshold": 1.0},
-    "fisheye_tf": {"method": "fisheye_tf"},
-    "uda": {"method": "uda"},
-}
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m kit.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -414,22 +232,24 @@ def main(argv: list[str] | None = None) -> None:
     infer.add_argument("--count", type=int, default=4, help="frames per measurement")
     quality = sub.add_parser("quality", help="every method trained alike, scored on the labelled fisheye test split")
     quality.add_argument("--data", default="data/demo", help="synthetic dataset root (with test_gt.csv)")
-    quality.add_argument("--out", default="outputs/bench_quality", help="runs, quality.md and quality.json")
-    quality.add_argument("--budget", type=float, default=1.0, help=f"scales the {QUALITY_STEPS} training steps per method")
-    quality.add_argument("--seed", type=int, default=0)
-    quality.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 was fastest on 2 cores)")
-    quality.add_argument("--overwrite", action="store_true", help="replace an earlier benchmark in --out")
-    quality.add_argument("--jobs", type=int, default=1, help="methods trained at once, one process each "
-                         "(2 on 2 cores with --threads 1; training times then include the sharing)")
+    quality.add_argument("--out", default="outputs/bench_quality", help="runs/, results/, quality.md and quality.json")
     tune = sub.add_parser("tune", help="uda_geo variants trained and scored on a validation dataset")
-    tune.add_argument("--data", default="data/demo_val", help="a synthetic dataset of another seed than --data of quality")
-    tune.add_argument("--out", default="outputs/tune", help="one JSON per variant, runs/, tune.md")
+    tune.add_argument("--data", default="data/demo_val", help="a synthetic dataset of another seed or camera than --data of quality")
+    tune.add_argument("--out", default="outputs/tune", help="runs/, results/, tune.md and tune.json")
     tune.add_argument("--variant", nargs="+", default=list(TUNE_VARIANTS), choices=list(TUNE_VARIANTS),
-                      help="variants to train (default: all; several processes may share --out)")
-    tune.add_argument("--budget", type=float, default=0.5, help=f"scales the {QUALITY_STEPS} steps per variant")
-    tune.add_argument("--seed", type=int, default=0)
-    tune.add_argument("--threads", type=int, default=1)
-    tune.add_argument("--overwrite", action="store_true", help="redo variants that already have a result")
+                      help="variants to train (default: all)")
+    ladder = sub.add_parser("ladder", help="the Car ablation ladder: source_only → uda_geo one component at a time")
+    ladder.add_argument("--data", default="data/demo", help="synthetic dataset root (with test_gt.csv)")
+    ladder.add_argument("--out", default="outputs/bench_quality", help="runs/, results/, ladder.md and ladder.json "
+                        "(default: quality's, so that rungs equal to a method are trained once)")
+    ladder.add_argument("--rung", nargs="+", default=list(LADDER), choices=list(LADDER), help="rungs (default: all)")
+    for command, budget, seeds in ((quality, 1.0, [0]), (tune, 0.5, [0]), (ladder, 0.5, [0, 1, 2])):
+        command.add_argument("--budget", type=float, default=budget, help=f"scales the {QUALITY_STEPS} training steps per run")
+        command.add_argument("--seeds", "--seed", type=int, nargs="+", default=seeds, help="one run per seed")
+        command.add_argument("--threads", type=int, default=1, help="torch CPU threads per run (1 was fastest on 2 cores)")
+        command.add_argument("--jobs", type=int, default=1, help="runs trained at once, one process each "
+                             "(2 on 2 cores with --threads 1; training times then include the sharing)")
+        command.add_argument("--overwrite", action="store_true", help="retrain runs that already have a result in --out")
     args = parser.parse_args(argv)
     if args.name == "rle":
         bench_rle(args.count, args.seed)
@@ -441,9 +261,11 @@ def main(argv: list[str] | None = None) -> None:
         bench_infer(tuple(args.image), tuple(args.window), tuple(args.stride), arch=args.arch,
                     encoder=args.encoder, channels=args.channels, count=args.count)
     elif args.name == "quality":
-        bench_quality(args.data, args.out, args.budget, args.seed, args.overwrite, args.threads, args.jobs)
+        bench_quality(args.data, args.out, args.budget, args.seeds, args.overwrite, args.threads, args.jobs)
     elif args.name == "tune":
-        bench_tune(args.data, args.out, args.variant, args.budget, args.seed, args.threads, args.overwrite)
+        bench_tune(args.data, args.out, args.variant, args.budget, args.seeds, args.overwrite, args.threads, args.jobs)
+    elif args.name == "ladder":
+        bench_ladder(args.data, args.out, args.rung, args.budget, args.seeds, args.overwrite, args.threads, args.jobs)
 
 
 if __name__ == "__main__":

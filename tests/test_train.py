@@ -223,6 +223,15 @@ def test_bonnet_void_ignores_exactly_the_pixels_the_fix_made_background(tiny, tm
         _config(tiny, tmp_path, bonnet="sky")
 
 
+@pytest.mark.parametrize("method", ["uda", "uda_geo"])
+def test_without_the_distortion_branch_the_train_items_have_no_distorted_copy(tiny, tmp_path, method):
+    def item_keys(**overrides):
+        return set(kit.recipes.build_data(_config(tiny, tmp_path, method=method, **overrides)).train[0])
+
+    assert item_keys() == {"source", "source_label", "distorted", "distorted_label"}
+    assert item_keys(distortion_branch=False) == {"source", "source_label"}
+
+
 def test_fields_left_at_none_take_the_methods_own_defaults(tiny, tmp_path):
     for method in kit.config.METHODS:
         config = _config(tiny, tmp_path, method=method)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from kit.uda import EMATeacher, UDAConfig, block_mask, class_mix_masks, uda_step
+from kit.uda import EMATeacher, UDAConfig, block_mask, class_mix_masks, frozen_norm_stats, uda_step
 
 
 def _net(seed: int) -> nn.Module:
@@ -135,3 +135,69 @@ def test_uda_step_dice_weight_adds_dice_to_the_supervised_branches():
             logits = _net(0)(batch[image])
             expected = cross_entropy(logits, batch[label]) + 0.5 * dice_loss(logits, batch[label])
             assert losses[name] == pytest.approx(expected.item(), rel=1e-5)
+
+
+def _bn_stats(module: nn.Module) -> dict:
+    return {k: v.clone() for k, v in module.state_dict().items() if k.endswith(("running_mean", "running_var"))}
+
+
+def test_frozen_norm_stats_keeps_running_stats_but_normalises_with_the_batch():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4, momentum=0.3)).train()
+    x = 3.0 + 2.0 * torch.randn(4, 3, 8, 8)  # far from the initial running statistics (0, 1)
+    before = _bn_stats(model)
+    with torch.no_grad():
+        with frozen_norm_stats(model):
+            inside = model(x)
+        for name, value in before.items():
+            torch.testing.assert_close(model.state_dict()[name], value, rtol=0, atol=0, msg=name)
+        assert model[1].momentum == 0.3
+        outside = model(x)
+        torch.testing.assert_close(inside, outside, rtol=0, atol=0)  # batch statistics inside too
+        assert not torch.allclose(model.state_dict()["1.running_mean"], before["1.running_mean"])  # outside: updated
+        assert not torch.allclose(model.eval()(x), inside, atol=1e-2)  # running statistics would differ
+    with pytest.raises(RuntimeError, match="inside"), frozen_norm_stats(model):
+        assert model[1].momentum == 0.0
+        raise RuntimeError("inside")
+    assert model[1].momentum == 0.3
+
+
+def _uda_batch(seed: int, target: bool = True) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    batch = {
+        "source": torch.randn(2, 3, 8, 8, generator=g), "source_label": torch.randint(0, 13, (2, 8, 8), generator=g),
+        "distorted": torch.randn(2, 3, 8, 8, generator=g), "distorted_label": torch.randint(0, 13, (2, 8, 8), generator=g),
+    }
+    if target:
+        batch["target"] = 4.0 + 3.0 * torch.randn(2, 3, 8, 8, generator=g)  # another domain: other statistics
+    return batch
+
+
+@pytest.mark.parametrize("masked_bn_stats", [False, True])
+def test_masked_target_crops_update_bn_stats_only_when_asked(masked_bn_stats):
+    batch = _uda_batch(2)
+    student, teacher = _net(0), EMATeacher(_net(0))
+    uda_step(student, teacher, batch, UDAConfig(mask_block=2, masked_bn_stats=masked_bn_stats))
+    by_hand = _net(0).train()
+    with torch.no_grad():
+        by_hand(batch["source"])
+        by_hand(batch["distorted"])
+    same = all(torch.allclose(value, _bn_stats(by_hand)[name]) for name, value in _bn_stats(student).items())
+    assert same != masked_bn_stats
+    if not masked_bn_stats:
+        for name, value in _bn_stats(student).items():
+            torch.testing.assert_close(value, _bn_stats(by_hand)[name], msg=name)
+    torch.testing.assert_close(_bn_stats(teacher.model), _bn_stats(_net(0)))  # the teacher is only read
+
+
+def test_without_the_target_branch_the_step_needs_no_target():
+    student, teacher = _net(0), EMATeacher(_net(1))
+    teacher_before = _params(teacher.model)
+    losses = uda_step(student, teacher, _uda_batch(3, target=False), UDAConfig(mask_block=2, target_branch=False))
+    assert set(losses) == {"source", "distortion"}
+    assert all(math.isfinite(v) and v > 0 for v in losses.values())
+    assert all(p.grad is not None for p in student.parameters())
+    for name, value in teacher_before.items():
+        torch.testing.assert_close(teacher.state_dict()[name], value, rtol=0, atol=0)
+    with pytest.raises(KeyError, match="target"):  # the default target branch does need one
+        uda_step(student, teacher, _uda_batch(3, target=False), UDAConfig(mask_block=2))

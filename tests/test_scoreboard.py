@@ -1,0 +1,312 @@
+"""The scoreboard: summaries by hand; quality, tune and ladder at a one-step budget on the tiny preset
+(reuse of earlier results, resume, refusals, parallel processes, the border used for scoring)."""
+
+import json
+import math
+import shutil
+import statistics
+
+import pytest
+
+import kit.scoreboard
+from kit.data import CLASSES
+from kit.scoreboard import mean_std, summarise, summary_tables
+
+NAN = float("nan")
+
+
+def _small(monkeypatch) -> float:
+    """The tiny preset's frames are small: train and predict at its scale; returns the one-step budget."""
+    for name, value in dict(source_size=(48, 96), target_size=(54, 96), crop_size=(32, 32), batch_size=2,
+                            pretrained=False, mask_block=8).items():
+        monkeypatch.setitem(kit.scoreboard.QUALITY_CONFIG, name, value)
+    monkeypatch.setitem(kit.scoreboard.QUALITY_OVERRIDES, "eval_limit", 2)
+    return 1 / kit.scoreboard.QUALITY_STEPS
+
+
+@pytest.fixture
+def small_quality(monkeypatch):
+    return _small(monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def quality_run(tiny, tmp_path_factory):
+    """One bench_quality (seed 0) with the small settings, trained once for the tests that read it; tests
+    that add to it work on a copy."""
+    out = tmp_path_factory.mktemp("quality") / "out"
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        kit.scoreboard.bench_quality(str(tiny), str(out), _small(monkeypatch), seeds=[0], threads=1)
+    return out
+
+
+def _counting(monkeypatch) -> list[str]:
+    """The keys of the runs trained from now on (kit.scoreboard._train_and_score still does the work)."""
+    trained, real = [], kit.scoreboard._train_and_score
+
+    def counted(data_dir, out_dir, job, *args):
+        trained.append(job.key)
+        return real(data_dir, out_dir, job, *args)
+
+    monkeypatch.setattr(kit.scoreboard, "_train_and_score", counted)
+    return trained
+
+
+def _table(text: str, first: str) -> dict[str, dict[str, str]]:
+    """The first markdown table of ``text`` whose header starts with ``first``: row name → column → cell."""
+    lines = text.splitlines()
+    start = lines.index(next(line for line in lines if line.startswith(f"| {first} |")))
+    head = [c.strip() for c in lines[start].strip("|").split("|")]
+    rows = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0]] = dict(zip(head, cells))
+    return rows
+
+
+# --- summaries, by hand -------------------------------------------------------------------------
+
+
+def test_mean_std_is_the_sample_std_of_the_finite_values():
+    mean, std = mean_std([1.0, 2.0, 4.0])
+    assert mean == pytest.approx(7 / 3) and std == pytest.approx(math.sqrt(7 / 3))  # Σ(x − x̄)² = 42/9, / (3 − 1)
+    assert mean_std([1.0, None, NAN, 3.0]) == pytest.approx((2.0, math.sqrt(2)))  # None and NaN skipped
+    mean, std = mean_std([5.0])
+    assert mean == 5.0 and math.isnan(std)
+    assert all(math.isnan(v) for v in mean_std([None, NAN]))
+
+
+def _result(name, seed, miou, car, teacher=None):
+    iou = {c: 0.1 for c in CLASSES}
+    iou["Car"] = car
+    r = {"name": name, "seed": seed, "mIoU": miou, "iou": iou, "train_seconds": 10.0 * (seed + 1)}
+    return r if teacher is None else {**r, "teacher_mIoU": teacher}
+
+
+HAND_MADE = [
+    _result("source_only", 0, 0.2, 0.4), _result("source_only", 1, 0.3, 0.5),
+    _result("fisheye_tf", 0, 0.3, 0.5), _result("fisheye_tf", 1, 0.4, 0.5),
+    _result("uda_geo", 0, 0.4, 0.6, teacher=0.49), _result("uda_geo", 1, 0.45, 0.8, teacher=0.50),
+    _result("uda_geo", 2, 0.9, 0.1, teacher=0.51),  # no reference has seed 2
+    _result("uda", 0, 0.35, 0.5, teacher=0.36), _result("uda", 5, 0.25, 0.5),  # seed 5: no teacher
+    _result("oracle", 0, 0.6, 0.9), _result("oracle", 1, 0.5, 0.9),
+]
+
+
+def test_summarise_means_gaps_per_seed_and_pairs_over_shared_seeds():
+    summary = summarise(HAND_MADE)
+    assert list(summary) == ["source_only", "fisheye_tf", "uda_geo", "uda", "oracle"]
+    s = summary["uda_geo"]
+    assert s["seeds"] == [0, 1, 2]
+    assert s["mIoU"] == pytest.approx(((0.4 + 0.45 + 0.9) / 3, statistics.stdev([0.4, 0.45, 0.9])))
+    assert s["iou"]["Car"] == pytest.approx((0.5, math.sqrt(0.13)))  # deviations 0.1, 0.3, -0.4
+    assert s["teacher_mIoU"] == pytest.approx((0.5, 0.01))
+    assert s["train_seconds"] == pytest.approx(20.0)
+    # gap closed per seed: (0.4 − 0.2) / (0.6 − 0.2) = 0.5, (0.45 − 0.3) / (0.5 − 0.3) = 0.75; seed 2 has no ends
+    assert s["gap_closed"] == pytest.approx((0.625, 0.25 / math.sqrt(2)))
+    assert summary["source_only"]["gap_closed"] == pytest.approx((0.0, 0.0))
+    assert summary["oracle"]["gap_closed"] == pytest.approx((1.0, 0.0))
+    # paired over the seeds both have (0, 1): mIoU 0.1, 0.05; Car 0.1, 0.3
+    fisheye = s["paired"]["fisheye_tf"]
+    assert fisheye["seeds"] == [0, 1]
+    assert fisheye["mIoU"] == pytest.approx((0.075, 0.05 / math.sqrt(2)))
+    assert fisheye["Car"] == pytest.approx((0.2, 0.2 / math.sqrt(2)))
+    assert s["paired"]["source_only"]["mIoU"] == pytest.approx((0.175, 0.05 / math.sqrt(2)))
+    assert "source_only" not in summary["source_only"]["paired"]  # never against itself
+    u = summary["uda"]
+    assert "teacher_mIoU" not in u  # seed 5 has no teacher
+    assert u["paired"]["fisheye_tf"]["seeds"] == [0]
+    assert u["paired"]["fisheye_tf"]["mIoU"][0] == pytest.approx(0.05) and math.isnan(u["paired"]["fisheye_tf"]["mIoU"][1])
+    assert u["gap_closed"][0] == pytest.approx(0.375) and math.isnan(u["gap_closed"][1])
+
+
+def test_summarise_pairs_skip_a_class_a_seed_did_not_score():
+    # a class absent from the test split and the prediction has IoU NaN, stored as null in results JSON
+    results = [_result("source_only", 0, 0.2, None), _result("source_only", 1, 0.3, 0.5),
+               _result("uda", 0, 0.3, 0.4), _result("uda", 1, 0.4, 0.7)]
+    paired = summarise(results, ("source_only",))["uda"]["paired"]["source_only"]
+    assert paired["mIoU"] == pytest.approx((0.1, 0.0))
+    assert paired["Car"][0] == pytest.approx(0.2) and math.isnan(paired["Car"][1])
+
+
+def test_summary_tables_render_mean_pm_std_and_a_dash_for_what_is_missing():
+    lines = summary_tables(summarise(HAND_MADE))
+    rows = _table("\n".join(lines), "method")
+    assert rows["uda_geo"]["seeds"] == "0,1,2"
+    assert rows["uda_geo"]["teacher mIoU"] == "0.5000 ± 0.0100"
+    assert rows["uda_geo"]["mIoU"] == f"{(0.4 + 0.45 + 0.9) / 3:.4f} ± {statistics.stdev([0.4, 0.45, 0.9]):.4f}"
+    assert rows["uda_geo"]["Δ mIoU vs fisheye_tf"] == "+0.075 ± 0.035"
+    assert rows["uda_geo"]["Δ Car vs fisheye_tf"] == "+0.200 ± 0.141"
+    assert rows["uda"]["teacher mIoU"] == "–" and rows["source_only"]["teacher mIoU"] == "–"
+    assert rows["uda"]["Δ mIoU vs fisheye_tf"] == "+0.050"  # one shared seed: no std
+    assert rows["fisheye_tf"]["Δ mIoU vs fisheye_tf"] == "–"
+    assert rows["oracle"]["gap closed"] == "100% ± 0%" and rows["uda_geo"]["train s"] == "20"
+    classes = _table("\n".join(lines[lines.index(""):]), "method")
+    assert classes["uda_geo"]["Car"] == f"0.50 ± {math.sqrt(0.13):.2f}" and classes["uda_geo"]["Road"] == "0.10 ± 0.00"
+
+
+def test_unknown_variants_and_rungs_are_refused_by_name(tmp_path):
+    with pytest.raises(ValueError, match="unknown variant.*'nope'"):
+        kit.scoreboard.bench_tune("no_data", str(tmp_path / "tune"), ["uda_geo_untuned", "nope"], 1.0, [0])
+    with pytest.raises(ValueError, match="unknown rung.*'no_rung'"):
+        kit.scoreboard.bench_ladder("no_data", str(tmp_path / "ladder"), ["no_rung", "source_only"], 1.0, [0])
+    assert not (tmp_path / "tune").exists() and not (tmp_path / "ladder").exists()
+
+
+# --- training at a one-step budget ----------------------------------------------------------------
+
+
+def test_quality_table_gap_closed(quality_run):
+    report = json.loads((quality_run / "quality.json").read_text())
+    results, summary = report["results"], report["summary"]
+    assert list(results) == [f"{m}_seed0_1" for m in ("source_only", "fisheye_tf", "uda", "uda_geo", "oracle")]
+    assert all(r["steps"] == 1 and r["seed"] == 0 and not r["resumed"] for r in results.values())
+    assert all(("teacher_mIoU" in r) == (r["name"] in ("uda", "uda_geo")) for r in results.values())
+    low, high = results["source_only_seed0_1"]["mIoU"], results["oracle_seed0_1"]["mIoU"]
+    table = _table((quality_run / "quality.md").read_text(), "method")
+    for r in results.values():
+        present = [r["iou"][c] for c in CLASSES if r["iou"][c] is not None]
+        assert r["mIoU"] == pytest.approx(sum(present) / len(present))
+        assert summary[r["name"]]["mIoU"][0] == pytest.approx(r["mIoU"])
+        if high != low:
+            assert summary[r["name"]]["gap_closed"][0] == pytest.approx((r["mIoU"] - low) / (high - low))
+        assert table[r["name"]]["mIoU"] == f"{r['mIoU']:.4f}"  # one seed: no std
+    assert math.isfinite(low) and math.isfinite(high)
+
+
+def test_a_second_call_reuses_a_changed_config_is_refused_overwrite_retrains(tiny, tmp_path, quality_run,
+                                                                            small_quality, monkeypatch):
+    out = tmp_path / "out"
+    shutil.copytree(quality_run, out)
+    table = (out / "quality.md").read_text()
+    trained = _counting(monkeypatch)
+    again = kit.scoreboard.bench_quality(str(tiny), str(out), small_quality, seeds=[0], threads=1)
+    assert trained == [] and again == table and (out / "quality.md").read_text() == table
+    monkeypatch.setitem(kit.scoreboard.QUALITY_CONFIG, "lr_encoder", 1e-3)
+    with pytest.raises(FileExistsError, match=r"source_only_seed0_1\.json was trained with other settings "
+                                              r"\(lr_encoder differ\)"):
+        kit.scoreboard.bench_quality(str(tiny), str(out), small_quality, seeds=[0], threads=1)
+    assert trained == [] and (out / "quality.md").read_text() == table
+    kit.scoreboard.bench_quality(str(tiny), str(out), small_quality, seeds=[0], threads=1, overwrite=True)
+    assert sorted(trained) == sorted(json.loads((quality_run / "quality.json").read_text())["results"])
+    results = json.loads((out / "quality.json").read_text())["results"]
+    assert all(r["config"]["lr_encoder"] == 1e-3 for r in results.values())
+
+
+def test_an_interrupted_run_is_resumed_and_ends_as_an_uninterrupted_one(tiny, tmp_path, small_quality, monkeypatch):
+    # two epochs of one step; the first call stops after epoch 1, as an interrupted run would
+    monkeypatch.setattr(kit.scoreboard, "QUALITY_STEPS_PER_EPOCH", 1)
+    budget = 2 * small_quality
+
+    def source_only(out):
+        text = kit.scoreboard.bench_ladder(str(tiny), str(out), ["source_only"], budget, seeds=[0], threads=1)
+        return json.loads((out / "results/source_only_seed0_2.json").read_text()), text
+
+    straight, _ = source_only(tmp_path / "straight")
+    assert not straight["resumed"]
+    with monkeypatch.context() as interrupted:
+        interrupted.setitem(kit.scoreboard.QUALITY_OVERRIDES, "stop_after_epoch", 1)
+        source_only(tmp_path / "resumed")
+    (tmp_path / "resumed/results/source_only_seed0_2.json").unlink()  # the run stopped before its result
+    assert (tmp_path / "resumed/runs/source_only_seed0_2/last.pt").is_file()
+    resumed, _ = source_only(tmp_path / "resumed")
+    assert resumed["resumed"] and resumed["config"] == straight["config"]
+    assert resumed["iou"] == pytest.approx(straight["iou"], nan_ok=True)
+    assert resumed["mIoU"] == pytest.approx(straight["mIoU"])
+
+
+def test_ladder_tables_its_rungs_and_quality_reuses_its_source_only(tiny, tmp_path, small_quality, monkeypatch):
+    out = tmp_path / "out"
+    trained = _counting(monkeypatch)
+    kit.scoreboard.bench_ladder(str(tiny), str(out), ["mix_background", "source_only"], small_quality, seeds=[0, 1],
+                                threads=1)
+    assert sorted(trained) == sorted(f"{r}_seed{s}_1" for r in ("source_only", "mix_background") for s in (0, 1))
+    results = json.loads((out / "ladder.json").read_text())["results"]
+    text = (out / "ladder.md").read_text()
+    rungs = _table(text, "rung")
+    assert rungs["source_only"]["seeds"] == rungs["mix_background"]["seeds"] == "0,1"
+    steps = _table(text.split("rung before it")[1], "rung")
+    assert list(steps) == ["source_only", "mix_background"]  # ladder order, not the order asked
+    assert steps["mix_background"]["adds"] == kit.scoreboard.LADDER["mix_background"][0]
+    assert steps["source_only"]["Δ mIoU vs rung before"] == steps["source_only"]["Δ Car vs rung before"] == "–"
+    diffs = [results[f"mix_background_seed{s}_1"]["mIoU"] - results[f"source_only_seed{s}_1"]["mIoU"] for s in (0, 1)]
+    expected = f"{statistics.mean(diffs):+.4f} ± {statistics.stdev(diffs):.4f}"
+    assert steps["mix_background"]["Δ mIoU vs rung before"] == expected
+    mious = [results[f"mix_background_seed{s}_1"]["mIoU"] for s in (0, 1)]
+    assert steps["mix_background"]["mIoU"] == f"{statistics.mean(mious):.4f} ± {statistics.stdev(mious):.4f}"
+
+    trained.clear()
+    kit.scoreboard.bench_quality(str(tiny), str(out), small_quality, seeds=[0], threads=1)
+    assert sorted(trained) == sorted(f"{m}_seed0_1" for m in ("fisheye_tf", "uda", "uda_geo", "oracle"))
+    quality = json.loads((out / "quality.json").read_text())["results"]
+    assert quality["source_only_seed0_1"] == results["source_only_seed0_1"]
+
+    # overwrite retrains what the call asks for and leaves the other benchmarks' results alone
+    trained.clear()
+    kit.scoreboard.bench_ladder(str(tiny), str(out), ["mix_background"], small_quality, seeds=[0], threads=1,
+                                overwrite=True)
+    assert trained == ["mix_background_seed0_1"]
+    assert (out / "quality.md").is_file() and (out / "results/uda_geo_seed0_1.json").is_file()
+    assert (out / "results/mix_background_seed1_1.json").is_file()
+
+
+def test_methods_in_parallel_processes_give_the_sequential_results(tiny, tmp_path, quality_run, small_quality):
+    # the spawned processes must train with the caller's (here: patched) settings, not the module's
+    kit.scoreboard.bench_quality(str(tiny), str(tmp_path / "two"), small_quality, seeds=[0], threads=1, processes=2)
+    one, two = (json.loads((out / "quality.json").read_text())["results"] for out in (quality_run, tmp_path / "two"))
+    assert list(one) == list(two)
+    for key in one:
+        assert two[key]["config"] == one[key]["config"], key
+        assert two[key]["iou"] == pytest.approx(one[key]["iou"], nan_ok=True), key
+
+
+def test_the_benchmark_scores_with_the_border_training_used(tiny, tmp_path, small_quality, monkeypatch):
+    # Otsu (solution B's threshold 108 fits the real mean target image, not the synthetic one), at
+    # the run's target size, from as many images as training averaged; once for student and teacher
+    import kit.infer
+
+    seen = []
+    real = kit.infer.make_border
+
+    def spy(root, kind, **kwargs):
+        seen.append((kind, kwargs))
+        return real(root, kind, **kwargs)
+
+    monkeypatch.setattr(kit.infer, "make_border", spy)
+    kit.scoreboard._ellipse_border.cache_clear()  # computed once per process: an earlier test may have cached it
+    kit.scoreboard.bench_tune(str(tiny), str(tmp_path / "tune"), ["uda_geo_untuned"], small_quality, seeds=[0],
+                              threads=1)
+    assert seen == [("ellipse", {"size": (96, 54), "threshold": None, "max_images": 200})]
+    result = json.loads((tmp_path / "tune/results/uda_geo_untuned_seed0_1.json").read_text())
+    assert result["config"]["masked_bn_stats"] is True and math.isfinite(result["teacher_mIoU"])
+
+
+def test_quality_config_is_03_trains_parameters_cell():
+    # the benchmark claims to train with 03_train's CPU values: every TrainConfig field 03 sets,
+    # apart from a run's identity and the benchmark's declared departures, must agree
+    import ast
+    import dataclasses
+    import pathlib
+
+    import papermill
+
+    from kit.config import TrainConfig
+
+    notebook = pathlib.Path(__file__).parents[1] / "notebooks/03_train.ipynb"
+    cell = {name.lower(): ast.literal_eval(p["default"]) for name, p in papermill.inspect_notebook(str(notebook)).items()}
+    identity = {"data_dir", "runs_dir", "run_name", "method", "epochs", "steps_per_epoch", "seed", "cpu_threads",
+                "resume", "overwrite", "device", "preview_count"}
+    assert set(kit.scoreboard.QUALITY_CONFIG) <= set(cell) - identity
+    assert cell["masked_bn_stats"] is False  # 03 keeps masked crops out of the BatchNorm statistics
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    for name, value in cell.items():
+        if name in identity:
+            continue
+        used = kit.scoreboard.QUALITY_CONFIG.get(name, defaults[name])
+        assert _as_tuple(used) == _as_tuple(value), f"{name}: benchmark {used!r}, 03_train {value!r}"
+    assert set(kit.scoreboard.QUALITY_OVERRIDES) == {"eval_limit", "progress"}
+
+
+def _as_tuple(value):
+    return tuple(value) if isinstance(value, list) else value

@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> None:
     ladder.add_argument("--out", default="outputs/bench_quality", help="runs/, results/, ladder.md and ladder.json "
                         "(default: quality's, so that rungs equal to a method are trained once)")
     ladder.add_argument("--rung", nargs="+", default=list(LADDER), choices=list(LADDER), help="rungs (default: all)")
-    for command, budget, seeds in ((quality, 1.0, [0]), (tune, 0.5, [0]), (ladder, 0.5, [0, 1, 2])):
+    for command, budget, seeds in ((quality, 1.0, [0, 1, 2]), (tune, 0.5, [0]), (ladder, 1.0, [0, 1, 2])):
         command.add_argument("--budget", type=float, default=budget, help=f"scales the {QUALITY_STEPS} training steps per run")
         command.add_argument("--seeds", "--seed", type=int, nargs="+", default=seeds, help="one run per seed")
         command.add_argument("--threads", type=int, default=1, help="torch CPU threads per run (1 was fastest on 2 cores)")

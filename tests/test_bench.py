@@ -17,9 +17,11 @@ def calls(monkeypatch):
 
 def test_seeds_take_one_or_several_values_and_seed_is_an_alias(calls):
     kit.bench.main(["quality", "--data", "d", "--out", "o", "--seed", "3"])
-    kit.bench.main(["quality", "--seeds", "0", "1", "2", "--jobs", "2", "--budget", "0.5", "--overwrite"])
+    kit.bench.main(["quality", "--seeds", "0", "5", "--jobs", "2", "--budget", "0.5", "--overwrite"])
+    kit.bench.main(["quality"])  # the scoreboard: three seeds at the full budget
     assert calls == [("bench_quality", ("d", "o", 1.0, [3], False, 1, 1)),
-                     ("bench_quality", ("data/demo", "outputs/bench_quality", 0.5, [0, 1, 2], True, 1, 2))]
+                     ("bench_quality", ("data/demo", "outputs/bench_quality", 0.5, [0, 5], True, 1, 2)),
+                     ("bench_quality", ("data/demo", "outputs/bench_quality", 1.0, [0, 1, 2], False, 1, 1))]
 
 
 def test_tune_and_ladder_defaults_and_choices(calls):
@@ -28,8 +30,8 @@ def test_tune_and_ladder_defaults_and_choices(calls):
     kit.bench.main(["ladder", "--rung", "source_only", "mix_background", "--seeds", "4"])
     assert calls == [
         ("bench_tune", ("data/demo_val", "outputs/tune", ["uda_geo_untuned", "uda"], 0.5, [0], False, 2, 1)),
-        ("bench_ladder", ("data/demo", "outputs/bench_quality", list(kit.scoreboard.LADDER), 0.5, [0, 1, 2], False, 1, 1)),
-        ("bench_ladder", ("data/demo", "outputs/bench_quality", ["source_only", "mix_background"], 0.5, [4], False, 1, 1)),
+        ("bench_ladder", ("data/demo", "outputs/bench_quality", list(kit.scoreboard.LADDER), 1.0, [0, 1, 2], False, 1, 1)),
+        ("bench_ladder", ("data/demo", "outputs/bench_quality", ["source_only", "mix_background"], 1.0, [4], False, 1, 1)),
     ]
     with pytest.raises(SystemExit):
         kit.bench.main(["ladder", "--rung", "no_rung"])

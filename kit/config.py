@@ -20,6 +20,7 @@ METHODS = ("source_only", "fisheye_tf", "uda", "uda_geo", "oracle")
 UDA_METHODS = ("uda", "uda_geo")
 NORMALIZATIONS = ("per_domain", "reference", "imagenet", "encoder")
 PSEUDO_WEIGHTINGS = ("image", "batch", "pixel", "class")
+BN_STATS = ("target", "labelled", "all")  # kit.uda.BN_STATS (kit.config imports no training code)
 OUTPUTS = NUM_CLASSES + 1  # 12 classes + background
 # parameters that may differ when resuming: they change how, not what, is computed
 RESUME_MAY_CHANGE = ("resume", "overwrite", "device", "num_workers", "cpu_threads", "progress", "stop_after_epoch")
@@ -61,7 +62,7 @@ class TrainConfig:
     mask_ratio: float = 0.75
     mask_block: int = 32
     class_mix: bool = False  # DACS ClassMix (uda methods)
-    masked_bn_stats: bool = False  # MIC's masked target crops update BatchNorm running statistics (True lost Car)
+    bn_stats: str = "target"  # uda methods, passes updating BatchNorm statistics: target (unmasked target crop) | labelled (source + distortion) | all (MIC's code; lost Car)
     distortion_branch: bool = True  # uda methods: train the distorted copy of the source (ablations: False)
     target_branch: bool = True  # uda methods: EMA teacher + masked target loss (ablations: False)
     mix_background: float = 0.25  # probability of solution A's Mix Background on source crops (uda methods)
@@ -146,7 +147,7 @@ class TrainConfig:
             raise ValueError(f"train_splits = {list(self.train_splits)}: expected one or more split names")
         if self.fisheye_eval_split is not None and not isinstance(self.fisheye_eval_split, str):
             raise ValueError(f"fisheye_eval_split = {self.fisheye_eval_split!r}: expected a split name, or None")
-        for name in ("class_mix", "masked_bn_stats", "distortion_branch", "target_branch", "fix_sky_bonnet", "rare_class_sampling", "channels_last", "resume", "overwrite",
+        for name in ("class_mix", "distortion_branch", "target_branch", "fix_sky_bonnet", "rare_class_sampling", "channels_last", "resume", "overwrite",
                      "progress"):
             check_bool(name, getattr(self, name))
         check_choice("normalization", self.normalization, NORMALIZATIONS)
@@ -155,6 +156,10 @@ class TrainConfig:
         check_choice("monitor", self.monitor, ("auto", "fisheye_miou", "source_val_miou"))
         check_choice("bonnet", self.bonnet, ("background", "void"))
         check_choice("pseudo_weighting", self.pseudo_weighting, PSEUDO_WEIGHTINGS)
+        check_choice("bn_stats", self.bn_stats, BN_STATS)
+        if self.bn_stats == "target" and self.method in UDA_METHODS and not self.target_branch:
+            raise ValueError("bn_stats = 'target' measures BatchNorm statistics on target crops, but target_branch = "
+                             "False; use 'labelled'")
         check_device("device", self.device)
         if self.resume and self.overwrite:
             raise ValueError("resume = True and overwrite = True contradict each other: continue the run or replace it")

@@ -53,7 +53,7 @@ REFERENCES = ("fisheye_tf", "source_only")  # paired differences in the quality 
 # The sweep's baseline: uda_geo as it was before tuning (= the TrainConfig defaults of every method,
 # with masked crops updating BatchNorm statistics as before the Car fix).
 UNTUNED = {"method": "uda_geo", "bonnet": "background", "pseudo_weighting": "image", "uda_dice_weight": 0.0,
-           "masked_bn_stats": True}
+           "bn_stats": "all"}
 # Variants of the tuning sweep (python -m kit.bench tune), each a full set of the tuned knobs.
 TUNE_VARIANTS: dict[str, dict] = {
     "uda_geo_untuned": UNTUNED,
@@ -72,14 +72,15 @@ TUNE_VARIANTS: dict[str, dict] = {
     # an ablation, not a candidate: threshold 1 leaves no confident pixel, so the target loss is 0
     "uda_geo_void_no_target": {**UNTUNED, "bonnet": "void", "pseudo_threshold": 1.0},
     # the Car fix: masked target crops leave the BatchNorm running statistics alone
-    "uda_geo_void_bnfix": {**UNTUNED, "bonnet": "void", "masked_bn_stats": False},
-    "uda_geo_void_bnfix_block8": {**UNTUNED, "bonnet": "void", "masked_bn_stats": False, "mask_block": 8},
+    "uda_geo_void_bnfix": {**UNTUNED, "bonnet": "void", "bn_stats": "labelled"},
+    "uda_geo_void_bntarget": {**UNTUNED, "bonnet": "void", "bn_stats": "target"},
+    "uda_geo_void_bntarget_block8": {**UNTUNED, "bonnet": "void", "bn_stats": "target", "mask_block": 8},
     "fisheye_tf": {"method": "fisheye_tf"},
     "uda": {"method": "uda"},
 }
 # The Car ablation ladder: each rung adds one component to the one before (rung → (what it adds, overrides)).
 _SOURCE_PATH = {"method": "uda_geo", "bonnet": "background", "mix_background": 0.0, "distortion_branch": False,
-                "target_branch": False}  # uda_geo's code path with only the source branch
+                "target_branch": False, "bn_stats": "labelled"}  # uda_geo's code path with only the source branch
 LADDER: dict[str, tuple[str, dict]] = {
     "source_one_norm": ("source crops, one normalisation for both domains (the encoder's)",
                         {"method": "source_only", "normalization": "encoder"}),
@@ -89,12 +90,14 @@ LADDER: dict[str, tuple[str, dict]] = {
                     {**_SOURCE_PATH, "mix_background": 0.25, "distortion_branch": True}),
     "bonnet_void": ("+ the source bonnet ignored (BONNET void)",
                     {**_SOURCE_PATH, "mix_background": 0.25, "distortion_branch": True, "bonnet": "void"}),
-    "target_branch": ("+ the target branch (EMA teacher, MIC masks 16 px), masked crops updating BatchNorm "
-                      "statistics (uda_geo before the fix)", {"method": "uda_geo", "masked_bn_stats": True, "mask_block": 16}),
-    "bn_fix": ("the fix: masked crops leave the BatchNorm statistics alone",
-               {"method": "uda_geo", "masked_bn_stats": False, "mask_block": 16}),
+    "target_branch": ("+ the target branch (EMA teacher, MIC masks 16 px), every pass updating the BatchNorm "
+                      "statistics (uda_geo before the fix)", {"method": "uda_geo", "bn_stats": "all", "mask_block": 16}),
+    "bn_fix": ("masked crops leave the BatchNorm statistics alone",
+               {"method": "uda_geo", "bn_stats": "labelled", "mask_block": 16}),
+    "bn_target": ("the fix: BatchNorm statistics from the unmasked target crop only (= the method uda_geo)",
+                  {"method": "uda_geo", "bn_stats": "target", "mask_block": 16}),
     "mask_block_8": ("MIC mask blocks of 8 px instead of 16 (64 px at 1024-px crops scaled to 128)",
-                     {"method": "uda_geo", "masked_bn_stats": False, "mask_block": 8}),
+                     {"method": "uda_geo", "bn_stats": "target", "mask_block": 8}),
 }
 
 

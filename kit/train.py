@@ -148,7 +148,7 @@ def train(config: TrainConfig) -> Path:
     autocast = _autocast_factory(config, device)
     uda_config = UDAConfig(config.pseudo_threshold, config.mask_ratio, config.mask_block, config.class_mix,
                            ignore_index=IGNORE_INDEX, pseudo_weighting=config.pseudo_weighting,
-                           dice_weight=config.uda_dice_weight, masked_bn_stats=config.masked_bn_stats,
+                           dice_weight=config.uda_dice_weight, bn_stats=config.bn_stats,
                            target_branch=config.target_branch)
 
     start_epoch, best, rows = 0, -math.inf, []

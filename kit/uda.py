@@ -11,9 +11,14 @@ and ``masking_consistency_module.py``) as simplified by reference solution A (se
   confident pixels (the kit's default; DAFormer and MIC weigh the whole batch by its share:
   ``pseudo_weighting="batch"``);
 - the student on *masked* target crops against those pseudo-labels (MIC's masked image consistency).
-  These crops are three-quarters blank, so by default they do not update the BatchNorm running
-  statistics (:func:`frozen_norm_stats`): with them, the statistics that prediction uses drifted
-  towards blank images and the models lost Car (docs/RESULTS.md, the Car ladder);
+
+Which forward passes update the student's BatchNorm running statistics (``bn_stats``), which
+prediction and the teacher normalise with: MIC's code lets every pass update them (``"all"``), so
+they ended as a blend of source, warped-source and three-quarters-blank masked crops, and the
+models lost Car (docs/RESULTS.md, the Car ladder). The kit's default ``"target"`` keeps every
+training pass out of them (:func:`frozen_norm_stats`) and measures them on one extra gradient-free
+pass of the unmasked target crop: the statistics of the images it will predict (AdaBN's idea, Li et
+al. 2016, kept up to date during training). ``"labelled"`` keeps only the masked crops out.
 - optionally DACS ClassMix (Tranheden et al., WACV 2021): half the source classes pasted on the target.
 
 Plotting and logging stay outside; :func:`uda_step` only computes and back-propagates losses.
@@ -46,6 +51,9 @@ def frozen_norm_stats(model: nn.Module):
     finally:
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum
+
+
+BN_STATS = ("target", "labelled", "all")
 
 
 class EMATeacher:
@@ -150,7 +158,7 @@ class UDAConfig:
     ignore_index: int = 255
     pseudo_weighting: str = "image"  # "image": each image's confident share | "batch": the batch's (DAFormer, MIC) | "pixel": only confident pixels | "class": class-balanced
     dice_weight: float = 0.0  # Dice (solution B) next to CE on the labelled source and distortion branches
-    masked_bn_stats: bool = False  # masked target crops update BatchNorm running statistics (MIC's code: yes)
+    bn_stats: str = "target"  # passes updating BatchNorm running statistics: target (unmasked, no grad) | labelled (source + distortion) | all (MIC's code)
     target_branch: bool = True  # False: no teacher, no target loss (an ablation: source branches alone)
 
 
@@ -181,15 +189,22 @@ def uda_step(
             loss = loss + config.dice_weight * dice_loss(logits.float(), labels, ignore_index=ignore)
         return loss
 
+    if config.bn_stats not in BN_STATS:
+        raise ValueError(f"bn_stats = {config.bn_stats!r}: expected one of {BN_STATS}")
+    if config.bn_stats == "target" and not config.target_branch:
+        raise ValueError("bn_stats = 'target' measures BatchNorm statistics on target crops: it needs the target branch")
+    labelled_stats = contextlib.nullcontext if config.bn_stats in ("all", "labelled") else lambda: frozen_norm_stats(student)
+    other_stats = contextlib.nullcontext if config.bn_stats == "all" else lambda: frozen_norm_stats(student)
+
     # 1. source: supervised cross-entropy (+ Dice) on the labelled source crop
-    with autocast():
+    with labelled_stats(), autocast():
         loss = supervised(student(batch["source"]), batch["source_label"])
     backward(loss)
     losses["source"] = loss.item()
 
     # 2. distortion: the same supervision on the distorted copy of the source
     if "distorted" in batch:
-        with autocast():
+        with labelled_stats(), autocast():
             loss = supervised(student(batch["distorted"]), batch["distorted_label"])
         backward(loss)
         losses["distortion"] = loss.item()
@@ -201,6 +216,8 @@ def uda_step(
     target = batch["target"]
     with torch.no_grad(), autocast():
         teacher_probs = torch.softmax(teacher(target).float(), dim=1)  # (B, C, h', w')
+        if config.bn_stats == "target":  # the student's running statistics from the unmasked target crop
+            student(target)
 
     # 4. (optional) class mix: half the source classes pasted onto the target, labels mixed alike
     if config.class_mix:
@@ -213,7 +230,7 @@ def uda_step(
         mixed = mix * batch["source"] + (1 - mix) * target
         confidence, pseudo = teacher_probs.max(dim=1)
         mixed_label = torch.where(mix[:, 0].bool(), batch["source_label"], pseudo)
-        with autocast():
+        with other_stats(), autocast():
             mixed_logits = student(mixed)
             loss_pixels = F.cross_entropy(mixed_logits.float(), mixed_label, ignore_index=ignore, reduction="none")
         every = torch.ones_like(pseudo, dtype=torch.bool)
@@ -230,8 +247,7 @@ def uda_step(
         (target.shape[0], target.shape[2], target.shape[3]), config.mask_ratio, config.mask_block,
         generator=generator, device=target.device,
     )
-    frozen = contextlib.nullcontext() if config.masked_bn_stats else frozen_norm_stats(student)
-    with frozen, autocast():
+    with other_stats(), autocast():
         student_logits = student(target * keep)
     loss, weights = pseudo_label_loss(student_logits.float(), teacher_probs, threshold=config.pseudo_threshold,
                                       teacher_is_probs=True, weighting=config.pseudo_weighting)

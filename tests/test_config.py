@@ -49,7 +49,7 @@ BAD_VALUES = [  # (field, value, the allowed range the message must state)
     ("monitor", "miou", "is not one of 'auto'"),
     ("progress", "no", "expected True or False"),
     ("class_mix", 1, "expected True or False"),
-    ("masked_bn_stats", 0, "expected True or False"),  # 0 would read as False, silently
+    ("bn_stats", "masked", "is not one of 'target', 'labelled', 'all'"),
     ("distortion_branch", "no", "expected True or False"),
     ("target_branch", None, "expected True or False"),
     ("train_splits", (), "expected one or more split names"),

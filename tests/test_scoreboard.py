@@ -279,7 +279,7 @@ def test_the_benchmark_scores_with_the_border_training_used(tiny, tmp_path, smal
                               threads=1)
     assert seen == [("ellipse", {"size": (96, 54), "threshold": None, "max_images": 200})]
     result = json.loads((tmp_path / "tune/results/uda_geo_untuned_seed0_1.json").read_text())
-    assert result["config"]["masked_bn_stats"] is True and math.isfinite(result["teacher_mIoU"])
+    assert result["config"]["bn_stats"] == "all" and math.isfinite(result["teacher_mIoU"])
 
 
 def test_quality_config_is_03_trains_parameters_cell():
@@ -298,7 +298,7 @@ def test_quality_config_is_03_trains_parameters_cell():
     identity = {"data_dir", "runs_dir", "run_name", "method", "epochs", "steps_per_epoch", "seed", "cpu_threads",
                 "resume", "overwrite", "device", "preview_count"}
     assert set(kit.scoreboard.QUALITY_CONFIG) <= set(cell) - identity
-    assert cell["masked_bn_stats"] is False  # 03 keeps masked crops out of the BatchNorm statistics
+    assert cell["bn_stats"] == "target"  # 03 measures the BatchNorm statistics on target crops
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     for name, value in cell.items():
         if name in identity:

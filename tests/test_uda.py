@@ -173,27 +173,39 @@ def _uda_batch(seed: int, target: bool = True) -> dict:
     return batch
 
 
-@pytest.mark.parametrize("masked_bn_stats", [False, True])
-def test_masked_target_crops_update_bn_stats_only_when_asked(masked_bn_stats):
+@pytest.mark.parametrize("bn_stats", ["target", "labelled", "all"])
+def test_which_passes_update_the_bn_statistics(bn_stats):
+    # the student's running statistics after one step equal those of the passes named by hand
     batch = _uda_batch(2)
     student, teacher = _net(0), EMATeacher(_net(0))
-    uda_step(student, teacher, batch, UDAConfig(mask_block=2, masked_bn_stats=masked_bn_stats))
+    uda_step(student, teacher, batch, UDAConfig(mask_block=2, bn_stats=bn_stats))
     by_hand = _net(0).train()
     with torch.no_grad():
-        by_hand(batch["source"])
-        by_hand(batch["distorted"])
+        if bn_stats == "target":
+            by_hand(batch["target"])  # the unmasked target crop alone
+        else:
+            by_hand(batch["source"])
+            by_hand(batch["distorted"])
     same = all(torch.allclose(value, _bn_stats(by_hand)[name]) for name, value in _bn_stats(student).items())
-    assert same != masked_bn_stats
-    if not masked_bn_stats:
+    assert same == (bn_stats != "all")  # "all": the masked target crop moved them further
+    if bn_stats != "all":
         for name, value in _bn_stats(student).items():
             torch.testing.assert_close(value, _bn_stats(by_hand)[name], msg=name)
     torch.testing.assert_close(_bn_stats(teacher.model), _bn_stats(_net(0)))  # the teacher is only read
 
 
+def test_target_bn_statistics_need_the_target_branch():
+    with pytest.raises(ValueError, match="needs the target branch"):
+        uda_step(_net(0), EMATeacher(_net(0)), _uda_batch(3, target=False), UDAConfig(mask_block=2, target_branch=False))
+    with pytest.raises(ValueError, match="bn_stats = 'some'"):
+        uda_step(_net(0), EMATeacher(_net(0)), _uda_batch(3), UDAConfig(mask_block=2, bn_stats="some"))
+
+
 def test_without_the_target_branch_the_step_needs_no_target():
     student, teacher = _net(0), EMATeacher(_net(1))
     teacher_before = _params(teacher.model)
-    losses = uda_step(student, teacher, _uda_batch(3, target=False), UDAConfig(mask_block=2, target_branch=False))
+    losses = uda_step(student, teacher, _uda_batch(3, target=False),
+                      UDAConfig(mask_block=2, target_branch=False, bn_stats="labelled"))
     assert set(losses) == {"source", "distortion"}
     assert all(math.isfinite(v) and v > 0 for v in losses.values())
     assert all(p.grad is not None for p in student.parameters())

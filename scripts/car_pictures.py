@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", default="data/demo")
     parser.add_argument("--runs", nargs="+", required=True, metavar="NAME=RUN_DIR")
     parser.add_argument("--recalibrate", nargs="*", default=[], metavar="NAME")
+    parser.add_argument("--split", default="test_gt", help="labelled fisheye split (train_target_gt: not the test labels)")
     parser.add_argument("--rows", type=int, default=3, help="test images in the picture")
     parser.add_argument("--out", default="outputs/car_pictures.png")
     args = parser.parse_args(argv)
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"--recalibrate {name!r}: not one of --runs ({', '.join(runs)})")
         runs[f"{name}, BN recalibrated"] = recalibrated(runs[name], args.data)
 
-    test = read_split(args.data, "test_gt")
+    test = read_split(args.data, args.split)
     border = run_border([(None, next(iter(runs.values()))[1])], args.data, "ellipse")
     settings = InferenceSettings(mode="whole")
     print("| run | mIoU | Car IoU | true Car pixels predicted as |\n|---|---|---|---|")

@@ -250,6 +250,7 @@ def main(argv: list[str] | None = None) -> None:
         command.add_argument("--jobs", type=int, default=1, help="runs trained at once, one process each "
                              "(2 on 2 cores with --threads 1; training times then include the sharing)")
         command.add_argument("--overwrite", action="store_true", help="retrain runs that already have a result in --out")
+        command.add_argument("--report-only", action="store_true", help="train nothing: tabulate the results already in --out")
     args = parser.parse_args(argv)
     if args.name == "rle":
         bench_rle(args.count, args.seed)
@@ -261,11 +262,14 @@ def main(argv: list[str] | None = None) -> None:
         bench_infer(tuple(args.image), tuple(args.window), tuple(args.stride), arch=args.arch,
                     encoder=args.encoder, channels=args.channels, count=args.count)
     elif args.name == "quality":
-        bench_quality(args.data, args.out, args.budget, args.seeds, args.overwrite, args.threads, args.jobs)
+        bench_quality(args.data, args.out, args.budget, args.seeds, args.overwrite, args.threads, args.jobs,
+                      train_missing=not args.report_only)
     elif args.name == "tune":
-        bench_tune(args.data, args.out, args.variant, args.budget, args.seeds, args.overwrite, args.threads, args.jobs)
+        bench_tune(args.data, args.out, args.variant, args.budget, args.seeds, args.overwrite, args.threads, args.jobs,
+                   train_missing=not args.report_only)
     elif args.name == "ladder":
-        bench_ladder(args.data, args.out, args.rung, args.budget, args.seeds, args.overwrite, args.threads, args.jobs)
+        bench_ladder(args.data, args.out, args.rung, args.budget, args.seeds, args.overwrite, args.threads, args.jobs,
+                     train_missing=not args.report_only)
 
 
 if __name__ == "__main__":

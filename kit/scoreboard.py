@@ -201,9 +201,10 @@ def _ellipse_border(data_dir: str, target_size: tuple[int, int], stats_limit: in
 
 
 def run_jobs(data_dir: str, out: str, jobs: list[Job], overwrite: bool, threads: int | None, processes: int,
-             base: dict | None = None) -> dict[str, dict]:
+             base: dict | None = None, train_missing: bool = True) -> dict[str, dict]:
     """Results of ``jobs`` (key → result): reused from ``out/results`` where one exists with the same
-    configuration, else trained, ``processes`` at a time (slow ones first)."""
+    configuration, else trained, ``processes`` at a time (slow ones first); with ``train_missing``
+    False, jobs without a result are left out (tables of what is there)."""
     if not has_split(data_dir, "test_gt"):
         raise FileNotFoundError(f"{data_dir} has no test_gt.csv: the scoreboard needs the synthetic data's held-out "
                                 f"fisheye labels (python -m kit.synth --out {data_dir} --preset demo)")
@@ -231,6 +232,10 @@ def run_jobs(data_dir: str, out: str, jobs: list[Job], overwrite: bool, threads:
             done[job.key] = stored
         else:
             todo.append(job)
+    if not train_missing:
+        print(f"{len(done)} result(s) in {out_dir / 'results'}; not trained, so not tabulated: "
+              f"{', '.join(job.key for job in todo) or 'none'}", flush=True)
+        return {job.key: done[job.key] for job in jobs if job.key in done}
     print(f"{len(done)} result(s) reused from {out_dir / 'results'}, {len(todo)} run(s) to train", flush=True)
     todo.sort(key=lambda job: not job.slow)
     if processes > 1 and len(todo) > 1:
@@ -339,11 +344,11 @@ def setup_line(data_dir: str, steps: int, seeds: list[int], base: dict | None = 
 
 
 def bench_quality(data_dir: str, out: str, budget: float, seeds: list[int], overwrite: bool = False,
-                  threads: int | None = 1, processes: int = 1) -> str:
+                  threads: int | None = 1, processes: int = 1, train_missing: bool = True) -> str:
     """Every method, each seed; ``quality.md`` / ``quality.json`` in ``out``."""
     steps = max(int(round(QUALITY_STEPS * budget)), 1)
     jobs = [Job(method, {"method": method}, seed, steps) for seed in seeds for method in METHODS]
-    results = run_jobs(data_dir, out, jobs, overwrite, threads, processes)
+    results = run_jobs(data_dir, out, jobs, overwrite, threads, processes, train_missing=train_missing)
     title = (f"Fisheye test mIoU ({setup_line(data_dir, steps, seeds)}); gap closed = (mIoU − source_only) / "
              f"(oracle − source_only) per seed; Δ: paired differences over the same seeds.")
     return report(Path(out), "quality", title, results, REFERENCES, "method", gap=True)
@@ -351,7 +356,7 @@ def bench_quality(data_dir: str, out: str, budget: float, seeds: list[int], over
 
 def bench_tune(data_dir: str, out: str, variants: list[str], budget: float, seeds: list[int],
                overwrite: bool = False, threads: int | None = 1, processes: int = 1,
-               reference: str = "uda_geo_untuned") -> str:
+               reference: str = "uda_geo_untuned", train_missing: bool = True) -> str:
     """:data:`TUNE_VARIANTS` on a validation dataset; ``tune.md`` / ``tune.json`` in ``out`` (differences
     paired with ``reference`` where it was trained too)."""
     unknown = sorted(set(variants) - set(TUNE_VARIANTS))
@@ -359,13 +364,14 @@ def bench_tune(data_dir: str, out: str, variants: list[str], budget: float, seed
         raise ValueError(f"unknown variant(s) {unknown}; choose from {list(TUNE_VARIANTS)}")
     steps = max(int(round(QUALITY_STEPS * budget)), 1)
     jobs = [Job(name, TUNE_VARIANTS[name], seed, steps) for seed in seeds for name in variants]
-    results = run_jobs(data_dir, out, jobs, overwrite, threads, processes)
+    results = run_jobs(data_dir, out, jobs, overwrite, threads, processes, train_missing=train_missing)
     title = f"Validation fisheye mIoU ({setup_line(data_dir, steps, seeds)})."
     return report(Path(out), "tune", title, results, (reference,), "variant", gap=False)
 
 
 def bench_ladder(data_dir: str, out: str, rungs: list[str], budget: float, seeds: list[int],
-                 overwrite: bool = False, threads: int | None = 1, processes: int = 1) -> str:
+                 overwrite: bool = False, threads: int | None = 1, processes: int = 1,
+                 train_missing: bool = True) -> str:
     """The rungs of :data:`LADDER`; ``ladder.md`` / ``ladder.json`` in ``out``, each rung's Car and mIoU
     paired with source_only and with the rung before it."""
     unknown = sorted(set(rungs) - set(LADDER))
@@ -374,7 +380,8 @@ def bench_ladder(data_dir: str, out: str, rungs: list[str], budget: float, seeds
     rungs = [r for r in LADDER if r in rungs]  # in ladder order
     steps = max(int(round(QUALITY_STEPS * budget)), 1)
     jobs = [Job(rung, LADDER[rung][1], seed, steps) for seed in seeds for rung in rungs]
-    results = run_jobs(data_dir, out, jobs, overwrite, threads, processes)
+    results = run_jobs(data_dir, out, jobs, overwrite, threads, processes, train_missing=train_missing)
+    rungs = [r for r in rungs if any(result["name"] == r for result in results.values())]
     summary = summarise(list(results.values()), ("source_only",))
     steps_table = ["| rung | adds | Car | Δ Car vs rung before | mIoU | Δ mIoU vs rung before |", "|---|---|---|---|---|---|"]
     for before, rung in zip([None, *rungs], rungs):

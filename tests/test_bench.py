@@ -11,7 +11,8 @@ import kit.scoreboard
 def calls(monkeypatch):
     seen = []
     for name in ("bench_quality", "bench_tune", "bench_ladder"):
-        monkeypatch.setattr(kit.bench, name, lambda *args, name=name: seen.append((name, args)))
+        monkeypatch.setattr(kit.bench, name, lambda *args, name=name, train_missing: seen.append((name, args))
+                            if train_missing else seen.append((name, "report only")))
     return seen
 
 
@@ -35,3 +36,9 @@ def test_tune_and_ladder_defaults_and_choices(calls):
     ]
     with pytest.raises(SystemExit):
         kit.bench.main(["ladder", "--rung", "no_rung"])
+
+
+def test_report_only_trains_nothing(calls):
+    kit.bench.main(["quality", "--report-only"])
+    kit.bench.main(["ladder", "--report-only", "--budget", "0.25"])
+    assert calls == [("bench_quality", "report only"), ("bench_ladder", "report only")]

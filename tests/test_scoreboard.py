@@ -310,3 +310,12 @@ def test_quality_config_is_03_trains_parameters_cell():
 
 def _as_tuple(value):
     return tuple(value) if isinstance(value, list) else value
+
+
+def test_report_only_tabulates_what_is_there_and_trains_nothing(tiny, tmp_path, small_quality, monkeypatch):
+    out = tmp_path / "ladder"
+    kit.scoreboard.bench_ladder(str(tiny), str(out), ["source_only"], small_quality, seeds=[0], threads=1)
+    monkeypatch.setattr(kit.scoreboard, "_train_and_score", lambda *a: pytest.fail("trained in a report-only call"))
+    text = kit.scoreboard.bench_ladder(str(tiny), str(out), ["source_only", "mix_background"], small_quality,
+                                       seeds=[0, 1], threads=1, train_missing=False)
+    assert "| source_only | 0 |" in text and "| mix_background |" not in text

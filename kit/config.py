@@ -20,7 +20,7 @@ METHODS = ("source_only", "fisheye_tf", "uda", "uda_geo", "oracle")
 UDA_METHODS = ("uda", "uda_geo")
 NORMALIZATIONS = ("per_domain", "reference", "imagenet", "encoder")
 PSEUDO_WEIGHTINGS = ("image", "batch", "pixel", "class")
-BN_STATS = ("target", "labelled", "all")  # kit.uda.BN_STATS (kit.config imports no training code)
+BN_STATS = ("target", "labelled", "all")  # which passes update BatchNorm statistics (kit.uda.UDAConfig.bn_stats)
 OUTPUTS = NUM_CLASSES + 1  # 12 classes + background
 # parameters that may differ when resuming: they change how, not what, is computed
 RESUME_MAY_CHANGE = ("resume", "overwrite", "device", "num_workers", "cpu_threads", "progress", "stop_after_epoch")

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kit.config import METHODS, UDA_METHODS
+from kit.config import METHODS, UDA_METHODS, TrainConfig
 from kit.data import CLASSES, has_split
 from kit.files import is_output_dir, make_dirs, prepare_output_dir, write_json, write_text
 
@@ -119,17 +119,25 @@ class Job:
         return self.overrides.get("method") in UDA_METHODS and self.overrides.get("target_branch", True)
 
 
-def job_config(job: Job, data_dir: str, base: dict) -> dict:
-    """Every TrainConfig value that defines a result, defaults resolved, JSON-normalised (tuples as
-    lists): compared before a result is reused. How the run was carried out (threads, folders,
-    resume) is left out."""
-    from kit.config import TrainConfig
-
+def _train_config(job: Job, data_dir: str, base: dict, **how) -> TrainConfig:
+    """The job's TrainConfig: ``base`` + its overrides, its seed, its steps as epochs of
+    :data:`QUALITY_STEPS_PER_EPOCH`; ``how``: fields of :data:`_HOW` (folders, threads, resume)."""
     epochs = max(job.steps // QUALITY_STEPS_PER_EPOCH, 1)
-    config = TrainConfig(**{**base, **job.overrides, "data_dir": data_dir, "seed": job.seed, "epochs": epochs,
-                            "steps_per_epoch": job.steps // epochs})
+    return TrainConfig(**{**base, **job.overrides, "data_dir": data_dir, "seed": job.seed, "epochs": epochs,
+                          "steps_per_epoch": job.steps // epochs, **how})
+
+
+def _defining(config: TrainConfig, steps: int) -> dict:
+    """Every value of ``config`` that defines a result, JSON-normalised (tuples as lists), and the steps."""
     values = {k: v for k, v in dataclasses.asdict(config).items() if k not in _HOW}
-    return json.loads(json.dumps({**values, "steps": job.steps}))
+    return json.loads(json.dumps({**values, "steps": steps}))
+
+
+def job_config(job: Job, data_dir: str, base: dict) -> dict:
+    """Every TrainConfig value that defines the job's result, defaults resolved, JSON-normalised:
+    compared before a result is reused. How the run was carried out (threads, folders, resume) is
+    left out."""
+    return _defining(_train_config(job, data_dir, base), job.steps)
 
 
 _HOW = ("runs_dir", "run_name", "cpu_threads", "resume", "overwrite", "progress", "device", "num_workers")
@@ -141,24 +149,19 @@ def _train_and_score(data_dir: str, out_dir: Path, job: Job, overwrite: bool, th
     spawned processes get the caller's values) + its overrides, score its ``last.pt`` (student and,
     where there is one, EMA teacher) and write ``results/<key>.json``. A run folder with a
     ``last.pt`` but no result (an interrupted run) is resumed."""
-    from kit.config import TrainConfig
     from kit.train import train
 
     run_dir = out_dir / "runs" / job.key
     resume = not overwrite and (run_dir / "last.pt").is_file()
-    epochs = max(job.steps // QUALITY_STEPS_PER_EPOCH, 1)
-    config = TrainConfig(**{
-        **base, **job.overrides, "data_dir": data_dir, "runs_dir": str(out_dir / "runs"), "run_name": job.key,
-        "seed": job.seed, "epochs": epochs, "steps_per_epoch": job.steps // epochs, "cpu_threads": threads,
-        "overwrite": overwrite, "resume": resume,
-    })
-    print(f"--- {job.key}: {config.method}, {epochs} epochs × {job.steps // epochs} steps, {job.overrides}"
+    config = _train_config(job, data_dir, base, runs_dir=str(out_dir / "runs"), run_name=job.key,
+                           cpu_threads=threads, overwrite=overwrite, resume=resume)
+    print(f"--- {job.key}: {config.method}, {config.epochs} epochs × {config.steps_per_epoch} steps, {job.overrides}"
           f"{' (resumed)' if resume else ''}", flush=True)
     start = time.perf_counter()
     train(config)
     seconds = time.perf_counter() - start
     result = {"name": job.name, "seed": job.seed, "steps": job.steps, "data": data_dir, "resumed": resume,
-              "config": job_config(job, data_dir, base), "train_seconds": round(seconds, 1)}
+              "config": _defining(config, job.steps), "train_seconds": round(seconds, 1)}
     result["iou"] = score_run(run_dir, data_dir)
     result["mIoU"] = result["iou"]["mIoU"]
     if config.method in UDA_METHODS and config.target_branch:
@@ -218,15 +221,16 @@ def run_jobs(data_dir: str, out: str, jobs: list[Job], overwrite: bool, threads:
         (json.loads(p.read_text()) for p in sorted((out_dir / "results").glob("*.json")))}
     for job in jobs:
         path = out_dir / "results" / f"{job.key}.json"
-        twin = stored_by_config.get(json.dumps(job_config(job, data_dir, base), sort_keys=True))
+        wanted = job_config(job, data_dir, base)
+        twin = stored_by_config.get(json.dumps(wanted, sort_keys=True))
         if not path.is_file() and twin is not None:  # trained under another name (a rung equal to a method)
             done[job.key] = {**twin, "name": job.name}
             write_json(make_dirs(out_dir / "results") / f"{job.key}.json", done[job.key])
         elif path.is_file() and not overwrite:
             stored = json.loads(path.read_text())
-            if stored.get("config") != job_config(job, data_dir, base):
-                changed = sorted(k for k in {**stored.get("config", {}), **job_config(job, data_dir, base)}
-                                 if stored.get("config", {}).get(k) != job_config(job, data_dir, base).get(k))
+            if stored.get("config") != wanted:
+                changed = sorted(k for k in {**stored.get("config", {}), **wanted}
+                                 if stored.get("config", {}).get(k) != wanted.get(k))
                 raise FileExistsError(f"{path} was trained with other settings ({', '.join(changed)} differ); "
                                       f"pass --overwrite to retrain it, or choose another --out")
             done[job.key] = stored
@@ -343,10 +347,15 @@ def setup_line(data_dir: str, steps: int, seeds: list[int], base: dict | None = 
             f"scored on {data_dir}'s fisheye test split (whole image, ellipse border); mean ± std over seeds")
 
 
+def budget_steps(budget: float) -> int:
+    """Training steps per run at ``budget`` × :data:`QUALITY_STEPS` (at least one)."""
+    return max(int(round(QUALITY_STEPS * budget)), 1)
+
+
 def bench_quality(data_dir: str, out: str, budget: float, seeds: list[int], overwrite: bool = False,
                   threads: int | None = 1, processes: int = 1, train_missing: bool = True) -> str:
     """Every method, each seed; ``quality.md`` / ``quality.json`` in ``out``."""
-    steps = max(int(round(QUALITY_STEPS * budget)), 1)
+    steps = budget_steps(budget)
     jobs = [Job(method, {"method": method}, seed, steps) for seed in seeds for method in METHODS]
     results = run_jobs(data_dir, out, jobs, overwrite, threads, processes, train_missing=train_missing)
     title = (f"Fisheye test mIoU ({setup_line(data_dir, steps, seeds)}); gap closed = (mIoU − source_only) / "
@@ -362,7 +371,7 @@ def bench_tune(data_dir: str, out: str, variants: list[str], budget: float, seed
     unknown = sorted(set(variants) - set(TUNE_VARIANTS))
     if unknown:
         raise ValueError(f"unknown variant(s) {unknown}; choose from {list(TUNE_VARIANTS)}")
-    steps = max(int(round(QUALITY_STEPS * budget)), 1)
+    steps = budget_steps(budget)
     jobs = [Job(name, TUNE_VARIANTS[name], seed, steps) for seed in seeds for name in variants]
     results = run_jobs(data_dir, out, jobs, overwrite, threads, processes, train_missing=train_missing)
     title = f"Validation fisheye mIoU ({setup_line(data_dir, steps, seeds)})."
@@ -378,7 +387,7 @@ def bench_ladder(data_dir: str, out: str, rungs: list[str], budget: float, seeds
     if unknown:
         raise ValueError(f"unknown rung(s) {unknown}; choose from {list(LADDER)}")
     rungs = [r for r in LADDER if r in rungs]  # in ladder order
-    steps = max(int(round(QUALITY_STEPS * budget)), 1)
+    steps = budget_steps(budget)
     jobs = [Job(rung, LADDER[rung][1], seed, steps) for seed in seeds for rung in rungs]
     results = run_jobs(data_dir, out, jobs, overwrite, threads, processes, train_missing=train_missing)
     rungs = [r for r in rungs if any(result["name"] == r for result in results.values())]

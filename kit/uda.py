@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kit.config import BN_STATS
 from kit.losses import cross_entropy, dice_loss, pseudo_label_loss, pseudo_weights
 
 
@@ -51,9 +52,6 @@ def frozen_norm_stats(model: nn.Module):
     finally:
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum
-
-
-BN_STATS = ("target", "labelled", "all")
 
 
 class EMATeacher:
@@ -161,6 +159,12 @@ class UDAConfig:
     bn_stats: str = "target"  # passes updating BatchNorm running statistics: target (unmasked, no grad) | labelled (source + distortion) | all (MIC's code)
     target_branch: bool = True  # False: no teacher, no target loss (an ablation: source branches alone)
 
+    def __post_init__(self) -> None:
+        if self.bn_stats not in BN_STATS:
+            raise ValueError(f"bn_stats = {self.bn_stats!r}: expected one of {BN_STATS}")
+        if self.bn_stats == "target" and not self.target_branch:
+            raise ValueError("bn_stats = 'target' measures BatchNorm statistics on target crops: it needs the target branch")
+
 
 def uda_step(
     student: nn.Module,
@@ -189,22 +193,21 @@ def uda_step(
             loss = loss + config.dice_weight * dice_loss(logits.float(), labels, ignore_index=ignore)
         return loss
 
-    if config.bn_stats not in BN_STATS:
-        raise ValueError(f"bn_stats = {config.bn_stats!r}: expected one of {BN_STATS}")
-    if config.bn_stats == "target" and not config.target_branch:
-        raise ValueError("bn_stats = 'target' measures BatchNorm statistics on target crops: it needs the target branch")
-    labelled_stats = contextlib.nullcontext if config.bn_stats in ("all", "labelled") else lambda: frozen_norm_stats(student)
-    other_stats = contextlib.nullcontext if config.bn_stats == "all" else lambda: frozen_norm_stats(student)
+    def norm_stats(update: bool):  # a training pass that updates the running statistics, or not
+        return contextlib.nullcontext() if update else frozen_norm_stats(student)
+
+    labelled_updates = config.bn_stats in ("all", "labelled")  # the source and distortion passes
+    others_update = config.bn_stats == "all"  # the class-mix and masked target passes
 
     # 1. source: supervised cross-entropy (+ Dice) on the labelled source crop
-    with labelled_stats(), autocast():
+    with norm_stats(labelled_updates), autocast():
         loss = supervised(student(batch["source"]), batch["source_label"])
     backward(loss)
     losses["source"] = loss.item()
 
     # 2. distortion: the same supervision on the distorted copy of the source
     if "distorted" in batch:
-        with labelled_stats(), autocast():
+        with norm_stats(labelled_updates), autocast():
             loss = supervised(student(batch["distorted"]), batch["distorted_label"])
         backward(loss)
         losses["distortion"] = loss.item()
@@ -230,7 +233,7 @@ def uda_step(
         mixed = mix * batch["source"] + (1 - mix) * target
         confidence, pseudo = teacher_probs.max(dim=1)
         mixed_label = torch.where(mix[:, 0].bool(), batch["source_label"], pseudo)
-        with other_stats(), autocast():
+        with norm_stats(others_update), autocast():
             mixed_logits = student(mixed)
             loss_pixels = F.cross_entropy(mixed_logits.float(), mixed_label, ignore_index=ignore, reduction="none")
         every = torch.ones_like(pseudo, dtype=torch.bool)
@@ -247,7 +250,7 @@ def uda_step(
         (target.shape[0], target.shape[2], target.shape[3]), config.mask_ratio, config.mask_block,
         generator=generator, device=target.device,
     )
-    with other_stats(), autocast():
+    with norm_stats(others_update), autocast():
         student_logits = student(target * keep)
     loss, weights = pseudo_label_loss(student_logits.float(), teacher_probs, threshold=config.pseudo_threshold,
                                       teacher_is_probs=True, weighting=config.pseudo_weighting)

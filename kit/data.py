@@ -45,9 +45,10 @@ CLASSES: tuple[str, ...] = (
 NUM_CLASSES = len(CLASSES)
 IGNORE_INDEX = 255  # background: outside the fisheye circle, ego vehicle, unlabelled
 BACKGROUND_CLASS = NUM_CLASSES  # 255 remapped to this index when a model has a background output
-# "No information here", made only by transforms (never a valid file value): inside the fisheye
-# circle but outside what the source camera saw after a geometric warp. Not background: the
-# dataset turns it into 255 *after* 255 became BACKGROUND_CLASS, so the losses ignore it.
+# "No information here": inside the fisheye circle but outside what the source camera saw after a
+# geometric warp, or (in pseudo-label files only, kit.pseudo) a pixel too uncertain to label. Never a
+# value of the competition's label files. Not background: the dataset turns it into 255 *after* 255
+# became BACKGROUND_CLASS, so the losses ignore it.
 VOID_INDEX = 254
 
 # Cityscapes colours for the matching classes; background is black.
@@ -69,6 +70,7 @@ PALETTE = np.array(
     dtype=np.uint8,
 )
 BACKGROUND_COLOUR = np.array((0, 0, 0), dtype=np.uint8)
+VOID_COLOUR = np.array((128, 128, 128), dtype=np.uint8)  # VOID_INDEX in figures: ignored, not background
 
 # Per-domain statistics measured on the competition data by reference solution A (RGB, 0..1).
 SOURCE_MEAN = (0.5897, 0.5953, 0.5790)
@@ -89,6 +91,8 @@ SPLIT_COLUMNS: dict[str, tuple[str, ...]] = {
     "test_gt": ("id", "img_path", "gt_path"),
 }
 VALID_LABEL_VALUES = frozenset(range(NUM_CLASSES)) | {IGNORE_INDEX}
+# Pseudo-label files (kit.pseudo) also hold VOID_INDEX: pixels too uncertain to label, ignored in training.
+PSEUDO_LABEL_VALUES = VALID_LABEL_VALUES | {VOID_INDEX}
 
 
 def read_split(root: str | os.PathLike, split: str) -> pd.DataFrame:
@@ -105,16 +109,20 @@ def read_split(root: str | os.PathLike, split: str) -> pd.DataFrame:
     path = root / f"{split}.csv"
     if not path.is_file():
         present = sorted(p.name for p in root.glob("*.csv")) if root.is_dir() else []
-        raise FileNotFoundError(
-            f"split CSV not found: {path} (dataset root {root} has: {present or 'no CSV files'})"
-        )
-    required = SPLIT_COLUMNS.get(split, ("id", "img_path"))
+        raise FileNotFoundError(f"split CSV not found: {path} (dataset root {root} has: {present or 'no CSV files'})")
+    return read_split_file(path, SPLIT_COLUMNS.get(split, ("id", "img_path")))
+
+
+def read_split_file(path: str | os.PathLike, required: Sequence[str] = ("id", "img_path", "gt_path")) -> pd.DataFrame:
+    """A split CSV anywhere (e.g. pseudo-labels, ``kit.pseudo``), checked as :func:`read_split` checks
+    one; relative paths in it are relative to the CSV's own folder, as the dataset root's are."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"split CSV not found: {path}")
     (_, header), *records = _csv_records(path, required)
     missing = [c for c in required if c not in header]
     if missing:
-        raise ValueError(
-            f"{path}: missing column(s) {missing}; expected columns {list(required)}, found {header}"
-        )
+        raise ValueError(f"{path}: missing column(s) {missing}; expected columns {list(required)}, found {header}")
     repeated = sorted({c for c in header if header.count(c) > 1})
     if repeated:
         raise ValueError(f"{path}: column(s) {repeated} twice in the header {header}; expected each once")
@@ -124,7 +132,7 @@ def read_split(root: str | os.PathLike, split: str) -> pd.DataFrame:
     extra_paths = [c for c in header if c.endswith("_path") and c not in required]
     _check_cells(path, frame, [line for line, _ in records], [*required, *extra_paths])
     for column in [c for c in frame.columns if c.endswith("_path")]:
-        frame[column] = [str((root / p).resolve()) for p in frame[column]]
+        frame[column] = [str((path.parent / p).resolve()) for p in frame[column]]
     return frame
 
 
@@ -191,8 +199,9 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return cv2.cvtColor(_imread(path, cv2.IMREAD_COLOR, "image"), cv2.COLOR_BGR2RGB)
 
 
-def read_label(path: str | os.PathLike) -> np.ndarray:
-    """Read a label PNG as ``uint8 (H, W)`` with values in 0..11 and 255.
+def read_label(path: str | os.PathLike, allowed: frozenset[int] = VALID_LABEL_VALUES) -> np.ndarray:
+    """Read a label PNG as ``uint8 (H, W)`` with values in ``allowed`` (0..11 and 255; pseudo-labels:
+    :data:`PSEUDO_LABEL_VALUES`, also 254).
 
     A 3-channel file whose channels are identical is accepted (grey saved as RGB).
     """
@@ -206,18 +215,20 @@ def read_label(path: str | os.PathLike) -> np.ndarray:
         label = label[..., 0]
     if label.dtype != np.uint8:
         raise ValueError(f"label file {path} has dtype {label.dtype}; expected 8-bit class ids")
-    check_label_values(label, source=str(path))
+    check_label_values(label, source=str(path), allowed=allowed)
     return np.ascontiguousarray(label)
 
 
-def check_label_values(label: np.ndarray, source: str = "label") -> None:
-    """Raise ValueError listing the values of ``label`` outside {0..11, 255}."""
+def check_label_values(label: np.ndarray, source: str = "label", allowed: frozenset[int] = VALID_LABEL_VALUES) -> None:
+    """Raise ValueError listing the values of ``label`` outside ``allowed`` ({0..11, 255})."""
     counts = np.bincount(np.asarray(label, dtype=np.uint8).ravel(), minlength=256)
-    bad = [v for v in np.flatnonzero(counts) if int(v) not in VALID_LABEL_VALUES]
+    bad = [v for v in np.flatnonzero(counts) if int(v) not in allowed]
     if bad:
         detail = ", ".join(f"{int(v)} ({int(counts[v])} px)" for v in bad)
+        extra = sorted(allowed - VALID_LABEL_VALUES)
         raise ValueError(
-            f"{source}: label values outside 0..{NUM_CLASSES - 1} and {IGNORE_INDEX}: {detail}"
+            f"{source}: label values outside 0..{NUM_CLASSES - 1} and {IGNORE_INDEX}"
+            f"{''.join(f' and {v}' for v in extra)}: {detail}"
         )
 
 
@@ -258,6 +269,7 @@ class SegmentationDataset(Dataset):
         background: the value 255 label pixels take (255 to ignore them, 12 for a background class);
             ``VOID_INDEX`` pixels always become 255 (ignored).
         label_fn: optional ``uint8 (H, W) → uint8 (H, W)`` applied on load (e.g. the sky-bonnet fix).
+        label_values: the values label files may hold (pseudo-labels: :data:`PSEUDO_LABEL_VALUES`).
     """
 
     def __init__(
@@ -268,6 +280,7 @@ class SegmentationDataset(Dataset):
         std: Sequence[float] = IMAGENET_STD,
         background: int = IGNORE_INDEX,
         label_fn: Callable[[np.ndarray], np.ndarray] | None = None,
+        label_values: frozenset[int] = VALID_LABEL_VALUES,
     ) -> None:
         self.frame = frame.reset_index(drop=True)
         self.labelled = "gt_path" in self.frame.columns
@@ -276,6 +289,7 @@ class SegmentationDataset(Dataset):
         self.std = tuple(std)
         self.background = background
         self.label_fn = label_fn
+        self.label_values = label_values
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -284,7 +298,7 @@ class SegmentationDataset(Dataset):
         """The raw ``uint8`` image and label (None when unlabelled), before any transform."""
         row = self.frame.iloc[index]
         image = read_image(row["img_path"])
-        label = read_label(row["gt_path"]) if self.labelled else None
+        label = read_label(row["gt_path"], self.label_values) if self.labelled else None
         if label is not None and label.shape != image.shape[:2]:
             raise ValueError(
                 f"label {row['gt_path']} is {label.shape[1]}x{label.shape[0]} but image "

@@ -19,16 +19,27 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402  (installed with matplotlib)
 
-from kit.data import BACKGROUND_COLOUR, CLASSES, IGNORE_INDEX, PALETTE, read_image, read_label, read_split  # noqa: E402
+from kit.data import (  # noqa: E402
+    BACKGROUND_COLOUR,
+    CLASSES,
+    IGNORE_INDEX,
+    PALETTE,
+    VOID_COLOUR,
+    VOID_INDEX,
+    read_image,
+    read_label,
+    read_split,
+)
 from kit.files import atomic_path  # noqa: E402
 
-# 256-entry lookup: class ids → palette, everything else (255 included) → background colour
+# 256-entry lookup: class ids → palette, void (254: ignored) → grey, everything else (255 included) → background
 _LUT = np.tile(BACKGROUND_COLOUR, (256, 1))
 _LUT[: len(PALETTE)] = PALETTE
+_LUT[VOID_INDEX] = VOID_COLOUR
 
 
 def colorize(label: np.ndarray) -> np.ndarray:
-    """``uint8 (H, W)`` class ids → ``uint8 (H, W, 3)`` RGB; 255 is black."""
+    """``uint8 (H, W)`` class ids → ``uint8 (H, W, 3)`` RGB; 255 is black, 254 (void, ignored) grey."""
     return _LUT[np.asarray(label, dtype=np.uint8)]
 
 

@@ -16,10 +16,11 @@ from types import ModuleType
 from kit.data import NUM_CLASSES
 from kit.models import HEADS, check_encoder_name
 
-METHODS = ("source_only", "fisheye_tf", "uda", "uda_geo", "oracle")
+METHODS = ("source_only", "fisheye_tf", "uda", "uda_geo", "self_train", "oracle")
 UDA_METHODS = ("uda", "uda_geo")
 NORMALIZATIONS = ("per_domain", "reference", "imagenet", "encoder")
 PSEUDO_WEIGHTINGS = ("image", "batch", "pixel", "class")
+SELF_TRAIN_SOURCES = ("fisheye_tf", "warp")  # what self_train makes of source images (kit.recipes)
 BN_STATS = ("target", "labelled", "all")  # which passes update BatchNorm statistics (kit.uda.UDAConfig.bn_stats)
 OUTPUTS = NUM_CLASSES + 1  # 12 classes + background
 # parameters that may differ when resuming: they change how, not what, is computed
@@ -57,6 +58,14 @@ class TrainConfig:
     clip_grad: float | None = 1.0  # max gradient norm (None: no clipping)
     ema_max_alpha: float = 0.9  # solution A 0.9, MIC 0.999
     ema_per: str = "step"  # the EMA ramp counts "step"s (MIC) or "epoch"s (solution A)
+    init_from: str | None = None  # a run folder (its best.pt) or a checkpoint whose weights start the student and teacher
+    rounds: int = 2  # self_train: pseudo-label rounds after the source round (round 0; skipped with init_from)
+    round_epochs: int | None = None  # self_train: epochs of each pseudo-label round; None: half of epochs (at least 1)
+    pseudo_split: str | None = None  # self_train: round 1's pseudo-labels (06_pseudo_label's folder or its CSV); None: the run makes its own
+    pseudo_quantile: float = 0.5  # self_train: each class keeps pixels above this quantile of its confidences (kit.pseudo)
+    pseudo_cap: float = 0.9  # self_train: ...capped at this confidence
+    pseudo_background: bool = True  # self_train: background predicted inside the fisheye disc may be a pseudo-label (False: ignored)
+    self_train_source: str = "fisheye_tf"  # self_train's source images: fisheye_tf (solution B's transformation) | warp (uda_geo's)
     pseudo_threshold: float = 0.968
     pseudo_weighting: str | None = None  # image (the kit's: each image's confident share) | batch (DAFormer/MIC: the batch's share) | pixel (confident pixels only) | class (pixel + each class's upper half); None: METHOD_DEFAULTS
     mask_ratio: float = 0.75
@@ -119,6 +128,17 @@ class TrainConfig:
             check_int(name, getattr(self, name), low=1)
         for name in ("steps_per_epoch", "stats_limit", "eval_limit", "cpu_threads", "stop_after_epoch"):
             check_int(name, getattr(self, name), low=1, optional=True)
+        check_int("rounds", self.rounds, low=1)
+        check_int("round_epochs", self.round_epochs, low=1, optional=True)
+        for name in ("init_from", "pseudo_split"):
+            if getattr(self, name) is not None and (not isinstance(getattr(self, name), str) or not getattr(self, name)):
+                raise ValueError(f"{name} = {getattr(self, name)!r}: expected None or a path")
+        if self.pseudo_split is not None and self.method != "self_train":
+            raise ValueError(f"pseudo_split = {self.pseudo_split!r}: pseudo-labels are trained on by METHOD 'self_train' "
+                             f"only, not {self.method!r}")
+        check_number("pseudo_quantile", self.pseudo_quantile, low=0, high=1)
+        check_number("pseudo_cap", self.pseudo_cap, low=0, high=1, low_open=True)
+        check_choice("self_train_source", self.self_train_source, SELF_TRAIN_SOURCES)
         for name in ("warmup_steps", "num_workers", "seed"):
             check_int(name, getattr(self, name), low=0)
         for name in ("source_size", "target_size", "crop_size"):
@@ -147,8 +167,8 @@ class TrainConfig:
             raise ValueError(f"train_splits = {list(self.train_splits)}: expected one or more split names")
         if self.fisheye_eval_split is not None and not isinstance(self.fisheye_eval_split, str):
             raise ValueError(f"fisheye_eval_split = {self.fisheye_eval_split!r}: expected a split name, or None")
-        for name in ("class_mix", "distortion_branch", "target_branch", "fix_sky_bonnet", "rare_class_sampling", "channels_last", "resume", "overwrite",
-                     "progress"):
+        for name in ("pseudo_background", "class_mix", "distortion_branch", "target_branch", "fix_sky_bonnet",
+                     "rare_class_sampling", "channels_last", "resume", "overwrite", "progress"):
             check_bool(name, getattr(self, name))
         check_choice("normalization", self.normalization, NORMALIZATIONS)
         check_choice("ema_per", self.ema_per, ("step", "epoch"))

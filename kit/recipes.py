@@ -7,6 +7,9 @@ per-epoch batches drawn from them (:func:`epoch_batches`).
     uda          reference solution A (seed 000): source crops with Mix Background + an elastic
                  "distortion" copy, and unlabelled target crops for the EMA teacher
     uda_geo      the kit's own: ``uda`` with the geometric pinhole → fisheye warp as the distortion
+    self_train   offline self-training (the competition's winners): source images through the fisheye
+                 transformation (or the warp) and, from round 1 on, the target images with the
+                 pseudo-labels of the round before (``kit.pseudo``, :func:`pseudo_dataset`)
     oracle       the held-out fisheye labels (synthetic data only; the upper bound)
 
 Every epoch reseeds all random streams from (seed, epoch), so a resumed run draws the batches an
@@ -49,6 +52,7 @@ from kit.data import (
     SOURCE_STD,
     TARGET_MEAN,
     TARGET_STD,
+    PSEUDO_LABEL_VALUES,
     VOID_INDEX,
     RareClassSampler,
     SegmentationDataset,
@@ -58,6 +62,7 @@ from kit.data import (
     evenly_spread,
     has_split,
     read_split,
+    read_split_file,
 )
 from kit.models import encoder_normalisation
 
@@ -77,6 +82,7 @@ class TrainData:
     border: BorderEstimate | None = None  # at the target size (methods that use target images)
     class_pixels: np.ndarray | None = None
     transforms: list[A.Compose] = field(default_factory=list)  # reseeded every epoch
+    pseudo_transform: A.Compose | None = None  # self_train: the current round's pseudo-label crops (reseeded too)
 
 
 def seed_all(seed: int) -> None:
@@ -125,12 +131,20 @@ def build_data(config: TrainConfig) -> TrainData:
         frame = pd.concat([read_split(root, s) for s in config.train_splits], ignore_index=True)
         return SegmentationDataset(frame, compose(transform), smean, sstd, BACKGROUND_CLASS, label_fn)
 
-    border = target_border(config) if config.method in ("fisheye_tf", *UDA_METHODS) else None
+    border = target_border(config) if config.method in ("fisheye_tf", "self_train", *UDA_METHODS) else None
     target = None
+
+    def warp_pipeline() -> A.Compose:
+        warp = FisheyeWarp(size=(tw, th), src_hfov_deg=config.src_hfov_deg, fov_deg=config.fisheye_fov_deg,
+                           seed=config.seed)
+        return A.Compose([A.Resize(*config.source_size), *kit_pipeline(warp, crop).transforms])
+
     if config.method == "source_only":
         train = source(solution_a_pipeline(config.source_size, crop))
-    elif config.method == "fisheye_tf":
+    elif config.method == "fisheye_tf" or (config.method == "self_train" and config.self_train_source == "fisheye_tf"):
         train = source(solution_b_pipeline(FisheyeTransform(border.mean, border.inside), crop))
+    elif config.method == "self_train":
+        train = source(warp_pipeline())
     elif config.method == "oracle":
         if not has_split(root, "train_target_gt"):
             raise FileNotFoundError(
@@ -147,9 +161,7 @@ def build_data(config: TrainConfig) -> TrainData:
             distortion = A.Compose([*solution_a_pipeline(config.source_size, crop).transforms,
                                     *solution_a_distortion().transforms])
         else:
-            warp = FisheyeWarp(size=(tw, th), src_hfov_deg=config.src_hfov_deg, fov_deg=config.fisheye_fov_deg,
-                               seed=config.seed)
-            distortion = A.Compose([A.Resize(*config.source_size), *kit_pipeline(warp, crop).transforms])
+            distortion = warp_pipeline()
         branches = {"distorted": source(distortion)} if config.distortion_branch else {}
         train = ZipDataset(source=source(source_pipeline), **branches)
         target_steps = [A.Resize(th, tw), A.HorizontalFlip(p=0.5), A.RandomCrop(*crop)]
@@ -175,6 +187,18 @@ def build_data(config: TrainConfig) -> TrainData:
         class_pixels = np.concatenate([class_pixel_counts(root, s) for s in config.train_splits])[:, :NUM_CLASSES]
     return TrainData(train, target, evals, (smean, sstd), (tmean, tstd), monitor_of(config, evals), border,
                      class_pixels, transforms)
+
+
+def pseudo_dataset(config: TrainConfig, data: TrainData, csv: str | Path) -> SegmentationDataset:
+    """The pseudo-labelled target images of ``csv`` (``kit.pseudo``; 254 ignored) as ``self_train``
+    trains on them: the oracle's target crops. Its pipeline replaces the previous round's as
+    ``data.pseudo_transform``, which every epoch reseeds after ``data.transforms``."""
+    th, tw = config.target_size
+    pipeline = A.Compose([A.Resize(th, tw), A.HorizontalFlip(p=0.5), A.ColorJitter(p=0.25),
+                          A.RandomCrop(*config.crop_size)])
+    data.pseudo_transform = pipeline
+    return SegmentationDataset(read_split_file(csv), pipeline, *data.target_stats, BACKGROUND_CLASS,
+                               label_values=PSEUDO_LABEL_VALUES)
 
 
 def monitor_of(config: TrainConfig, evals: dict[str, Dataset]) -> str | None:
@@ -225,7 +249,7 @@ def epoch_batches(
     """
     epoch_seed = config.seed * 100_003 + epoch
     seed_all(epoch_seed)
-    for i, pipeline in enumerate(data.transforms):
+    for i, pipeline in enumerate([*data.transforms, *([data.pseudo_transform] if data.pseudo_transform is not None else [])]):
         pipeline.set_random_seed(epoch_seed * 31 + i)
     generator = torch.Generator().manual_seed(epoch_seed)
     samples = steps_per_epoch(config, data) * config.batch_size

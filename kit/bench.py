@@ -8,11 +8,11 @@
           per 512×512 image of the InternImage-T, PVTv2-b1 and ConvNeXt-T encoders.
     infer  kit.infer images/s on demo-sized fisheye frames: whole image, slide (windows batched and
           one at a time, with the largest difference between the two), flip + 3-scale TTA.
-    quality  every training method (source_only, fisheye_tf, uda, uda_geo, oracle) with one
+    quality  every training method (source_only, fisheye_tf, uda, uda_geo, self_train, oracle) with one
           encoder, crop and step budget, over seeds, on the synthetic demo data, scored on its labelled
           fisheye test split: mean ± std of per-class IoU, mIoU, gap closed, paired differences to
           fisheye_tf and source_only, training time (quality.md/.json; kit.scoreboard).
-    tune  variants of uda_geo (TUNE_VARIANTS) trained like quality and scored on the test split of a
+    tune  variants of uda_geo and self_train (TUNE_VARIANTS) trained like quality and scored on the test split of a
           *validation* dataset (another synthetic seed or camera), so that no choice looks at the
           benchmark's test labels (tune.md/.json).
     ladder  the Car ablation ladder: source_only → uda_geo one component at a time (ladder.md/.json).
@@ -233,11 +233,12 @@ def main(argv: list[str] | None = None) -> None:
     quality = sub.add_parser("quality", help="every method trained alike, scored on the labelled fisheye test split")
     quality.add_argument("--data", default="data/demo", help="synthetic dataset root (with test_gt.csv)")
     quality.add_argument("--out", default="outputs/bench_quality", help="runs/, results/, quality.md and quality.json")
-    tune = sub.add_parser("tune", help="uda_geo variants trained and scored on a validation dataset")
+    tune = sub.add_parser("tune", help="uda_geo / self_train variants trained and scored on a validation dataset")
     tune.add_argument("--data", default="data/demo_val", help="a synthetic dataset of another seed or camera than --data of quality")
     tune.add_argument("--out", default="outputs/tune", help="runs/, results/, tune.md and tune.json")
     tune.add_argument("--variant", nargs="+", default=list(TUNE_VARIANTS), choices=list(TUNE_VARIANTS),
-                      help="variants to train (default: all)")
+                      help="variants to train (default: all; a warm-started one brings the run it starts from)")
+    tune.add_argument("--reference", default="uda_geo_untuned", help="variant the paired differences are taken against")
     ladder = sub.add_parser("ladder", help="the Car ablation ladder: source_only → uda_geo one component at a time")
     ladder.add_argument("--data", default="data/demo", help="synthetic dataset root (with test_gt.csv)")
     ladder.add_argument("--out", default="outputs/bench_quality", help="runs/, results/, ladder.md and ladder.json "
@@ -266,7 +267,7 @@ def main(argv: list[str] | None = None) -> None:
                       train_missing=not args.report_only)
     elif args.name == "tune":
         bench_tune(args.data, args.out, args.variant, args.budget, args.seeds, args.overwrite, args.threads, args.jobs,
-                   train_missing=not args.report_only)
+                   reference=args.reference, train_missing=not args.report_only)
     elif args.name == "ladder":
         bench_ladder(args.data, args.out, args.rung, args.budget, args.seeds, args.overwrite, args.threads, args.jobs,
                      train_missing=not args.report_only)

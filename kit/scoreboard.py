@@ -1,7 +1,7 @@
 """The scoreboard: training methods and variants over several seeds on synthetic data, scored on
 labelled fisheye test images, summarised as mean ± standard deviation with paired differences.
 
-    quality  every method (source_only, fisheye_tf, uda, uda_geo, oracle) on the benchmark data
+    quality  every method (source_only, fisheye_tf, uda, uda_geo, self_train, oracle) on the benchmark data
     tune     variants of uda_geo (:data:`TUNE_VARIANTS`) on a *validation* dataset (another seed or
              another camera), so that no default is chosen on the benchmark's test labels
     ladder   the Car ablation ladder (:data:`LADDER`): from source_only to uda_geo, one component
@@ -77,6 +77,19 @@ TUNE_VARIANTS: dict[str, dict] = {
     "uda_geo_void_bntarget_block8": {**UNTUNED, "bonnet": "void", "bn_stats": "target", "mask_block": 8},
     "fisheye_tf": {"method": "fisheye_tf"},
     "uda": {"method": "uda"},
+    "uda_geo": {"method": "uda_geo"},
+    "source_only": {"method": "source_only"},
+    "oracle": {"method": "oracle"},
+    # issue 16: offline self-training. "@fisheye_tf" warm-starts from the fisheye_tf run of the same seed
+    # and steps (what self_train's round 0 trains), so that each variant trains only its rounds.
+    "self_train": {"method": "self_train"},
+    "self_train_warm": {"method": "self_train", "init_from": "@fisheye_tf"},
+    "self_train_warm_warp": {"method": "self_train", "init_from": "@fisheye_tf", "self_train_source": "warp"},
+    "self_train_warm_bg_void": {"method": "self_train", "init_from": "@fisheye_tf", "pseudo_background": False},
+    "self_train_warm_one_round": {"method": "self_train", "init_from": "@fisheye_tf", "rounds": 1, "round_epochs": 2},
+    "self_train_warm_q20": {"method": "self_train", "init_from": "@fisheye_tf", "pseudo_quantile": 0.2},
+    "self_train_warm_q80": {"method": "self_train", "init_from": "@fisheye_tf", "pseudo_quantile": 0.8},
+    "uda_geo_warm": {"method": "uda_geo", "init_from": "@fisheye_tf"},  # does a warm-started teacher fix uda_geo?
 }
 # The Car ablation ladder: each rung adds one component to the one before (rung → (what it adds, overrides)).
 _SOURCE_PATH = {"method": "uda_geo", "bonnet": "background", "mix_background": 0.0, "distortion_branch": False,
@@ -115,8 +128,16 @@ class Job:
         return f"{self.name}_seed{self.seed}_{self.steps}"
 
     @property
+    def after(self) -> str | None:
+        """The job whose run this one starts from (``init_from = "@name"``: that name's run of the same
+        seed and steps in the same ``--out``), or None."""
+        source = self.overrides.get("init_from")
+        return source[1:] if isinstance(source, str) and source.startswith("@") else None
+
+    @property
     def slow(self) -> bool:  # the self-training runs take about three times as long: started first
-        return self.overrides.get("method") in UDA_METHODS and self.overrides.get("target_branch", True)
+        method = self.overrides.get("method")
+        return method == "self_train" or (method in UDA_METHODS and self.overrides.get("target_branch", True))
 
 
 def _train_config(job: Job, data_dir: str, base: dict, **how) -> TrainConfig:
@@ -155,13 +176,20 @@ def _train_and_score(data_dir: str, out_dir: Path, job: Job, overwrite: bool, th
     resume = not overwrite and (run_dir / "last.pt").is_file()
     config = _train_config(job, data_dir, base, runs_dir=str(out_dir / "runs"), run_name=job.key,
                            cpu_threads=threads, overwrite=overwrite, resume=resume)
+    defining = _defining(config, job.steps)  # "@name" as written: the result does not depend on where out_dir is
+    if job.after:
+        start = out_dir / "runs" / f"{job.after}_seed{job.seed}_{job.steps}" / "last.pt"
+        if not start.is_file():
+            raise FileNotFoundError(f"{job.key} starts from {job.after}'s run, but {start} does not exist: "
+                                    f"train {job.after} (seed {job.seed}, {job.steps} steps) into {out_dir} first")
+        config = dataclasses.replace(config, init_from=str(start))
     print(f"--- {job.key}: {config.method}, {config.epochs} epochs × {config.steps_per_epoch} steps, {job.overrides}"
           f"{' (resumed)' if resume else ''}", flush=True)
     start = time.perf_counter()
     train(config)
     seconds = time.perf_counter() - start
     result = {"name": job.name, "seed": job.seed, "steps": job.steps, "data": data_dir, "resumed": resume,
-              "config": _defining(config, job.steps), "train_seconds": round(seconds, 1)}
+              "config": defining, "train_seconds": round(seconds, 1)}
     result["iou"] = score_run(run_dir, data_dir)
     result["mIoU"] = result["iou"]["mIoU"]
     if config.method in UDA_METHODS and config.target_branch:
@@ -242,13 +270,14 @@ def run_jobs(data_dir: str, out: str, jobs: list[Job], overwrite: bool, threads:
         return {job.key: done[job.key] for job in jobs if job.key in done}
     print(f"{len(done)} result(s) reused from {out_dir / 'results'}, {len(todo)} run(s) to train", flush=True)
     todo.sort(key=lambda job: not job.slow)
-    if processes > 1 and len(todo) > 1:
-        with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {job.key: pool.submit(_train_and_score, data_dir, out_dir, job, overwrite, threads, base)
-                       for job in todo}
-            done.update({key: future.result() for key, future in futures.items()})
-    else:
-        done.update({job.key: _train_and_score(data_dir, out_dir, job, overwrite, threads, base) for job in todo})
+    for stage in ([job for job in todo if not job.after], [job for job in todo if job.after]):  # warm starts last
+        if processes > 1 and len(stage) > 1:
+            with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+                futures = {job.key: pool.submit(_train_and_score, data_dir, out_dir, job, overwrite, threads, base)
+                           for job in stage}
+                done.update({key: future.result() for key, future in futures.items()})
+        else:
+            done.update({job.key: _train_and_score(data_dir, out_dir, job, overwrite, threads, base) for job in stage})
     return {job.key: done[job.key] for job in jobs}
 
 
@@ -372,9 +401,12 @@ def bench_tune(data_dir: str, out: str, variants: list[str], budget: float, seed
     if unknown:
         raise ValueError(f"unknown variant(s) {unknown}; choose from {list(TUNE_VARIANTS)}")
     steps = budget_steps(budget)
+    starts = [Job(name, TUNE_VARIANTS[name], 0, steps).after for name in variants]  # warm starts need their start
+    variants = [*dict.fromkeys([*(s for s in starts if s and s not in variants), *variants])]
     jobs = [Job(name, TUNE_VARIANTS[name], seed, steps) for seed in seeds for name in variants]
     results = run_jobs(data_dir, out, jobs, overwrite, threads, processes, train_missing=train_missing)
-    title = f"Validation fisheye mIoU ({setup_line(data_dir, steps, seeds)})."
+    title = (f"Validation fisheye mIoU ({setup_line(data_dir, steps, seeds)})."
+             + (" A warm-started variant's train s leaves out the run it starts from." if any(starts) else ""))
     return report(Path(out), "tune", title, results, (reference,), "variant", gap=False)
 
 

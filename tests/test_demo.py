@@ -25,7 +25,7 @@ def test_main_job_passes_only_known_parameters(name, parameters):
 def test_main_job_runs_the_notebooks_in_order_into_one_folder():
     plan = steps("data/demo", Path("outputs/demo"))
     assert [name for name, _ in plan] == ["01_eda", "02_labels_and_augment", "03_train", "04_predict"]
-    assert plan[2][1]["METHOD"] == "uda_geo"
+    assert plan[2][1]["METHOD"] == "self_train"
     assert plan[3][1]["RUN_NAME"] == plan[2][1]["RUN_NAME"] and plan[3][1]["RUNS_DIR"] == plan[2][1]["RUNS_DIR"]
     for _, parameters in plan:
         for key, value in parameters.items():

@@ -319,3 +319,23 @@ def test_report_only_tabulates_what_is_there_and_trains_nothing(tiny, tmp_path, 
     text = kit.scoreboard.bench_ladder(str(tiny), str(out), ["source_only", "mix_background"], small_quality,
                                        seeds=[0, 1], threads=1, train_missing=False)
     assert "| source_only | 0 |" in text and "| mix_background |" not in text
+
+
+def test_a_warm_started_variant_trains_after_the_run_it_starts_from(tiny, tmp_path, small_quality, monkeypatch):
+    import pandas as pd
+
+    trained = _counting(monkeypatch)
+    out = tmp_path / "out"
+    text = kit.scoreboard.bench_tune(str(tiny), str(out), ["self_train_warm"], small_quality, seeds=[0], threads=1,
+                                     reference="fisheye_tf")
+    assert trained == ["fisheye_tf_seed0_1", "self_train_warm_seed0_1"]  # the start is brought in and trained first
+    result = json.loads((out / "results/self_train_warm_seed0_1.json").read_text())
+    assert result["config"]["init_from"] == "@fisheye_tf"  # as written: independent of where --out is
+    run = out / "runs/self_train_warm_seed0_1"
+    assert json.loads((run / "config.json").read_text())["init_from"] == str(out / "runs/fisheye_tf_seed0_1/last.pt")
+    assert list(pd.read_csv(run / "metrics.csv")["round"]) == [1, 2]  # no round 0: it starts from fisheye_tf
+    assert "self_train_warm" in _table(text, "variant") and "leaves out the run it starts from" in text
+    job = kit.scoreboard.Job("late", {"method": "self_train", "init_from": "@source_only"}, 0, 1)
+    with pytest.raises(FileNotFoundError, match="train source_only \\(seed 0, 1 steps\\) into .* first"):
+        kit.scoreboard._train_and_score(str(tiny), out, job, False, 1, {**kit.scoreboard.QUALITY_CONFIG,
+                                                                       **kit.scoreboard.QUALITY_OVERRIDES})

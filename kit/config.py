@@ -64,6 +64,7 @@ class TrainConfig:
     pseudo_split: str | None = None  # self_train: round 1's pseudo-labels (06_pseudo_label's folder or its CSV); None: the run makes its own
     pseudo_quantile: float = 0.5  # self_train: each class keeps pixels above this quantile of its confidences (kit.pseudo)
     pseudo_cap: float = 0.9  # self_train: ...capped at this confidence
+    pseudo_balanced: bool = False  # self_train: CBST's class-balanced labels: argmax of probability / class threshold (kit.pseudo)
     pseudo_background: bool = True  # self_train: background predicted inside the fisheye disc may be a pseudo-label (False: ignored)
     self_train_source: str = "fisheye_tf"  # self_train's source images: fisheye_tf (solution B's transformation) | warp (uda_geo's)
     pseudo_threshold: float = 0.968
@@ -167,7 +168,7 @@ class TrainConfig:
             raise ValueError(f"train_splits = {list(self.train_splits)}: expected one or more split names")
         if self.fisheye_eval_split is not None and not isinstance(self.fisheye_eval_split, str):
             raise ValueError(f"fisheye_eval_split = {self.fisheye_eval_split!r}: expected a split name, or None")
-        for name in ("pseudo_background", "class_mix", "distortion_branch", "target_branch", "fix_sky_bonnet",
+        for name in ("pseudo_balanced", "pseudo_background", "class_mix", "distortion_branch", "target_branch", "fix_sky_bonnet",
                      "rare_class_sampling", "channels_last", "resume", "overwrite", "progress"):
             check_bool(name, getattr(self, name))
         check_choice("normalization", self.normalization, NORMALIZATIONS)

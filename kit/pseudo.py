@@ -39,6 +39,7 @@ from kit.data import (
     IGNORE_INDEX,
     NUM_CLASSES,
     VOID_INDEX,
+    evenly_spread,
     has_split,
     read_image,
     read_label,
@@ -95,6 +96,18 @@ def pseudo_label_map(classes: np.ndarray, confidence: np.ndarray, thresholds: np
     return out
 
 
+def candidates(probs: torch.Tensor, thresholds: np.ndarray, balanced: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Each pixel's candidate class ``(H, W)`` uint8 and its probability ``(H, W)`` float32 from
+    ``probs (C, H, W)``: the argmax, or with ``balanced`` the argmax of ``probs / thresholds`` (CBST:
+    Zou et al. 2018), which keeps a pixel exactly when some class clears its own threshold."""
+    if balanced:
+        classes = (probs / torch.as_tensor(thresholds, dtype=probs.dtype)[:, None, None]).argmax(dim=0)
+        confidence = probs.gather(0, classes[None])[0]
+    else:
+        confidence, classes = probs.max(dim=0)
+    return classes.to(torch.uint8).numpy(), confidence.numpy()
+
+
 def _check_folder(out_dir: Path, overwrite: bool) -> None:
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"pseudo-label folder {out_dir} already exists (an earlier round's labels); choose "
@@ -115,6 +128,8 @@ def make_pseudo_labels(
     cap: float = 0.9,
     border: Border | None = None,
     background: bool = True,
+    balanced: bool = False,
+    threshold_images: int | None = 100,
     overwrite: bool = False,
     progress: bool = True,
 ) -> PseudoLabels:
@@ -124,67 +139,65 @@ def make_pseudo_labels(
     predicted inside the disc is left unlabelled (254), as on data whose in-disc background the
     model cannot tell (the source images' background is not the target's ego-vehicle body).
 
-    Two passes: the first predicts every image once, keeps its argmax and confidence in the staging
-    folder and counts each class's confidences; the thresholds follow from those counts; the second
-    writes the label files. Where ``data_dir`` holds the split's labelled twin (``<split>_gt``, the
-    kit's synthetic data), the table adds each class's precision and recall against it.
+    ``balanced`` (CBST's class-balanced rule, :func:`candidates`): a pixel's label is the class with the
+    largest probability relative to its threshold, so a rare class the model under-predicts is not
+    swallowed by a frequent one whose threshold sits at the cap.
+
+    Two passes: the first counts each class's confidences on ``threshold_images`` images spread evenly
+    over the split (None: all), from which the thresholds follow; the second predicts every image
+    and writes its label file. Nothing of the size of the split is held in memory. Where ``data_dir`` holds the split's labelled twin
+    (``<split>_gt``, the kit's synthetic data), the table adds each class's precision and recall.
     """
     out_dir = Path(out_dir)
     _check_folder(out_dir, overwrite)
     frame = read_split(data_dir, split)
     truth = read_split(data_dir, f"{split}_gt").set_index("id")["gt_path"] if has_split(data_dir, f"{split}_gt") else None
+
+    def predicted(path: str) -> tuple[torch.Tensor, np.ndarray]:
+        """Probabilities (C, H, W) at the image's own size, and the disc there (all True without a border)."""
+        image = read_image(path)
+        size = (image.shape[1], image.shape[0])
+        with torch.no_grad():
+            probs = resize_probs(ensemble(runs, image, weights, settings), size).float().cpu()
+        return probs, border.mask(size) if border is not None else np.ones(probs.shape[1:], bool)
+
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
         (staging / MANIFEST).write_text("# written by fisheye-da-kit; OVERWRITE removes exactly the entries below\n")
-        cache = staging / "cache"
-        cache.mkdir()
         histograms = np.zeros((NUM_CLASSES + 1, BINS), np.int64)
-        sizes = []
-        with torch.no_grad():
-            for i, row in enumerate(tqdm(list(frame.itertuples()), desc="pseudo-label", unit="img", disable=not progress)):
-                image = read_image(row.img_path)
-                size = (image.shape[1], image.shape[0])
-                probs = resize_probs(ensemble(runs, image, weights, settings), size)
-                confidence, classes = probs.max(dim=0)
-                # float16, as cached for the second pass, so that both passes compare the same numbers
-                confidence = confidence.to(torch.float16).float().cpu().numpy()
-                classes = classes.to(torch.uint8).cpu().numpy()
-                inside = border.mask(size) if border is not None else np.ones(classes.shape, bool)
-                index = np.minimum((confidence[inside] * BINS).astype(np.int64), BINS - 1)
-                np.add.at(histograms, (classes[inside].astype(np.int64), index), 1)
-                np.save(cache / f"{i}.npy", np.stack([classes.astype(np.float16), confidence.astype(np.float16)]))
-                sizes.append(size)
+        for row in tqdm(list(evenly_spread(frame, threshold_images).itertuples()), desc="pseudo-label: thresholds",
+                        unit="img", disable=not progress):
+            probs, inside = predicted(row.img_path)
+            confidence, classes = (t.numpy() for t in probs.max(dim=0))
+            index = np.minimum((confidence[inside] * BINS).astype(np.int64), BINS - 1)
+            np.add.at(histograms, (classes[inside].astype(np.int64), index), 1)
         thresholds = class_thresholds(histograms, quantile, cap)
-        stats = np.zeros((NUM_CLASSES + 1, 4), np.int64)  # predicted, kept, kept & correct, truth (inside the disc)
-        ids, gt_paths = [], []
+        stats = np.zeros((NUM_CLASSES + 1, 4), np.int64)  # candidates, kept, kept & correct, truth (inside the disc)
         labels = staging / "labels"
         labels.mkdir()
         (labels / MANIFEST).write_text("# written by fisheye-da-kit\n")
-        for i, row in enumerate(frame.itertuples()):
-            stored = np.load(cache / f"{i}.npy")
-            classes, confidence = stored[0].astype(np.uint8), stored[1].astype(np.float32)
-            inside = border.mask(sizes[i]) if border is not None else np.ones(classes.shape, bool)
+        for row in tqdm(list(frame.itertuples()), desc="pseudo-label: write", unit="img", disable=not progress):
+            probs, inside = predicted(row.img_path)
+            classes, confidence = candidates(probs, thresholds, balanced)
             label = pseudo_label_map(classes, confidence, thresholds, inside, background)
             write_image(labels / f"{row.id}.png", label)
-            ids.append(row.id)
-            gt_paths.append(f"./labels/{row.id}.png")
             kept = label[inside] != VOID_INDEX
-            predicted = classes[inside].astype(np.int64)
-            stats[:, 0] += np.bincount(predicted, minlength=NUM_CLASSES + 1)
-            stats[:, 1] += np.bincount(predicted[kept], minlength=NUM_CLASSES + 1)
+            candidate = classes[inside].astype(np.int64)
+            stats[:, 0] += np.bincount(candidate, minlength=NUM_CLASSES + 1)
+            stats[:, 1] += np.bincount(candidate[kept], minlength=NUM_CLASSES + 1)
             if truth is not None:
                 true = read_label(truth[row.id])[inside].astype(np.int64)
                 true = np.where(true >= NUM_CLASSES, BACKGROUND_CLASS, true)
-                stats[:, 2] += np.bincount(predicted[kept & (predicted == true)], minlength=NUM_CLASSES + 1)
+                stats[:, 2] += np.bincount(candidate[kept & (candidate == true)], minlength=NUM_CLASSES + 1)
                 stats[:, 3] += np.bincount(true, minlength=NUM_CLASSES + 1)
-            (cache / f"{i}.npy").unlink()
-        cache.rmdir()
+        ids, gt_paths = list(frame["id"]), [f"./labels/{id_}.png" for id_ in frame["id"]]
         image_paths = [os.path.relpath(p, out_dir.resolve()) for p in frame["img_path"]]  # as seen from out_dir
         write_csv(staging / CSV_NAME, pd.DataFrame({"id": ids, "img_path": image_paths, "gt_path": gt_paths}))
         table = pseudo_table(thresholds, stats, truth is not None)
         write_json(staging / "summary.json", {
             "data_dir": str(data_dir), "split": split, "quantile": quantile, "cap": cap, "background": background,
+            "balanced": balanced, "threshold_images": threshold_images,
             "settings": {k: getattr(settings, k) for k in ("mode", "stride", "scales", "flip")},
             "weights": list(weights) if weights is not None else None,
             "thresholds": dict(zip(NAMES, thresholds.round(4).tolist())),
@@ -205,8 +218,8 @@ def make_pseudo_labels(
 
 
 def pseudo_table(thresholds: np.ndarray, stats: np.ndarray, has_truth: bool) -> pd.DataFrame:
-    """One row per class (background last): threshold, share of the disc predicted as the class,
-    share of those pixels kept, and with truth, precision (kept pixels that are right) and recall
+    """One row per class (background last): threshold, share of the disc predicted as the class (its
+    candidate pixels), share of those pixels kept, and with truth, precision (kept pixels that are right) and recall
     (true pixels of the class that were kept with the right label)."""
     disc = max(int(stats[:, 0].sum()), 1)
     with np.errstate(invalid="ignore", divide="ignore"):

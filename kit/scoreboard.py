@@ -86,6 +86,7 @@ TUNE_VARIANTS: dict[str, dict] = {
     "self_train_warm": {"method": "self_train", "init_from": "@fisheye_tf"},
     "self_train_warm_warp": {"method": "self_train", "init_from": "@fisheye_tf", "self_train_source": "warp"},
     "self_train_warm_bg_void": {"method": "self_train", "init_from": "@fisheye_tf", "pseudo_background": False},
+    "self_train_warm_balanced": {"method": "self_train", "init_from": "@fisheye_tf", "pseudo_balanced": True},
     "self_train_warm_one_round": {"method": "self_train", "init_from": "@fisheye_tf", "rounds": 1, "round_epochs": 2},
     "self_train_warm_q20": {"method": "self_train", "init_from": "@fisheye_tf", "pseudo_quantile": 0.2},
     "self_train_warm_q80": {"method": "self_train", "init_from": "@fisheye_tf", "pseudo_quantile": 0.8},
@@ -159,6 +160,14 @@ def job_config(job: Job, data_dir: str, base: dict) -> dict:
     compared before a result is reused. How the run was carried out (threads, folders, resume) is
     left out."""
     return _defining(_train_config(job, data_dir, base), job.steps)
+
+
+def _with_later_fields(config: dict) -> dict:
+    """A stored result's configuration with the TrainConfig fields added after it was trained, at their
+    defaults: a field a result lacks did not exist then, and its default keeps the behaviour it had."""
+    defaults = json.loads(json.dumps({f.name: f.default for f in dataclasses.fields(TrainConfig)
+                                      if f.default is not dataclasses.MISSING and f.name not in _HOW}))
+    return {**{k: v for k, v in defaults.items() if k not in config}, **config}
 
 
 _HOW = ("runs_dir", "run_name", "cpu_threads", "resume", "overwrite", "progress", "device", "num_workers")
@@ -245,7 +254,7 @@ def run_jobs(data_dir: str, out: str, jobs: list[Job], overwrite: bool, threads:
         out_dir = prepare_output_dir(out_dir, overwrite)  # nothing else; refuses a folder of other files
     done, todo = {}, []
     stored_by_config = {} if overwrite else {
-        json.dumps(r.get("config"), sort_keys=True): r for r in
+        json.dumps(_with_later_fields(r.get("config", {})), sort_keys=True): r for r in
         (json.loads(p.read_text()) for p in sorted((out_dir / "results").glob("*.json")))}
     for job in jobs:
         path = out_dir / "results" / f"{job.key}.json"
@@ -256,9 +265,9 @@ def run_jobs(data_dir: str, out: str, jobs: list[Job], overwrite: bool, threads:
             write_json(make_dirs(out_dir / "results") / f"{job.key}.json", done[job.key])
         elif path.is_file() and not overwrite:
             stored = json.loads(path.read_text())
-            if stored.get("config") != wanted:
-                changed = sorted(k for k in {**stored.get("config", {}), **wanted}
-                                 if stored.get("config", {}).get(k) != wanted.get(k))
+            config = _with_later_fields(stored.get("config", {}))
+            if config != wanted:
+                changed = sorted(k for k in {**config, **wanted} if config.get(k) != wanted.get(k))
                 raise FileExistsError(f"{path} was trained with other settings ({', '.join(changed)} differ); "
                                       f"pass --overwrite to retrain it, or choose another --out")
             done[job.key] = stored

@@ -206,7 +206,8 @@ def round_pseudo_labels(config: TrainConfig, run_dir: Path, round_: int, model: 
         model.eval()
         made = make_pseudo_labels([(model, run_config)], config.data_dir, folder, settings=settings,
                                   quantile=config.pseudo_quantile, cap=config.pseudo_cap, border=border,
-                                  background=config.pseudo_background, overwrite=folder.exists(),
+                                  background=config.pseudo_background, balanced=config.pseudo_balanced,
+                                  overwrite=folder.exists(),
                                   progress=config.progress)
         model.train()
         if config.progress:

@@ -42,6 +42,9 @@ SCALES = [1.0]  # test-time scales (solution B: 0.8, 0.9, 1.0, 1.1, 1.2)
 FLIP = True  # also predict the mirrored image and average
 QUANTILE = 0.5  # each class keeps its pixels above this quantile of its confidences (0.5: the more confident half)
 CAP = 0.9  # ...but a pixel at or above CAP is always kept (Trans4PASS: 0.9)
+THRESHOLD_IMAGES = 100  # images (spread evenly over SPLIT) whose confidences set the thresholds; None: all
+BALANCED = False  # class-balanced labels (CBST): each pixel takes the class with the largest probability / threshold
+BACKGROUND = True  # background predicted inside the disc may be a pseudo-label (False: ignored)
 BORDER = "ellipse"  # background outside the fisheye border: ellipse (A) | mask (B) | None
 BORDER_THRESHOLD = None  # mean-target threshold of the border (real data: 108); None: the run's own
 BATCH_SIZE = 8  # slide windows per forward pass
@@ -73,6 +76,9 @@ check_number("CAP", CAP, low=0, high=1, low_open=True)
 check_int("GRID_COUNT", GRID_COUNT, low=0)
 check_device("DEVICE", DEVICE)
 check_int("CPU_THREADS", CPU_THREADS, low=1, optional=True)
+check_int("THRESHOLD_IMAGES", THRESHOLD_IMAGES, low=1, optional=True)
+check_bool("BALANCED", BALANCED)
+check_bool("BACKGROUND", BACKGROUND)
 check_bool("OVERWRITE", OVERWRITE)
 if not RUN_NAMES or not all(isinstance(n, str) for n in RUN_NAMES):
     raise ValueError(f"RUN_NAMES = {RUN_NAMES!r}: expected a list of one or more run names")
@@ -98,7 +104,8 @@ print(f"{SPLIT}: {settings}; border: {BORDER}; thresholds: quantile {QUANTILE}, 
 
 # %%
 made = make_pseudo_labels(runs, DATA_DIR, OUTPUT_DIR, split=SPLIT, weights=WEIGHTS, settings=settings,
-                          quantile=QUANTILE, cap=CAP, border=border, overwrite=OVERWRITE)
+                          quantile=QUANTILE, cap=CAP, border=border, background=BACKGROUND, balanced=BALANCED,
+                          threshold_images=THRESHOLD_IMAGES, overwrite=OVERWRITE)
 table = made.table.set_index("class")
 kept = float((table["kept"].fillna(0) * table["predicted_share"]).sum())
 print(f"{made.csv}: {len(read_split_file(made.csv))} images; {kept:.1%} of the disc labelled, the rest ignored")

@@ -339,3 +339,21 @@ def test_a_warm_started_variant_trains_after_the_run_it_starts_from(tiny, tmp_pa
     with pytest.raises(FileNotFoundError, match="train source_only \\(seed 0, 1 steps\\) into .* first"):
         kit.scoreboard._train_and_score(str(tiny), out, job, False, 1, {**kit.scoreboard.QUALITY_CONFIG,
                                                                        **kit.scoreboard.QUALITY_OVERRIDES})
+
+
+def test_a_result_from_before_a_field_existed_is_reused_at_that_fields_default(tiny, tmp_path, quality_run,
+                                                                             small_quality, monkeypatch):
+    out = tmp_path / "out"
+    shutil.copytree(quality_run, out)
+    path = out / "results/source_only_seed0_1.json"
+    result = json.loads(path.read_text())
+    for later in ("init_from", "rounds", "pseudo_quantile"):  # fields added with self_train (issue 16)
+        del result["config"][later]
+    path.write_text(json.dumps(result))
+    trained = _counting(monkeypatch)
+    kit.scoreboard.bench_quality(str(tiny), str(out), small_quality, seeds=[0], threads=1)
+    assert trained == []
+    result["config"]["lr_decoder"] = 1.0  # a field it has, with another value: refused as before
+    path.write_text(json.dumps(result))
+    with pytest.raises(FileExistsError, match=r"\(lr_decoder differ\)"):
+        kit.scoreboard.bench_quality(str(tiny), str(out), small_quality, seeds=[0], threads=1)

@@ -67,8 +67,8 @@ class PseudoLabels:
 
 def class_thresholds(histograms: np.ndarray, quantile: float, cap: float) -> np.ndarray:
     """Each class's threshold from ``histograms (C, BINS)`` of the confidences of its predicted pixels:
-    the ``quantile`` of that distribution (the lower edge of the bin where the cumulative share
-    reaches it), at most ``cap``; a class predicted nowhere gets ``cap``."""
+    the ``quantile`` of that distribution (the lower edge of the first bin whose cumulative share
+    exceeds it; 0: the lowest confidence seen), at most ``cap``; a class predicted nowhere gets ``cap``."""
     if not 0.0 <= quantile <= 1.0 or not 0.0 < cap <= 1.0:
         raise ValueError(f"quantile = {quantile}, cap = {cap}: expected 0 ≤ quantile ≤ 1 and 0 < cap ≤ 1")
     bins = histograms.shape[1]
@@ -76,7 +76,7 @@ def class_thresholds(histograms: np.ndarray, quantile: float, cap: float) -> np.
     cumulative = np.cumsum(histograms, axis=1)
     thresholds = np.full(len(histograms), cap, dtype=np.float64)
     for c in np.flatnonzero(totals):
-        index = int(np.searchsorted(cumulative[c], quantile * totals[c], side="left"))
+        index = int(np.searchsorted(cumulative[c], quantile * totals[c], side="right"))  # first bin past the share
         thresholds[c] = min(min(index, bins - 1) / bins, cap)
     return thresholds
 

@@ -10,7 +10,7 @@ import papermill
 import pytest
 import torch
 
-from kit.data import read_image, read_label, read_split
+from kit.data import PSEUDO_LABEL_VALUES, read_image, read_label, read_split, read_split_file
 from kit.files import write_image
 from kit.metrics import confusion_matrix, iou_table
 from kit.config import TrainConfig
@@ -172,6 +172,24 @@ def test_ensemble_notebook_with_weights_one_and_zero_is_its_first_member(tiny, t
     assert _is_png(out / "iou.png")
 
 
+def test_pseudo_label_notebook_writes_a_round_and_never_replaces_it(tiny, tiny_runs, tmp_path):
+    folder = tmp_path / "round1"
+    parameters = dict(DATA_DIR=str(tiny), RUNS_DIR=str(tiny_runs), RUN_NAMES=["a", "b"], OUTPUT_DIR=str(folder),
+                      GRID_COUNT=2, SCALES=[0.75, 1.0])
+    _run("06_pseudo_label", tmp_path, **parameters)
+    pseudo = read_split_file(folder / "pseudo.csv")
+    assert list(pseudo.id) == list(read_split(tiny, "train_target").id)
+    label = read_label(pseudo.gt_path[0], PSEUDO_LABEL_VALUES)
+    assert label.shape == read_image(pseudo.img_path[0]).shape[:2]
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["settings"]["scales"] == [0.75, 1.0] and {"precision", "recall"} <= set(summary["table"][0])
+    assert _is_png(folder / "coverage.png") and _is_png(folder / "grid.png")
+    before = {p.name: p.read_bytes() for p in (folder / "labels").iterdir()}
+    with pytest.raises(papermill.PapermillExecutionError, match="OVERWRITE = True"):
+        _run("06_pseudo_label", tmp_path, **parameters)
+    assert {p.name: p.read_bytes() for p in (folder / "labels").iterdir()} == before
+
+
 def test_predict_notebook_without_labels_skips_the_scores(tiny, tiny_runs, tmp_path):
     root = tmp_path / "unlabelled"  # the real data's layout: no held-out fisheye labels
     root.mkdir()
@@ -192,6 +210,7 @@ def test_predict_notebook_without_labels_skips_the_scores(tiny, tiny_runs, tmp_p
     ("03_train", {"CLIP_GRAD": -1}, "clip_grad = -1: expected a finite number > 0 or None"),
     ("04_predict", {"GRID_COUNT": 2.5}, "GRID_COUNT = 2.5: expected an integer ≥ 0"),
     ("05_ensemble", {"WEIGHTS": [1.0]}, r"WEIGHTS = \[1.0\]: expected one weight per run of RUN_NAMES \(3\)"),
+    ("06_pseudo_label", {"QUANTILE": 2}, "QUANTILE = 2: expected a finite number ≥ 0 and ≤ 1"),
 ])
 def test_notebooks_refuse_a_bad_parameter_before_writing_anything(tiny, tmp_path, name, parameters, message):
     if "RUNS_DIR" in papermill.inspect_notebook(str(NOTEBOOKS / f"{name}.ipynb")):

@@ -11,7 +11,7 @@ import kit.scoreboard
 def calls(monkeypatch):
     seen = []
     for name in ("bench_quality", "bench_tune", "bench_ladder"):
-        monkeypatch.setattr(kit.bench, name, lambda *args, name=name, train_missing: seen.append((name, args))
+        monkeypatch.setattr(kit.bench, name, lambda *args, name=name, train_missing, **kw: seen.append((name, args, *kw.values()))
                             if train_missing else seen.append((name, "report only")))
     return seen
 
@@ -27,10 +27,12 @@ def test_seeds_take_one_or_several_values_and_seed_is_an_alias(calls):
 
 def test_tune_and_ladder_defaults_and_choices(calls):
     kit.bench.main(["tune", "--variant", "uda_geo_untuned", "uda", "--threads", "2"])
+    kit.bench.main(["tune", "--variant", "self_train_warm", "--reference", "fisheye_tf"])
     kit.bench.main(["ladder"])
     kit.bench.main(["ladder", "--rung", "source_only", "mix_background", "--seeds", "4"])
     assert calls == [
-        ("bench_tune", ("data/demo_val", "outputs/tune", ["uda_geo_untuned", "uda"], 0.5, [0], False, 2, 1)),
+        ("bench_tune", ("data/demo_val", "outputs/tune", ["uda_geo_untuned", "uda"], 0.5, [0], False, 2, 1), "uda_geo_untuned"),
+        ("bench_tune", ("data/demo_val", "outputs/tune", ["self_train_warm"], 0.5, [0], False, 1, 1), "fisheye_tf"),
         ("bench_ladder", ("data/demo", "outputs/bench_quality", list(kit.scoreboard.LADDER), 1.0, [0, 1, 2], False, 1, 1)),
         ("bench_ladder", ("data/demo", "outputs/bench_quality", ["source_only", "mix_background"], 1.0, [4], False, 1, 1)),
     ]

@@ -160,7 +160,7 @@ def test_unknown_variants_and_rungs_are_refused_by_name(tmp_path):
 def test_quality_table_gap_closed(quality_run):
     report = json.loads((quality_run / "quality.json").read_text())
     results, summary = report["results"], report["summary"]
-    assert list(results) == [f"{m}_seed0_1" for m in ("source_only", "fisheye_tf", "uda", "uda_geo", "oracle")]
+    assert list(results) == [f"{m}_seed0_1" for m in ("source_only", "fisheye_tf", "uda", "uda_geo", "self_train", "oracle")]
     assert all(r["steps"] == 1 and r["seed"] == 0 and not r["resumed"] for r in results.values())
     assert all(("teacher_mIoU" in r) == (r["name"] in ("uda", "uda_geo")) for r in results.values())
     low, high = results["source_only_seed0_1"]["mIoU"], results["oracle_seed0_1"]["mIoU"]
@@ -238,7 +238,7 @@ def test_ladder_tables_its_rungs_and_quality_reuses_its_source_only(tiny, tmp_pa
 
     trained.clear()
     kit.scoreboard.bench_quality(str(tiny), str(out), small_quality, seeds=[0], threads=1)
-    assert sorted(trained) == sorted(f"{m}_seed0_1" for m in ("fisheye_tf", "uda", "uda_geo", "oracle"))
+    assert sorted(trained) == sorted(f"{m}_seed0_1" for m in ("fisheye_tf", "uda", "uda_geo", "self_train", "oracle"))
     quality = json.loads((out / "quality.json").read_text())["results"]
     assert quality["source_only_seed0_1"] == results["source_only_seed0_1"]
 

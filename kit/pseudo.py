@@ -45,7 +45,7 @@ from kit.data import (
     read_label,
     read_split,
 )
-from kit.files import MANIFEST, is_output_dir, record_output, write_csv, write_image, write_json
+from kit.files import MANIFEST, _manifest_entries, is_output_dir, results_in, record_output, write_csv, write_image, write_json
 from kit.infer import InferenceSettings, ensemble, resize_probs
 from kit.progress import tqdm
 from kit.runs import Run
@@ -76,8 +76,9 @@ def class_thresholds(histograms: np.ndarray, quantile: float, cap: float) -> np.
     cumulative = np.cumsum(histograms, axis=1)
     thresholds = np.full(len(histograms), cap, dtype=np.float64)
     for c in np.flatnonzero(totals):
-        index = int(np.searchsorted(cumulative[c], quantile * totals[c], side="right"))  # first bin past the share
-        thresholds[c] = min(min(index, bins - 1) / bins, cap)
+        share = min(quantile * totals[c], totals[c] - 1)  # quantile 1: the highest confidence seen
+        index = int(np.searchsorted(cumulative[c], share, side="right"))  # first bin past the share
+        thresholds[c] = min(index / bins, cap)
     return thresholds
 
 
@@ -115,6 +116,11 @@ def _check_folder(out_dir: Path, overwrite: bool) -> None:
     if out_dir.exists() and not (out_dir / CSV_NAME).is_file():
         raise FileExistsError(f"OVERWRITE = True, but {out_dir} holds no {CSV_NAME}: it is not a pseudo-label "
                               f"folder of the kit, so it was left as it was")
+    if out_dir.exists():
+        extra = sorted(set(results_in(out_dir)) - {e.rstrip("/") for e in _manifest_entries(out_dir)})
+        if extra:
+            raise FileExistsError(f"OVERWRITE = True, but {out_dir} also holds files the kit did not write there "
+                                  f"({', '.join(extra[:5])}); move them out first, nothing was removed")
 
 
 def make_pseudo_labels(
@@ -204,7 +210,8 @@ def make_pseudo_labels(
             "table": table.to_dict("records")})
         with open(staging / MANIFEST, "a") as f:
             f.write("labels/\n")
-        if out_dir.exists():  # overwrite, checked above: an earlier pseudo-label folder of the kit
+        if out_dir.exists():  # it may have appeared, or changed, while this run predicted: check again
+            _check_folder(out_dir, overwrite)
             shutil.rmtree(out_dir)
         umask = os.umask(0)
         os.umask(umask)

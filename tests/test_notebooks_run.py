@@ -219,3 +219,58 @@ def test_notebooks_refuse_a_bad_parameter_before_writing_anything(tiny, tmp_path
         _run(name, tmp_path, DATA_DIR=str(tiny), **parameters)
     assert [p.name for p in (tmp_path / "out").iterdir()] == [f"{name}.ipynb"]  # the executed notebook only
     assert not (tmp_path / "runs").exists()
+
+
+def _files(folder):
+    """Every file under ``folder`` (hidden ones included) with its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_pseudo_label_notebook_with_one_run_passes_its_parameters_and_keeps_the_first_round(tiny, tiny_runs,
+                                                                                          tmp_path):
+    from kit.infer import InferenceSettings, run_border
+    from kit.pseudo import BINS, NAMES, make_pseudo_labels
+    from kit.runs import load_run
+
+    folder = tmp_path / "round_a"
+    parameters = dict(DATA_DIR=str(tiny), RUNS_DIR=str(tiny_runs), RUN_NAMES=["a"], OUTPUT_DIR=str(folder),
+                      MODE="whole", FLIP=False, QUANTILE=0.3, CAP=0.8, THRESHOLD_IMAGES=2, BORDER="mask",
+                      GRID_COUNT=2, DEVICE="cpu", CPU_THREADS=1)
+    _run("06_pseudo_label", tmp_path, **parameters)
+    frame = read_split(tiny, "train_target")
+    assert (folder / "pseudo.csv").is_file() and (folder / "summary.json").is_file()
+    assert _is_png(folder / "coverage.png") and _is_png(folder / "grid.png")
+    pseudo = read_split_file(folder / "pseudo.csv")
+    assert len(pseudo) == len(frame) and list(pseudo.id) == list(frame.id)
+    assert list(pseudo.img_path) == list(frame.img_path)
+    assert sorted(p.name for p in (folder / "labels").glob("*.png")) == sorted(f"{i}.png" for i in frame.id)
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["quantile"] == 0.3 and summary["cap"] == 0.8 and summary["threshold_images"] == 2
+    assert summary["settings"] == {"mode": "whole", "stride": None, "scales": [1.0], "flip": False}
+    assert summary["weights"] is None and summary["split"] == "train_target"
+    assert all(0 <= t <= 0.8 for t in summary["thresholds"].values()) and list(summary["thresholds"]) == list(NAMES)
+
+    # what the notebook wrote is what make_pseudo_labels writes with the same run, border and parameters
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        runs = [load_run(tiny_runs / "a", "last.pt", device="cpu")]
+        border = run_border(runs, tiny, "mask")
+        direct = make_pseudo_labels(runs, tiny, tmp_path / "direct", settings=InferenceSettings(mode="whole", flip=False),
+                                    quantile=0.3, cap=0.8, border=border, threshold_images=2, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert [summary["thresholds"][n] for n in NAMES] == pytest.approx(direct.thresholds, abs=1 / BINS + 1e-9)
+    inside = border.mask((read_image(frame.img_path[0]).shape[1], read_image(frame.img_path[0]).shape[0]))
+    for row, other in zip(pseudo.itertuples(), read_split_file(direct.csv).itertuples()):
+        label = read_label(row.gt_path, PSEUDO_LABEL_VALUES)
+        assert label.shape == read_image(row.img_path).shape[:2] == inside.shape
+        assert (label[~inside] == 255).all()  # the border: background
+        assert (label[inside] < 12).any() and (label[inside] == 254).any()  # kept and dropped pixels in the disc
+        assert (label == read_label(other.gt_path, PSEUDO_LABEL_VALUES)).mean() > 0.999, row.id
+
+    before = _files(folder)
+    with pytest.raises(papermill.PapermillExecutionError, match="OVERWRITE = True"):
+        _run("06_pseudo_label", tmp_path, **parameters)
+    assert _files(folder) == before  # the first round, byte for byte
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no staging folder

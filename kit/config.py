@@ -58,7 +58,7 @@ class TrainConfig:
     clip_grad: float | None = 1.0  # max gradient norm (None: no clipping)
     ema_max_alpha: float = 0.9  # solution A 0.9, MIC 0.999
     ema_per: str = "step"  # the EMA ramp counts "step"s (MIC) or "epoch"s (solution A)
-    init_from: str | None = None  # a run folder (its best.pt) or a checkpoint whose weights start the student and teacher
+    init_from: str | None = None  # a run folder (its last.pt) or a checkpoint whose weights start the student and teacher
     rounds: int = 2  # self_train: pseudo-label rounds after the source round (round 0; skipped with init_from)
     round_epochs: int | None = None  # self_train: epochs of each pseudo-label round; None: half of epochs (at least 1)
     pseudo_split: str | None = None  # self_train: round 1's pseudo-labels (06_pseudo_label's folder or its CSV); None: the run makes its own

@@ -45,7 +45,18 @@ from kit.data import (
     read_label,
     read_split,
 )
-from kit.files import MANIFEST, _manifest_entries, is_output_dir, results_in, record_output, write_csv, write_image, write_json
+from kit.files import (
+    _UMASK,
+    _manifest_entries,
+    is_output_dir,
+    make_dirs,
+    prepare_output_dir,
+    record_output,
+    results_in,
+    write_csv,
+    write_image,
+    write_json,
+)
 from kit.infer import InferenceSettings, ensemble, resize_probs
 from kit.progress import tqdm
 from kit.runs import Run
@@ -170,7 +181,7 @@ def make_pseudo_labels(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
-        (staging / MANIFEST).write_text("# written by fisheye-da-kit; OVERWRITE removes exactly the entries below\n")
+        prepare_output_dir(staging)  # a kit output folder: its manifest lists what is written below
         histograms = np.zeros((NUM_CLASSES + 1, BINS), np.int64)
         for row in tqdm(list(evenly_spread(frame, threshold_images).itertuples()), desc="pseudo-label: thresholds",
                         unit="img", disable=not progress):
@@ -180,9 +191,7 @@ def make_pseudo_labels(
             np.add.at(histograms, (classes[inside].astype(np.int64), index), 1)
         thresholds = class_thresholds(histograms, quantile, cap)
         stats = np.zeros((NUM_CLASSES + 1, 4), np.int64)  # candidates, kept, kept & correct, truth (inside the disc)
-        labels = staging / "labels"
-        labels.mkdir()
-        (labels / MANIFEST).write_text("# written by fisheye-da-kit\n")
+        labels = make_dirs(staging / "labels")
         for row in tqdm(list(frame.itertuples()), desc="pseudo-label: write", unit="img", disable=not progress):
             probs, inside = predicted(row.img_path)
             classes, confidence = candidates(probs, thresholds, balanced)
@@ -208,14 +217,10 @@ def make_pseudo_labels(
             "weights": list(weights) if weights is not None else None,
             "thresholds": dict(zip(NAMES, thresholds.round(4).tolist())),
             "table": table.to_dict("records")})
-        with open(staging / MANIFEST, "a") as f:
-            f.write("labels/\n")
         if out_dir.exists():  # it may have appeared, or changed, while this run predicted: check again
             _check_folder(out_dir, overwrite)
             shutil.rmtree(out_dir)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it owner-only
+        os.chmod(staging, 0o777 & ~_UMASK)  # mkdtemp makes it owner-only
         os.rename(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

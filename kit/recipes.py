@@ -249,7 +249,8 @@ def epoch_batches(
     """
     epoch_seed = config.seed * 100_003 + epoch
     seed_all(epoch_seed)
-    for i, pipeline in enumerate([*data.transforms, *([data.pseudo_transform] if data.pseudo_transform is not None else [])]):
+    pipelines = data.transforms if data.pseudo_transform is None else [*data.transforms, data.pseudo_transform]
+    for i, pipeline in enumerate(pipelines):
         pipeline.set_random_seed(epoch_seed * 31 + i)
     generator = torch.Generator().manual_seed(epoch_seed)
     samples = steps_per_epoch(config, data) * config.batch_size

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from kit.border import Border
 from kit.config import OUTPUTS, UDA_METHODS, TrainConfig
 from kit.data import IGNORE_INDEX, NUM_CLASSES, denormalize
 from kit.files import write_csv, write_json
@@ -185,11 +186,12 @@ def self_train_step(
     return {**losses, **{f"target_{k}": v for k, v in target.items()}}
 
 
-def round_pseudo_labels(config: TrainConfig, run_dir: Path, round_: int, model: nn.Module, run_config: dict) -> Path:
+def round_pseudo_labels(config: TrainConfig, run_dir: Path, round_: int, model: nn.Module, run_config: dict,
+                        border: Border) -> Path:
     """The pseudo-label CSV round ``round_`` of ``self_train`` trains on: ``pseudo_split`` for round 1
     when given, else ``<run>/pseudo_round<r>/`` labelled by ``model`` as it is now (the end of the round
-    before; whole image + flip, the ellipse border), made once and reused when the run resumes."""
-    from kit.infer import InferenceSettings, run_border
+    before; whole image + flip, ``border``: the run's ellipse), made once and reused when the run resumes."""
+    from kit.infer import InferenceSettings
     from kit.pseudo import CSV_NAME, is_pseudo_folder, make_pseudo_labels
 
     if round_ == 1 and config.pseudo_split:
@@ -201,14 +203,12 @@ def round_pseudo_labels(config: TrainConfig, run_dir: Path, round_: int, model: 
         return csv
     folder = run_dir / f"pseudo_round{round_}"
     if not is_pseudo_folder(folder):
-        border = run_border([(None, run_config)], config.data_dir, "ellipse")
         settings = InferenceSettings(mode="whole", flip=True, amp=config.amp != "none")
         model.eval()
         made = make_pseudo_labels([(model, run_config)], config.data_dir, folder, settings=settings,
                                   quantile=config.pseudo_quantile, cap=config.pseudo_cap, border=border,
                                   background=config.pseudo_background, balanced=config.pseudo_balanced,
-                                  overwrite=folder.exists(),
-                                  progress=config.progress)
+                                  overwrite=folder.exists(), progress=config.progress)
         model.train()
         if config.progress:
             print(f"round {round_} pseudo-labels: {made.folder} (disc pixels kept: "
@@ -280,7 +280,7 @@ def train(config: TrainConfig) -> Path:
                 optimizer.load_state_dict(state["optimizer"])
                 scheduler.load_state_dict(state["scheduler"])
             if config.method == "self_train" and round_ > 0:
-                csv = round_pseudo_labels(config, run_dir, round_, model, run_config)
+                csv = round_pseudo_labels(config, run_dir, round_, model, run_config, data.border.border("ellipse"))
                 data.target = pseudo_dataset(config, data, csv)
         batches, targets, generator = epoch_batches(data, config, epoch)
         sums: dict[str, float] = {}

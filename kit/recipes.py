@@ -230,37 +230,68 @@ def _cycle(make: Callable[[], Iterator]) -> Iterator:
             raise ValueError("a training loader yielded no batch: the split is empty")
 
 
-def steps_per_epoch(config: TrainConfig, data: TrainData) -> int:
-    """``config.steps_per_epoch``, or one pass over the training images when it is None."""
+def steps_per_epoch(config: TrainConfig, data: TrainData, world_size: int = 1) -> int:
+    """``config.steps_per_epoch``, or one pass over the training images when it is None (on
+    ``world_size`` processes a step draws ``world_size`` batches, so a pass takes fewer steps)."""
     if config.steps_per_epoch is not None:
         return config.steps_per_epoch
-    return max(len(data.train) // config.batch_size, 1)
+    return max(len(data.train) // (config.batch_size * world_size), 1)
+
+
+class RankSlice(Sampler):
+    """Rank ``rank``'s share of ``sampler``: of every global batch of ``batch_size · world_size``
+    consecutive indices, the ``rank``-th ``batch_size``; an incomplete last global batch is dropped.
+    Together the ranks draw exactly the batches one process with ``world_size``× the batch draws."""
+
+    def __init__(self, sampler: Sampler, batch_size: int, rank: int, world_size: int) -> None:
+        self.sampler, self.batch_size, self.rank, self.world_size = sampler, batch_size, rank, world_size
+
+    def __iter__(self) -> Iterator[int]:
+        size = self.batch_size * self.world_size
+        chunk: list[int] = []
+        for index in self.sampler:
+            chunk.append(index)
+            if len(chunk) == size:
+                yield from chunk[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
+                chunk = []
+
+    def __len__(self) -> int:
+        return len(self.sampler) // (self.batch_size * self.world_size) * self.batch_size
 
 
 def epoch_batches(
     data: TrainData,
     config: TrainConfig,
     epoch: int,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> tuple[Iterator[dict], Iterator[dict] | None, torch.Generator]:
-    """Endless iterators over the training batches and (uda methods) the target batches of ``epoch``,
-    and the generator the step draws its own randomness from (MIC masks, class mix).
+    """Endless iterators over the training batches and (uda methods, self_train's rounds) the target
+    batches of ``epoch``, and the generator the step draws its own randomness from (MIC masks, class mix).
 
-    Every random stream restarts from (seed, epoch): a resumed run repeats an uninterrupted one.
+    Every random stream restarts from (seed, epoch): a resumed run repeats an uninterrupted one. On
+    ``world_size`` processes (``kit.distributed``) every rank draws the same global order of images and
+    takes its :class:`RankSlice` of it; augmentations draw from a stream of their own per rank.
     """
     epoch_seed = config.seed * 100_003 + epoch
     seed_all(epoch_seed)
     pipelines = data.transforms if data.pseudo_transform is None else [*data.transforms, data.pseudo_transform]
     for i, pipeline in enumerate(pipelines):
-        pipeline.set_random_seed(epoch_seed * 31 + i)
+        pipeline.set_random_seed(epoch_seed * 31 + i + 1_000_003 * rank)
     generator = torch.Generator().manual_seed(epoch_seed)
-    samples = steps_per_epoch(config, data) * config.batch_size
+    samples = steps_per_epoch(config, data, world_size) * config.batch_size * world_size
+
+    def share(sampler: Sampler) -> Sampler:
+        return RankSlice(sampler, config.batch_size, rank, world_size) if world_size > 1 else sampler
+
     if data.class_pixels is not None:
         sampler = RareClassSampler(data.class_pixels, config.rcs_temperature, samples, generator)
     else:
         sampler = RandomSampler(data.train, replacement=False, generator=generator)
+    sampler = share(sampler)
     batches = _cycle(lambda: iter(_loader(data.train, config, sampler)))
     targets = None
     if data.target is not None:
-        target_sampler = RandomSampler(data.target, generator=generator)
+        target_sampler = share(RandomSampler(data.target, generator=generator))
         targets = _cycle(lambda: iter(_loader(data.target, config, target_sampler)))
     return batches, targets, generator

@@ -1,4 +1,5 @@
-"""The training loop behind ``notebooks/03_train``: one :func:`train` call, six methods.
+"""The training loop behind ``notebooks/03_train``: one :func:`train` call, six methods, one process
+or many (``torchrun … -m kit.train``, ``kit.distributed``).
 
 What each method trains on is ``kit.recipes``; the step of the self-training methods is
 ``kit.uda.uda_step``; the run folder and its checkpoints are ``kit.runs``. :func:`train` reads top to
@@ -26,13 +27,14 @@ from torch.utils.data import DataLoader, Dataset
 from kit.border import Border
 from kit.config import OUTPUTS, UDA_METHODS, TrainConfig
 from kit.data import IGNORE_INDEX, NUM_CLASSES, denormalize
+from kit.distributed import Context, average_buffers, barrier, parse_command_line, start, stop, unwrap, wrap
 from kit.files import write_csv, write_json
 from kit.losses import cross_entropy, dice_loss
 from kit.metrics import confusion_matrix, mean_iou
 from kit.models import create_model
 from kit.progress import tqdm
 from kit.recipes import TrainData, build_data, epoch_batches, pseudo_dataset, seed_all, steps_per_epoch
-from kit.runs import check_run_dir, load_checkpoint, prepare_run_dir, resolve_device, save_checkpoint, set_cpu_threads
+from kit.runs import check_run_dir, load_checkpoint, prepare_run_dir, save_checkpoint, set_cpu_threads
 from kit.uda import EMATeacher, UDAConfig, block_mask, frozen_norm_stats, uda_step
 
 
@@ -74,10 +76,17 @@ def supervised_step(
     backward: Callable[[torch.Tensor], None],
     autocast: Callable,
 ) -> dict[str, float]:
-    """CE (+ ``dice_weight`` · Dice, solution B) on a labelled batch; back-propagates, returns the losses."""
+    """CE (+ ``dice_weight`` · Dice, solution B) on a labelled batch; back-propagates, returns the losses.
+    A mask-classification model (``kit.mask2former``) has its own: class CE, mask BCE and Dice over
+    every decoder layer (``dice_weight`` does not apply)."""
     with autocast():
-        logits = model(images)
-    logits = logits.float()
+        outputs = model(images)
+    head = unwrap(model).decode_head
+    if hasattr(head, "losses"):  # MaskPredictions, not logits
+        losses = head.losses(outputs, labels, ignore_index=IGNORE_INDEX)
+        backward(sum(losses.values()))
+        return {f"m2f_{k}": v.item() for k, v in losses.items()}
+    logits = outputs.float()
     losses = {"ce": cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)}
     if dice_weight > 0:
         losses["dice"] = dice_weight * dice_loss(logits, labels, ignore_index=IGNORE_INDEX)
@@ -109,14 +118,19 @@ def evaluate(model: nn.Module, dataset: Dataset, device: torch.device, batch_siz
 def build_model(config: TrainConfig) -> nn.Module:
     """The run's network with its starting weights (pretrained encoder or local checkpoint)."""
     return create_model(config.arch, config.encoder, num_classes=OUTPUTS, pretrained=config.pretrained,
-                        weights=config.weights, channels=config.head_channels)
+                        weights=config.weights, **head_kwargs(config))
+
+
+def head_kwargs(config: TrainConfig) -> dict:
+    """The head's arguments, as config.json stores them and :func:`kit.runs.model_from_config` reads them."""
+    return {"channels": config.head_channels, **config.head_options}
 
 
 def _run_config(config: TrainConfig, data: TrainData) -> dict:
     out = json.loads(json.dumps(dataclasses.asdict(config)))
     out.update(
         num_classes=OUTPUTS,
-        head_kwargs={"channels": config.head_channels},
+        head_kwargs=head_kwargs(config),
         source_mean=list(data.source_stats[0]), source_std=list(data.source_stats[1]),
         target_mean=list(data.target_stats[0]), target_std=list(data.target_stats[1]),
     )
@@ -144,7 +158,7 @@ def load_init_weights(model: nn.Module, source: str | Path, config: TrainConfig)
     state = load_checkpoint(path)
     stored = state.get("config") if isinstance(state, dict) else None
     if isinstance(stored, dict):
-        wanted = {"arch": config.arch, "encoder": config.encoder, "head_kwargs": {"channels": config.head_channels},
+        wanted = {"arch": config.arch, "encoder": config.encoder, "head_kwargs": head_kwargs(config),
                   "num_classes": OUTPUTS}
         differ = {k: (stored.get(k), v) for k, v in wanted.items() if k in stored and stored[k] != v}
         if differ:
@@ -165,7 +179,7 @@ def load_init_weights(model: nn.Module, source: str | Path, config: TrainConfig)
         problems = [f"{label}: {some(keys)}" for label, keys in
                     (("missing keys", missing), ("unexpected keys", unexpected), ("other shapes", shapes)) if keys]
         raise ValueError(f"INIT_FROM {path} does not fit ARCH {config.arch!r} / ENCODER {config.encoder!r} "
-                         f"(HEAD_CHANNELS {config.head_channels}): {'; '.join(problems)}")
+                         f"({head_kwargs(config)}): {'; '.join(problems)}")
     model.load_state_dict(weights)
     return path
 
@@ -218,26 +232,38 @@ def round_pseudo_labels(config: TrainConfig, run_dir: Path, round_: int, model: 
 
 def train(config: TrainConfig) -> Path:
     """Train one run; returns its folder (``kit.runs``). What each method trains on: ``kit.recipes``;
-    ``self_train``'s rounds: :func:`round_plan`."""
-    check_run_dir(config)  # nothing is written before the config, the data and the model are known good
-    device = resolve_device(config.device)
+    ``self_train``'s rounds: :func:`round_plan`. Under torchrun, every process calls it (``kit.distributed``)."""
+    run_dir = check_run_dir(config)  # nothing is written before the config, the data and the model are known good
+    context, device = start(config.device)
+    try:
+        return _train(config, run_dir, context, device)
+    finally:
+        stop(context)
+
+
+def _train(config: TrainConfig, run_dir: Path, context: Context, device: torch.device) -> Path:
     set_cpu_threads(config.cpu_threads)
     seed_all(config.seed)
     data = build_data(config)
-    model = build_model(config)
+    net = build_model(config)
     if config.init_from and not config.resume:
-        load_init_weights(model, config.init_from, config)
-    model = model.to(device)
+        load_init_weights(net, config.init_from, config)
+    net = net.to(device)
     run_config = _run_config(config, data)
-    run_dir = prepare_run_dir(config)
-    if not config.resume:
-        write_json(run_dir / "config.json", run_config)
+    barrier(context)  # every rank has checked the run folder before rank 0 changes it
+    if context.main:
+        prepare_run_dir(config)
+        if not config.resume:
+            write_json(run_dir / "config.json", run_config)
+    progress = config.progress and context.main
 
     channels_last = config.channels_last and device.type == "cuda"
     if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    teacher = EMATeacher(model, config.ema_max_alpha) if config.method in UDA_METHODS else None
-    steps = steps_per_epoch(config, data)
+        net = net.to(memory_format=torch.channels_last)
+    model = wrap(net, context, device)  # DDP on many processes: the training forward passes go through it
+    net = unwrap(model)  # (SyncBatchNorm inside): saved, evaluated, copied into the teacher
+    teacher = EMATeacher(net, config.ema_max_alpha) if config.method in UDA_METHODS else None
+    steps = steps_per_epoch(config, data, context.world_size)
     plan = round_plan(config)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and config.amp == "fp16")
     autocast = _autocast_factory(config, device)
@@ -248,7 +274,7 @@ def train(config: TrainConfig) -> Path:
 
     def new_round(round_: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
         """Each round (one for most methods) starts a fresh optimiser and learning-rate schedule."""
-        optimizer = make_optimizer(model, config)
+        optimizer = make_optimizer(net, config)
         total = plan.count(round_) * steps
         return optimizer, torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: lr_factor(s, config.warmup_steps, total, config.poly_power))
@@ -256,7 +282,7 @@ def train(config: TrainConfig) -> Path:
     start_epoch, best, rows, state = 0, -math.inf, [], None
     if config.resume:
         state = load_checkpoint(run_dir / "last.pt", device)
-        model.load_state_dict(state["model"])
+        net.load_state_dict(state["model"])
         if teacher is not None:
             teacher.load_state_dict(state["teacher"])
         scaler.load_state_dict(state["scaler"])
@@ -280,13 +306,15 @@ def train(config: TrainConfig) -> Path:
                 optimizer.load_state_dict(state["optimizer"])
                 scheduler.load_state_dict(state["scheduler"])
             if config.method == "self_train" and round_ > 0:
-                csv = round_pseudo_labels(config, run_dir, round_, model, run_config, data.border.border("ellipse"))
+                if context.main:  # the others wait, then find the folder made
+                    round_pseudo_labels(config, run_dir, round_, net, run_config, data.border.border("ellipse"))
+                barrier(context)
+                csv = round_pseudo_labels(config, run_dir, round_, net, run_config, data.border.border("ellipse"))
                 data.target = pseudo_dataset(config, data, csv)
-        batches, targets, generator = epoch_batches(data, config, epoch)
+        batches, targets, generator = epoch_batches(data, config, epoch, context.rank, context.world_size)
         sums: dict[str, float] = {}
         started = time.time()
-        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{len(plan)}", disable=not config.progress,
-                   leave=False)
+        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{len(plan)}", disable=not progress, leave=False)
         for step_in_epoch in bar:
             global_step = epoch * steps + step_in_epoch
             batch = {k: move(v) for k, v in next(batches).items() if isinstance(v, torch.Tensor)}
@@ -315,38 +343,56 @@ def train(config: TrainConfig) -> Path:
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
+            if device.type != "cuda":  # CUDA runs SyncBatchNorm instead (kit.distributed.wrap)
+                average_buffers(net, context)
             if teacher is not None:
-                teacher.update(model, t=global_step if config.ema_per == "step" else epoch)
+                teacher.update(net, t=global_step if config.ema_per == "step" else epoch)
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + v
             bar.set_postfix({k: f"{v / (step_in_epoch + 1):.3f}" for k, v in sums.items()})
 
+        stopping = config.stop_after_epoch is not None and epoch + 1 >= config.stop_after_epoch
+        if not context.main:  # rank 0 evaluates and writes; the others wait for it
+            barrier(context)
+            if stopping:
+                break
+            continue
         row = {"epoch": epoch, "step": (epoch + 1) * steps,
                **({"round": round_} if config.method == "self_train" else {}),
                **{(k if k == "pseudo_weight" else f"loss_{k}"): v / steps for k, v in sums.items()},
                "lr_encoder": optimizer.param_groups[0]["lr"], "train_seconds": round(time.time() - started, 2)}
         for name, dataset in data.evals.items():
-            row[f"{name}_miou"] = mean_iou(evaluate(model, dataset, device, config.batch_size, autocast))
+            row[f"{name}_miou"] = mean_iou(evaluate(net, dataset, device, config.batch_size, autocast))
         rows.append(row)
         write_csv(run_dir / "metrics.csv", pd.DataFrame(rows))
         score = row[data.monitor] if data.monitor is not None else row["epoch"]  # no metric: the latest
         improved = score > best  # NaN (no pixel of a scored class) never improves
         best = max(best, score) if improved else best
         state = {
-            "model": model.state_dict(), "teacher": teacher.state_dict() if teacher else None,
+            "model": net.state_dict(), "teacher": teacher.state_dict() if teacher else None,
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
             "epoch": epoch, "best": best, "monitor": data.monitor, "metrics": row, "config": run_config,
         }
         save_checkpoint(run_dir / "last.pt", state)
         if improved or epoch == 0:
             save_checkpoint(run_dir / "best.pt", state)
-        if config.progress:
+        if progress:
             shown = ", ".join(f"{k} {v:.4f}" for k, v in row.items()
                               if k.startswith(("loss", "pseudo", "source_val", "fisheye")))
             print(f"epoch {epoch + 1}/{len(plan)}: {shown}", flush=True)
-        if config.stop_after_epoch is not None and epoch + 1 >= config.stop_after_epoch:
+        barrier(context)
+        if stopping:
             break
     return run_dir
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m kit.train`` (one process) or ``torchrun --nproc_per_node=N -m kit.train`` (N)."""
+    train(parse_command_line(argv))
+
+
+if __name__ == "__main__":
+    main()
 
 
 @torch.no_grad()

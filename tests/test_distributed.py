@@ -83,3 +83,40 @@ def test_two_ranks_reach_the_loss_of_one_process_with_twice_the_batch(tiny, tmp_
           f"another seed {mean(other['losses']):.4f}")
     assert two == pytest.approx(mean(one["losses"]), rel=0.02)
     assert mean(other["losses"]) != pytest.approx(mean(one["losses"]), rel=0.02)  # the tolerance can fail
+
+
+def test_the_torchrun_command_of_a_config_parses_back_to_the_same_config(tmp_path):
+    config = TrainConfig(method="fisheye_tf", arch="mask2former", epochs=3, crop_size=(64, 128), runs_dir="my runs",
+                         head_options={"queries": 20, "layers": 3}, clip_grad=None)
+    command = torchrun_command(config, nproc_per_node=4)
+    assert command.startswith("torchrun --nproc_per_node=4 -m kit.train --set ")
+    assert "EPOCHS=40" not in command and "--set EPOCHS=3" in command  # only what differs from the defaults
+    import shlex
+    argv = shlex.split(command)[4:]
+    assert parse_command_line(argv) == config
+
+
+def test_the_command_line_reads_a_runs_config_json_and_overrides(tmp_path):
+    stored = {**TrainConfig(method="oracle", epochs=7).__dict__, "num_classes": 13, "head_kwargs": {"channels": 256},
+              "source_mean": [0.5] * 3, "source_std": [0.2] * 3, "target_mean": [0.5] * 3, "target_std": [0.2] * 3}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(stored))
+    config = parse_command_line(["--config", str(path), "--set", "EPOCHS=9", "--set", "run_name=again"])
+    assert (config.method, config.epochs, config.run_name) == ("oracle", 9, "again")
+    with pytest.raises(ValueError, match=r"unknown training parameter\(s\) \['EPOCH'\]"):
+        parse_command_line(["--set", "EPOCH=9"])
+    with pytest.raises(ValueError, match="expected NAME=VALUE"):
+        parse_command_line(["--set", "EPOCHS"])
+    with pytest.raises(FileNotFoundError, match="nothing.json"):
+        parse_command_line(["--config", str(tmp_path / "nothing.json")])
+
+
+def test_the_ranks_come_from_torchruns_environment(monkeypatch):
+    from kit.distributed import context_from_environment
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert context_from_environment() == Context(rank=3, world_size=4, local_rank=1)
+    monkeypatch.setenv("RANK", "4")
+    with pytest.raises(ValueError, match="RANK 4 is not below WORLD_SIZE 4"):
+        context_from_environment()

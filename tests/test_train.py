@@ -277,3 +277,45 @@ def test_preview_step_shows_the_first_batch_as_the_step_sees_it(tiny, tmp_path, 
     assert pseudo.shape == (2, 32, 48) and set(np.unique(pseudo)) <= set(range(NUM_CLASSES)) | {255}
     # the step's crops: the distorted copy (the fisheye warp) is black outside its valid area
     assert panels["distorted"][0].shape == panels["source"][0].shape == (2, 32, 48, 3)
+
+
+M2F = dict(arch="mask2former", encoder="internimage_tiny", head_channels=32, crop_size=(48, 96),
+           head_options={"queries": 8, "layers": 2, "encoder_layers": 1, "heads": 4, "feedforward": 64, "points": 256})
+
+
+def test_mask2former_trains_and_self_trains_in_the_loop(tiny, tmp_path):
+    """Mask2Former learns through the trainer's fisheye_tf round and a self_train round on its own
+    pseudo-labels; the run reloads from its config.json and predicts probabilities."""
+    run = train(_config(tiny, tmp_path, method="self_train", rounds=1, epochs=2, steps_per_epoch=2, **M2F))
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert list(metrics["round"]) == [0, 0, 1]
+    assert {"loss_m2f_class", "loss_m2f_mask", "loss_m2f_dice", "loss_target_m2f_class"} <= set(metrics.columns)
+    assert (run / "pseudo_round1" / "pseudo.csv").is_file()
+    state = load_checkpoint(run / "last.pt")
+    assert state["config"]["head_kwargs"] == {"channels": 32, **M2F["head_options"]}
+    model = model_from_config(state["config"])
+    model.load_state_dict(state["model"])
+    probs = model.eval()(torch.zeros(1, 3, 54, 96)).exp()
+    assert probs.shape == (1, 13, 54, 96)
+    torch.testing.assert_close(probs.sum(1), torch.ones(1, 54, 96))
+
+
+@pytest.mark.parametrize("overrides, error", [
+    (dict(method="uda", **M2F), r"trains with method source_only, fisheye_tf, self_train, oracle, not 'uda'"),
+    (dict(method="uda_geo", **M2F), "not 'uda_geo'"),
+    (dict(method="source_only", head_options={"queries": 8, "layer": 2}), r"head_options \['layer', 'queries'\] are no arguments of the 'daformer' head"),
+    (dict(method="source_only", **{**M2F, "head_options": {"layer": 2}}), r"\['layer'\] are no arguments of the 'mask2former' head; it takes \['queries', 'layers'"),
+])
+def test_what_mask2former_cannot_train_is_refused(tiny, tmp_path, overrides, error):
+    with pytest.raises(ValueError, match=error):
+        _config(tiny, tmp_path, **overrides)
+
+
+def test_mask2former_options_name_the_heads_arguments():
+    import inspect
+
+    from kit.mask2former import Mask2FormerHead
+    from kit.models import MASK2FORMER_OPTIONS
+    own = [n for n in inspect.signature(Mask2FormerHead.__init__).parameters
+           if n not in ("self", "in_channels", "num_classes", "channels", "reductions")]
+    assert tuple(own) == MASK2FORMER_OPTIONS

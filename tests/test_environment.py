@@ -20,3 +20,15 @@ def test_torchvision_operators_load():
     boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 10.0, 10.0], [20.0, 20.0, 30.0, 30.0]])
     keep = torchvision.ops.nms(boxes, torch.tensor([0.9, 0.8, 0.7]), iou_threshold=0.5)
     assert keep.tolist() == [0, 2]
+
+
+def test_transformers_has_the_mask2former_parts_the_kit_builds_on():
+    """requirements.txt pins transformers to the major version whose internal Mask2Former classes
+    kit.mask2former calls with these signatures."""
+    import inspect
+
+    from transformers.models.mask2former import modeling_mask2former as m2f
+
+    assert list(inspect.signature(m2f.Mask2FormerPixelDecoder.__init__).parameters) == ["self", "config", "feature_channels"]
+    assert list(inspect.signature(m2f.Mask2FormerTransformerModule.__init__).parameters) == ["self", "in_features", "config"]
+    assert list(inspect.signature(m2f.Mask2FormerLoss.__init__).parameters) == ["self", "config", "weight_dict"]

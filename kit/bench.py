@@ -161,6 +161,23 @@ def bench_models(size: int, repeats: int) -> None:
         print(f"{name:15s} {params / 1e6:7.1f}M {1e3 * float(np.median(times)):9.0f}  "
               f"{[f.shape[1] for f in features]}")
 
+    from kit.models import count_parameters, create_model
+
+    # Solution B's two heads on InternImage-T at their defaults (256 channels; Mask2Former: 200 queries,
+    # 9 decoder layers, 6 deformable-attention layers)
+    print(f"\n{'model':28s} {'head params':>11s} {'ms/image':>9s}")
+    for arch in ("upernet", "mask2former"):
+        model = create_model(arch, "internimage_t").eval()
+        times = []
+        with torch.no_grad():
+            model(x)
+            for _ in range(repeats):
+                start = time.perf_counter()
+                model(x)
+                times.append(time.perf_counter() - start)
+        head = count_parameters(model) - count_parameters(model.encoder)
+        print(f"{arch + ' + internimage_t':28s} {head / 1e6:10.1f}M {1e3 * float(np.median(times)):9.0f}")
+
 
 def bench_infer(
     image_size: tuple[int, int],
@@ -219,7 +236,8 @@ def main(argv: list[str] | None = None) -> None:
     rle.add_argument("--seed", type=int, default=0)
     warp = sub.add_parser("warp", help="FisheyeWarp throughput, first call against cached maps")
     warp.add_argument("--repeats", type=int, default=20)
-    models = sub.add_parser("models", help="InternImage-T parameters, CPU forward time of three encoders")
+    models = sub.add_parser("models", help="InternImage-T parameters, CPU forward time of three encoders and of "
+                            "UPerNet / Mask2Former on InternImage-T")
     models.add_argument("--size", type=int, default=512, help="square input side")
     models.add_argument("--repeats", type=int, default=5)
     infer = sub.add_parser("infer", help="kit.infer throughput: whole, slide (batched / one window), TTA")

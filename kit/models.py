@@ -12,7 +12,7 @@ Heads, each written after the mmseg implementation its paper used:
 - ``upernet``: UPerNet's pyramid pooling + FPN decoder (Xiao et al., "Unified Perceptual Parsing
   for Scene Understanding", ECCV 2018; mmseg ``uper_head.py``). Reference solution B's head.
 - ``mask2former``: Mask2Former's mask-classification head (``kit.mask2former``, built from
-  ``transformers``' modules, imported only when asked for). Solution B's strongest head.
+  ``transformers``' modules). Solution B's strongest head.
 
 Encoders come from timm with ``features_only=True`` (the last 4 levels, strides 4/8/16/32).
 timm has no MiT (SegFormer's encoder); ``pvt_v2_b0`` … ``pvt_v2_b5`` share its depths, widths,
@@ -35,6 +35,7 @@ from torch import nn
 
 from kit.data import IMAGENET_MEAN, IMAGENET_STD, NUM_CLASSES
 from kit.internimage import create_internimage
+from kit.mask2former import Mask2FormerHead, MaskClassificationModel
 from kit.weights import _bundled_spec, bundled_state_dict, load_encoder_weights, load_state_into
 
 ENCODER_EXAMPLES = (
@@ -332,16 +333,13 @@ HEADS: dict[str, type[nn.Module]] = {
 }
 MASK_HEADS = ("mask2former",)  # mask classification: kit.mask2former.MaskClassificationModel
 ARCHS = (*HEADS, *MASK_HEADS)
-# Mask2FormerHead's arguments besides channels (kept here so that checking a config needs no transformers)
-MASK2FORMER_OPTIONS = ("queries", "layers", "encoder_layers", "heads", "feedforward", "no_object_weight", "points")
 
 
 def head_option_names(arch: str) -> tuple[str, ...]:
     """The keyword arguments ``arch``'s head takes besides ``channels`` (the trainer's ``HEAD_OPTIONS``)."""
-    if arch in MASK_HEADS:
-        return MASK2FORMER_OPTIONS
-    fixed = ("self", "in_channels", "num_classes", "channels", "kwargs")
-    return tuple(name for name in inspect.signature(HEADS[arch].__init__).parameters if name not in fixed)
+    head = Mask2FormerHead if arch in MASK_HEADS else HEADS[arch]
+    fixed = ("self", "in_channels", "num_classes", "channels", "reductions", "kwargs")  # the kit passes these
+    return tuple(name for name in inspect.signature(head.__init__).parameters if name not in fixed)
 
 
 # --------------------------------------------------------------------------- model
@@ -384,9 +382,6 @@ def create_model(
         raise ValueError(f"unknown arch {arch!r}; valid heads: {sorted(ARCHS)}")
     backbone = create_encoder(encoder, pretrained=pretrained, weights=weights)
     if arch in MASK_HEADS:
-        # transformers costs ~2 s to import: only runs that use the head pay for it
-        from kit.mask2former import Mask2FormerHead, MaskClassificationModel
-
         head = Mask2FormerHead(list(backbone.channels), num_classes, reductions=list(backbone.reductions),
                                **head_kwargs)
         return MaskClassificationModel(backbone, head)

@@ -165,8 +165,8 @@ def job_config(job: Job, data_dir: str, base: dict) -> dict:
 def _with_later_fields(config: dict) -> dict:
     """A stored result's configuration with the TrainConfig fields added after it was trained, at their
     defaults: a field a result lacks did not exist then, and its default keeps the behaviour it had."""
-    defaults = json.loads(json.dumps({f.name: f.default for f in dataclasses.fields(TrainConfig)
-                                      if f.default is not dataclasses.MISSING and f.name not in _HOW}))
+    defaults = json.loads(json.dumps({f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                                      for f in dataclasses.fields(TrainConfig) if f.name not in _HOW}))
     return {**{k: v for k, v in defaults.items() if k not in config}, **config}
 
 

@@ -299,7 +299,8 @@ def test_quality_config_is_03_trains_parameters_cell():
                 "resume", "overwrite", "device", "preview_count"}
     assert set(kit.scoreboard.QUALITY_CONFIG) <= set(cell) - identity
     assert cell["bn_stats"] == "target"  # 03 measures the BatchNorm statistics on target crops
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                for f in dataclasses.fields(TrainConfig)}
     for name, value in cell.items():
         if name in identity:
             continue

@@ -34,28 +34,31 @@ import json
 
 from IPython.display import Image, display
 
-from kit import border, data, files, viz
-from kit.config import check_bool, check_int, check_number
+from kit.common import files
+from kit.common.checks import check_bool, check_int, check_number
+from kit.competition import labels, layout
+from kit.data import border, stats
+from kit.report import viz
 
 check_int("MAX_IMAGES", MAX_IMAGES, low=1, optional=True)
 check_int("N_SAMPLES", N_SAMPLES, low=0)
 check_number("BORDER_THRESHOLD", BORDER_THRESHOLD, low=0, high=255, optional=True)
 check_bool("OVERWRITE", OVERWRITE)
 out = files.prepare_output_dir(OUTPUT_DIR, overwrite=OVERWRITE)
-source = data.evenly_spread(data.read_split(DATA_DIR, "train_source"), MAX_IMAGES)
-target = data.evenly_spread(data.read_split(DATA_DIR, "train_target"), MAX_IMAGES)
+source = layout.evenly_spread(layout.read_split(DATA_DIR, "train_source"), MAX_IMAGES)
+target = layout.evenly_spread(layout.read_split(DATA_DIR, "train_target"), MAX_IMAGES)
 target_gt = None
-if data.has_split(DATA_DIR, "train_target_gt"):
-    target_gt = data.evenly_spread(data.read_split(DATA_DIR, "train_target_gt"), MAX_IMAGES)
+if layout.has_split(DATA_DIR, "train_target_gt"):
+    target_gt = layout.evenly_spread(layout.read_split(DATA_DIR, "train_target_gt"), MAX_IMAGES)
 print(f"{len(source)} source and {len(target)} target images; held-out target labels: {target_gt is not None}")
 
 # %% [markdown]
 # ## Class pixel share per domain
 
 # %%
-shares = {"source": data.class_pixel_share(source.gt_path)}
+shares = {"source": stats.class_pixel_share(source.gt_path)}
 if target_gt is not None:
-    shares["target (held-out labels)"] = data.class_pixel_share(target_gt.gt_path)
+    shares["target (held-out labels)"] = stats.class_pixel_share(target_gt.gt_path)
 viz.save_class_share(out / "class_share.png", shares)
 display(Image(str(out / "class_share.png")))
 
@@ -65,10 +68,10 @@ display(Image(str(out / "class_share.png")))
 # target mean (0.472, 0.471, 0.497) / std (0.239, 0.240, 0.253) on the competition data.
 
 # %%
-stats = {}
+domain_stats = {}
 for name, frame in [("source", source), ("target", target)]:
-    mean, std = data.channel_stats(list(frame.img_path))
-    stats[name] = {"mean": mean, "std": std}
+    mean, std = stats.channel_stats(list(frame.img_path))
+    domain_stats[name] = {"mean": mean, "std": std}
     print(f"{name:7s} mean {tuple(round(m, 4) for m in mean)}  std {tuple(round(s, 4) for s in std)}")
 
 # %% [markdown]
@@ -90,15 +93,15 @@ rows, titles = [], []
 labelled = [("source", source)] + ([("target", target_gt)] if target_gt is not None else [])
 for name, frame in labelled:
     for item in frame.head(N_SAMPLES).itertuples():
-        rows.append((data.read_image(item.img_path), data.read_label(item.gt_path)))
+        rows.append((layout.read_image(item.img_path), layout.read_label(item.gt_path)))
         titles.append(f"{name}: {item.id}")
 viz.save_grid(out / "samples.png", rows, titles)
 display(Image(str(out / "samples.png")))
 
 # %%
 summary = {
-    "class_share": {k: dict(zip([*data.CLASSES, "background"], v.round(5).tolist())) for k, v in shares.items()},
-    "channel_stats": stats,
+    "class_share": {k: dict(zip([*labels.CLASSES, "background"], v.round(5).tolist())) for k, v in shares.items()},
+    "channel_stats": domain_stats,
     "border": {"disc_share": float(inside.mean()), "ellipse": ellipse, "threshold": estimate.threshold},
 }
 files.write_json(out / "stats.json", summary)

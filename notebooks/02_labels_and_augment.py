@@ -41,8 +41,11 @@ import albumentations as A
 import numpy as np
 from IPython.display import Image, display
 
-from kit import augment, border, data, files, fisheye, viz
-from kit.config import check_bool, check_int, check_number
+from kit.common import files
+from kit.common.checks import check_bool, check_int, check_number
+from kit.competition import labels, layout
+from kit.data import augment, border, fisheye
+from kit.report import viz
 
 check_int("MAX_IMAGES", MAX_IMAGES, low=1, optional=True)
 check_number("SKY_START", SKY_START, low=0, high=1)
@@ -52,13 +55,13 @@ check_number("BORDER_THRESHOLD", BORDER_THRESHOLD, low=0, high=255, optional=Tru
 check_int("PSEUDO_COUNT", PSEUDO_COUNT, low=1, optional=True)
 check_int("SEED", SEED, low=0)
 check_bool("OVERWRITE", OVERWRITE)
-source_all = data.read_split(DATA_DIR, "train_source")
-data.read_split(DATA_DIR, PSEUDO_SPLIT)  # the split to warp exists and reads
+source_all = layout.read_split(DATA_DIR, "train_source")
+layout.read_split(DATA_DIR, PSEUDO_SPLIT)  # the split to warp exists and reads
 check_int("SAMPLE_INDEX", SAMPLE_INDEX, low=0, high=min(len(source_all), MAX_IMAGES or len(source_all)) - 1)
 out = files.prepare_output_dir(OUTPUT_DIR, overwrite=OVERWRITE)
-source = data.evenly_spread(source_all, MAX_IMAGES)
-target = data.evenly_spread(data.read_split(DATA_DIR, "train_target"), MAX_IMAGES)
-target_size = data.read_image(target.img_path[0]).shape[1::-1]  # (W, H)
+source = layout.evenly_spread(source_all, MAX_IMAGES)
+target = layout.evenly_spread(layout.read_split(DATA_DIR, "train_target"), MAX_IMAGES)
+target_size = layout.read_image(target.img_path[0]).shape[1::-1]  # (W, H)
 
 # %% [markdown]
 # ## 1. Sky-bonnet fix
@@ -66,13 +69,13 @@ target_size = data.read_image(target.img_path[0]).shape[1::-1]  # (W, H)
 # %%
 changed_pixels, changed_images = 0, 0
 for path in source.gt_path:
-    label = data.read_label(path)
+    label = layout.read_label(path)
     n = int((augment.fix_sky_bonnet(label, SKY_START) != label).sum())
     changed_pixels += n
     changed_images += n > 0
 print(f"fix_sky_bonnet changes {changed_pixels} pixels in {changed_images} of {len(source)} source labels")
 
-image, label = data.read_image(source.img_path[SAMPLE_INDEX]), data.read_label(source.gt_path[SAMPLE_INDEX])
+image, label = layout.read_image(source.img_path[SAMPLE_INDEX]), layout.read_label(source.gt_path[SAMPLE_INDEX])
 viz.save_grid(out / "sky_fix.png", [(image, label), (image, augment.fix_sky_bonnet(label, SKY_START))],
               ["before: bonnet labelled Sky", "after: bonnet is background"])
 display(Image(str(out / "sky_fix.png")))
@@ -115,10 +118,10 @@ pseudo = fisheye.make_fisheye_split(f"{DATA_DIR}/{PSEUDO_SPLIT}.csv", pseudo_roo
 print(f"{len(pseudo)} labelled pseudo-fisheye images in {pseudo_root}")
 rows, titles = [], []
 for i in range(min(3, len(pseudo))):
-    rows.append((data.read_image(pseudo.img_path[i]), data.read_label(pseudo.gt_path[i])))
+    rows.append((layout.read_image(pseudo.img_path[i]), layout.read_label(pseudo.gt_path[i])))
     titles.append(f"pseudo-fisheye {pseudo.id[i]}")
-    real = data.read_image(target.img_path[i])
-    rows.append((real, np.full(real.shape[:2], data.IGNORE_INDEX, np.uint8)))
+    real = layout.read_image(target.img_path[i])
+    rows.append((real, np.full(real.shape[:2], labels.IGNORE_INDEX, np.uint8)))
     titles.append(f"real target {target.id[i]} (no label)")
 viz.save_grid(out / "pseudo_fisheye.png", rows, titles)
 display(Image(str(out / "pseudo_fisheye.png")))

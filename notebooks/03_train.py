@@ -16,7 +16,7 @@
 # %% [markdown]
 # # 03 · Training
 # One run of one method into `RUNS_DIR/RUN_NAME/` (`config.json`, `metrics.csv`, `last.pt`, `best.pt`,
-# the figures below). Every parameter below is a `kit.config.TrainConfig` field of the same name in
+# the figures below). Every parameter below is a `kit.train.config.TrainConfig` field of the same name in
 # lower case (`PREVIEW_COUNT` excepted); a misspelt one is an error. `METHOD` switches between the recipes:
 #
 # | METHOD | what it trains on |
@@ -25,7 +25,7 @@
 # | `fisheye_tf` | solution B: source images with the mean target image pasted outside the disc, Dice + CE |
 # | `uda` | solution A: source + elastic "distortion" copy + masked target crops against EMA pseudo-labels |
 # | `uda_geo` | the kit's own: `uda` with the geometric pinhole → fisheye warp as the distortion |
-# | `self_train` | offline self-training (the competition's winners): round 0 trains like `fisheye_tf`, then each of `ROUNDS` rounds pseudo-labels the target images with the model so far (`kit.pseudo`: class-wise thresholds) and trains on source + pseudo-labels |
+# | `self_train` | offline self-training (the competition's winners): round 0 trains like `fisheye_tf`, then each of `ROUNDS` rounds pseudo-labels the target images with the model so far (`kit.predict.pseudo`: class-wise thresholds) and trains on source + pseudo-labels |
 # | `oracle` | the held-out fisheye labels (synthetic data only; the upper bound) |
 #
 # The defaults are the CPU demo: `self_train` (the kit's recommended method, chosen on validation
@@ -110,12 +110,14 @@ import json
 import pandas as pd
 from IPython.display import Image, display
 
-from kit.config import TrainConfig, check_int
-from kit.distributed import torchrun_command
-from kit.files import atomic_path
-from kit.infer import predict_examples
-from kit.train import preview_step, train
-from kit.viz import save_grid, save_training_curves, step_view_png
+from kit.common.checks import check_int
+from kit.common.files import atomic_path
+from kit.predict.examples import predict_examples
+from kit.report.viz import save_grid, save_training_curves, step_view_png
+from kit.train.cli import torchrun_command
+from kit.train.config import TrainConfig
+from kit.train.loop import train
+from kit.train.preview import preview_step
 
 check_int("PREVIEW_COUNT", PREVIEW_COUNT, low=1)
 config = TrainConfig.from_parameters(globals(), notebook_only=("PREVIEW_COUNT",))
@@ -162,7 +164,7 @@ display(Image(str(run_dir / "curves.png")))
 # Each round labels the target images with the model the round before ended with
 # (`RUN_NAME/pseudo_round<r>/`, as `06_pseudo_label` writes them). Per class: the share of the
 # disc labelled with it and, on the synthetic data, the labels' precision and recall against the
-# held-out fisheye labels (`kit.pseudo`).
+# held-out fisheye labels (`kit.predict.pseudo`).
 
 # %%
 summaries = sorted(run_dir.glob("pseudo_round*/summary.json"), key=lambda p: int(p.parent.name.removeprefix("pseudo_round")))

@@ -54,12 +54,16 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import Image, display
 
-from kit import data, files, viz
-from kit.border import BORDERS
-from kit.config import check_bool, check_choice, check_device, check_int, check_number
-from kit.infer import InferenceSettings, predict_label_maps, predict_split, prediction_frame, run_border
-from kit.rle import validate_submission
-from kit.runs import load_run, set_cpu_threads
+from kit.common import files
+from kit.common.checks import check_bool, check_choice, check_device, check_int, check_number
+from kit.common.device import set_cpu_threads
+from kit.competition import layout
+from kit.competition.rle import validate_submission
+from kit.data.border import BORDERS
+from kit.predict.runs import load_run
+from kit.predict.splits import predict_label_maps, predict_split, prediction_frame, run_border
+from kit.predict.tta import InferenceSettings
+from kit.report import viz
 
 settings = InferenceSettings(mode=MODE, stride=STRIDE, scales=SCALES, flip=FLIP, batch_size=BATCH_SIZE)
 check_choice("BORDER", BORDER, (*BORDERS, None))
@@ -126,13 +130,13 @@ grid = frame.head(GRID_COUNT)
 worst = result.per_image.nsmallest(WORST_COUNT, "mIoU").merge(frame, on="id") if labelled else frame.head(0)
 shown = frame[frame.id.isin(set(grid.id) | set(worst.id))]
 predictions = dict(predict_label_maps([run], shown, settings=settings, border=border, progress=False))
-viz.save_grid(out / "predictions.png", [(data.read_image(p), predictions[i]) for i, p in zip(grid.id, grid.img_path)],
+viz.save_grid(out / "predictions.png", [(layout.read_image(p), predictions[i]) for i, p in zip(grid.id, grid.img_path)],
               titles=list(grid.id), colours=64)
 display(Image(str(out / "predictions.png")))
 
 # %%
 if labelled:
-    rows = [(data.read_image(item.img_path), {"prediction": predictions[item.id], "truth": data.read_label(item.gt_path)})
+    rows = [(layout.read_image(item.img_path), {"prediction": predictions[item.id], "truth": layout.read_label(item.gt_path)})
             for item in worst.itertuples()]
     viz.save_comparison(out / "worst.png", rows, titles=[f"{item.id} · mIoU {item.mIoU:.3f}" for item in worst.itertuples()],
                         colours=64)

@@ -48,12 +48,15 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import Image, display
 
-from kit import files, viz
-from kit.border import BORDERS
-from kit.config import check_bool, check_choice, check_device, check_int, check_number
-from kit.infer import InferenceSettings, predict_split, prediction_frame, run_border
-from kit.rle import validate_submission
-from kit.runs import load_run, set_cpu_threads
+from kit.common import files
+from kit.common.checks import check_bool, check_choice, check_device, check_int, check_number
+from kit.common.device import set_cpu_threads
+from kit.competition.rle import validate_submission
+from kit.data.border import BORDERS
+from kit.predict.runs import load_run
+from kit.predict.splits import predict_split, prediction_frame, run_border
+from kit.predict.tta import InferenceSettings
+from kit.report import viz
 
 settings = InferenceSettings(mode=MODE, stride=STRIDE, scales=SCALES, flip=FLIP, batch_size=BATCH_SIZE)
 check_choice("BORDER", BORDER, (*BORDERS, None))

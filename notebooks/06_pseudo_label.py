@@ -60,13 +60,16 @@ import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import Image, display
 
-from kit import viz
-from kit.border import BORDERS
-from kit.config import check_bool, check_choice, check_device, check_int, check_number
-from kit.data import PSEUDO_LABEL_VALUES, evenly_spread, has_split, read_image, read_label, read_split, read_split_file
-from kit.infer import InferenceSettings, run_border
-from kit.pseudo import make_pseudo_labels
-from kit.runs import load_run, set_cpu_threads
+from kit.common.checks import check_bool, check_choice, check_device, check_int, check_number
+from kit.common.device import set_cpu_threads
+from kit.competition.labels import PSEUDO_LABEL_VALUES
+from kit.competition.layout import evenly_spread, has_split, read_image, read_label, read_split, read_split_file
+from kit.data.border import BORDERS
+from kit.predict.pseudo import make_pseudo_labels
+from kit.predict.runs import load_run
+from kit.predict.splits import run_border
+from kit.predict.tta import InferenceSettings
+from kit.report import viz
 
 settings = InferenceSettings(mode=MODE, stride=STRIDE, scales=SCALES, flip=FLIP, batch_size=BATCH_SIZE)
 check_choice("BORDER", BORDER, (*BORDERS, None))

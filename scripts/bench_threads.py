@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from kit.demo import execute  # noqa: E402  (the demo's quiet notebook runner)
+from kit.bench.demo import execute  # noqa: E402  (the demo's quiet notebook runner)
 
 
 def run_04(data: str, runs_dir: str, run_name: str, threads: int | None, out: Path) -> float:

@@ -1,7 +1,7 @@
 """One rank of the DDP tests (tests/test_distributed.py), started by torchrun: trains the config in
-``argv[1]`` (a JSON of TrainConfig fields) with ``kit.train.train`` and saves what the rank ended with
+``argv[1]`` (a JSON of TrainConfig fields) with ``kit.train.loop.train`` and saves what the rank ended with
 to ``argv[2]/rank<R>.pt``: its student and teacher weights, the loss of every step and the files it
-wrote through ``kit.train``'s writers."""
+wrote through ``kit.train.loop``'s writers."""
 
 import json
 import sys
@@ -9,9 +9,10 @@ from pathlib import Path
 
 import torch
 
-import kit.train
-from kit.config import TrainConfig
-from kit.distributed import context_from_environment, unwrap
+import kit.train.loop
+import kit.train.steps
+from kit.train.config import TrainConfig
+from kit.train.distributed import context_from_environment, unwrap
 
 config = TrainConfig(**json.loads(Path(sys.argv[1]).read_text()))
 out = Path(sys.argv[2])
@@ -27,8 +28,8 @@ def spy(name, function):
 
 
 for name in ("save_checkpoint", "write_json", "write_csv"):
-    setattr(kit.train, name, spy(name, getattr(kit.train, name)))
-wrap, teacher_class, supervised_step = kit.train.wrap, kit.train.EMATeacher, kit.train.supervised_step
+    setattr(kit.train.loop, name, spy(name, getattr(kit.train.loop, name)))
+wrap, teacher_class, supervised_step = kit.train.loop.wrap, kit.train.loop.EMATeacher, kit.train.steps.supervised_step
 
 
 def spy_wrap(model, context, device):
@@ -48,8 +49,9 @@ def spy_step(*args, **kwargs):
     return losses
 
 
-kit.train.wrap, kit.train.EMATeacher, kit.train.supervised_step = spy_wrap, SpyTeacher, spy_step
-kit.train.train(config)
+kit.train.loop.wrap, kit.train.loop.EMATeacher = spy_wrap, SpyTeacher
+kit.train.loop.supervised_step = kit.train.steps.supervised_step = spy_step
+kit.train.loop.train(config)
 torch.save({"model": unwrap(seen["model"]).state_dict(),
             "teacher": seen["teacher"].state_dict() if "teacher" in seen else None,
             "losses": seen["losses"], "writes": seen["writes"]}, out / f"rank{rank}.pt")

@@ -3,7 +3,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kit.augment import (
+from kit.common.files import write_image
+from kit.competition.labels import IGNORE_INDEX, VOID_INDEX
+from kit.data.augment import (
     FisheyeTransform,
     FisheyeWarp,
     MixBackground,
@@ -13,10 +15,10 @@ from kit.augment import (
     solution_a_pipeline,
     solution_b_pipeline,
 )
-from kit.border import ellipse_mask
-from kit.data import IGNORE_INDEX, VOID_INDEX, SegmentationDataset, channel_stats
-from kit.files import write_image
-from kit.fisheye import pinhole_to_fisheye_maps, warp_label
+from kit.data.border import ellipse_mask
+from kit.data.datasets import SegmentationDataset
+from kit.data.fisheye import pinhole_to_fisheye_maps, warp_label
+from kit.data.stats import channel_stats
 
 
 def test_fix_sky_bonnet_hand_made():

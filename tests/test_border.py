@@ -1,23 +1,16 @@
-"""The fisheye border has one home (kit.border): one image rule, one threshold policy, and the same
+"""The fisheye border has one home (kit.data.border): one image rule, one threshold policy, and the same
 border for training and prediction."""
 
 import numpy as np
 import pytest
 
-from kit.border import (
-    border_mask,
-    ellipse_mask,
-    estimate_border,
-    make_border,
-    mean_image,
-    otsu_threshold,
-)
-from kit.config import TrainConfig
-from kit.data import read_split
-from kit.infer import run_border
-from kit.recipes import build_data
-from kit.runs import load_run
-from kit.train import train
+from kit.competition.layout import read_split
+from kit.data.border import border_mask, ellipse_mask, estimate_border, make_border, mean_image, otsu_threshold
+from kit.predict.runs import load_run
+from kit.predict.splits import run_border
+from kit.train.config import TrainConfig
+from kit.train.loop import train
+from kit.train.recipes import build_data
 
 
 def test_otsu_threshold_splits_a_two_level_image_between_its_levels():

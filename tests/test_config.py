@@ -2,7 +2,8 @@
 
 import pytest
 
-from kit.config import TrainConfig, check_choice, check_int, check_number
+from kit.common.checks import check_choice, check_int, check_number
+from kit.train.config import TrainConfig
 
 BAD_VALUES = [  # (field, value, the allowed range the message must state)
     ("clip_grad", -1, "a finite number > 0 or None"),  # clip_grad_norm_(…, -1) flips the gradient

@@ -7,22 +7,12 @@ import pandas as pd
 import pytest
 import torch
 
-from kit.data import (
-    CLASSES,
-    IGNORE_INDEX,
-    PALETTE,
-    SOURCE_MEAN,
-    SOURCE_STD,
-    STATS_FILE,
-    SegmentationDataset,
-    channel_stats,
-    class_pixel_counts,
-    domain_stats,
-    read_image,
-    read_label,
-    read_split,
-)
-from kit.files import write_image
+from kit.common.files import write_image
+from kit.competition.labels import CLASSES, IGNORE_INDEX
+from kit.competition.layout import read_image, read_label, read_split
+from kit.data.datasets import SegmentationDataset
+from kit.data.stats import SOURCE_MEAN, SOURCE_STD, STATS_FILE, channel_stats, class_pixel_counts, domain_stats
+from kit.report.palette import PALETTE
 
 
 def test_class_table():
@@ -124,7 +114,7 @@ def test_dataset_rejects_label_of_other_size(tmp_path):
 def test_class_pixel_share_counts_background_last(tmp_path):
     write_image(tmp_path / "a.png", np.array([[0, 0, 255], [11, 11, 11]], np.uint8))
     write_image(tmp_path / "b.png", np.array([[0, 255]], np.uint8))
-    from kit.data import class_pixel_share
+    from kit.data.stats import class_pixel_share
 
     share = class_pixel_share([tmp_path / "a.png", tmp_path / "b.png"])
     expected = np.zeros(13)

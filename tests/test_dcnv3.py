@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kit.dcnv3 import DCNv3, dcnv3_core
+from kit.models.dcnv3 import DCNv3, dcnv3_core
 
 
 def unfold_reference(

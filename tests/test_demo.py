@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from kit.demo import steps
+from kit.bench.demo import steps
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -34,20 +34,20 @@ def test_main_job_runs_the_notebooks_in_order_into_one_folder():
 
 
 def test_overwrite_refuses_an_output_folder_the_demo_did_not_make(tmp_path):
-    import kit.demo
+    import kit.bench.demo
 
     outputs = tmp_path / "outputs"
     (outputs / "bench_quality").mkdir(parents=True)
     (outputs / "bench_quality" / "quality.md").write_text("an afternoon of benchmarking")
     with pytest.raises(FileExistsError, match="not one of the kit's output folders, so nothing was removed"):
-        kit.demo.main(["--out", str(outputs), "--data", str(tmp_path / "data"), "--overwrite"])
+        kit.bench.demo.main(["--out", str(outputs), "--data", str(tmp_path / "data"), "--overwrite"])
     assert (outputs / "bench_quality" / "quality.md").read_text() == "an afternoon of benchmarking"
 
 
 @pytest.mark.parametrize("unfinished", [True, False])
 def test_an_unfinished_synthetic_dataset_is_generated_again(tmp_path, monkeypatch, unfinished):
-    import kit.demo
-    from kit.files import prepare_output_dir, write_text
+    import kit.bench.demo
+    from kit.common.files import prepare_output_dir, write_text
 
     data = tmp_path / "data"
     if unfinished:  # what an interrupted generation leaves: images, no CSVs
@@ -61,7 +61,7 @@ def test_an_unfinished_synthetic_dataset_is_generated_again(tmp_path, monkeypatc
         calls.append((out, kwargs))
         raise Stop
 
-    monkeypatch.setattr(kit.demo, "generate", generate)
+    monkeypatch.setattr(kit.bench.demo, "generate", generate)
     with pytest.raises(Stop):
-        kit.demo.main(["--out", str(tmp_path / "out"), "--data", str(data)])
+        kit.bench.demo.main(["--out", str(tmp_path / "out"), "--data", str(data)])
     assert calls == [(str(data), {"preset": "demo", "seed": 0, "workers": 2, "overwrite": unfinished})]

@@ -1,4 +1,4 @@
-"""Training on many processes (kit.distributed): torchrun starts 2 CPU ranks on the gloo backend."""
+"""Training on many processes (kit.train.distributed): torchrun starts 2 CPU ranks on the gloo backend."""
 
 import json
 import os
@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from kit.config import TrainConfig
-from kit.distributed import Context, parse_command_line, torchrun_command
-from kit.recipes import RankSlice
+from kit.train.cli import parse_command_line, torchrun_command
+from kit.train.config import TrainConfig
+from kit.train.distributed import Context
+from kit.train.recipes import RankSlice
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -112,7 +113,7 @@ def test_the_command_line_reads_a_runs_config_json_and_overrides(tmp_path):
 
 
 def test_the_ranks_come_from_torchruns_environment(monkeypatch):
-    from kit.distributed import context_from_environment
+    from kit.train.distributed import context_from_environment
     monkeypatch.setenv("RANK", "3")
     monkeypatch.setenv("WORLD_SIZE", "4")
     monkeypatch.setenv("LOCAL_RANK", "1")

@@ -24,7 +24,7 @@ def test_torchvision_operators_load():
 
 def test_transformers_has_the_mask2former_parts_the_kit_builds_on():
     """requirements.txt pins transformers to the major version whose internal Mask2Former classes
-    kit.mask2former calls with these signatures."""
+    kit.models.mask2former calls with these signatures."""
     import inspect
 
     from transformers.models.mask2former import modeling_mask2former as m2f

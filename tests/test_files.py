@@ -1,10 +1,10 @@
-"""Atomic writes and kit output folders (kit.files): what OVERWRITE removes, and what it never touches."""
+"""Atomic writes and kit output folders (kit.common.files): what OVERWRITE removes, and what it never touches."""
 
 import json
 
 import pytest
 
-from kit.files import MANIFEST, atomic_path, clear_outputs, copy_file, prepare_output_dir, write_json, write_text
+from kit.common.files import MANIFEST, atomic_path, clear_outputs, copy_file, prepare_output_dir, write_json, write_text
 
 
 def test_atomic_path_keeps_old_file_on_failure(tmp_path):

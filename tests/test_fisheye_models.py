@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from kit.fisheye import MODELS, CameraModel, fisheye_camera, get_model, kannala_brandt_model, pinhole_camera
+from kit.data.fisheye import CameraModel, fisheye_camera, pinhole_camera
+from kit.data.projections import MODELS, get_model, kannala_brandt_model
 
 
 @pytest.mark.parametrize(

@@ -2,16 +2,12 @@ import cv2
 import numpy as np
 import pytest
 
-from kit.data import IGNORE_INDEX, read_split
-from kit.files import write_image
-from kit.border import border_mask, ellipse_mask, fit_ellipse, mean_image
-from kit.fisheye import (
-    get_model,
-    make_fisheye_split,
-    pinhole_to_fisheye_maps,
-    rotation_matrix,
-    warp_pair,
-)
+from kit.common.files import write_image
+from kit.competition.labels import IGNORE_INDEX
+from kit.competition.layout import read_split
+from kit.data.border import border_mask, ellipse_mask, fit_ellipse, mean_image
+from kit.data.fisheye import make_fisheye_split, pinhole_to_fisheye_maps, rotation_matrix, warp_pair
+from kit.data.projections import get_model
 
 
 @pytest.mark.parametrize("theta", [0.1, 0.5, 1.0, 1.5, 1.7])
@@ -106,7 +102,7 @@ def test_mean_image_and_make_fisheye_split(tmp_path):
     border[4:32, 8:56] = True
     out = make_fisheye_split(src / "val_source.csv", tmp_path / "out", dst_size=(64, 36), border=border, limit=2)
     assert list(out.id) == ["VALID_SOURCE_000", "VALID_SOURCE_001"]
-    from kit.data import read_label
+    from kit.competition.layout import read_label
     label = read_label(out.gt_path[0])
     assert label.shape == (36, 64) and (label[~border] == IGNORE_INDEX).all()
     assert set(np.unique(label)) <= {0, 2, 8, IGNORE_INDEX} and (label != IGNORE_INDEX).sum() > 100

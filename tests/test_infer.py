@@ -8,26 +8,16 @@ import pytest
 import torch
 from torch import nn
 
-from kit import border as kit_border
-from kit import rle as kit_rle
-from kit.border import Border, make_border
-from kit.data import read_split
-from kit.files import write_image
-from kit.infer import (
-    InferenceSettings,
-    apply_border,
-    ensemble,
-    predict_label_maps,
-    predict_split,
-    predict_tta,
-    predict_whole,
-    prediction_frame,
-    slide_predict,
-    to_label_map,
-    window_starts,
-)
-from kit.rle import SubmissionError, resize_nearest, rle_decode, validate_submission
-from kit.runs import load_run
+from kit.common.files import write_image
+from kit.competition import rle as kit_rle
+from kit.competition.layout import read_split
+from kit.competition.rle import SubmissionError, resize_nearest, rle_decode, validate_submission
+from kit.data import border as kit_border
+from kit.data.border import Border, make_border
+from kit.models.model import create_model
+from kit.predict.runs import load_run
+from kit.predict.splits import apply_border, predict_label_maps, predict_split, prediction_frame, to_label_map
+from kit.predict.tta import InferenceSettings, ensemble, predict_tta, predict_whole, slide_predict, window_starts
 
 # --- dummy models ------------------------------------------------------------------------------
 
@@ -344,9 +334,8 @@ def test_ensemble_is_the_weighted_mean_at_the_largest_image_size():
 
 
 def test_load_run_round_trip(tmp_path):
-    models = pytest.importorskip("kit.models")
     torch.manual_seed(0)
-    model = models.create_model("segformer", "pvt_v2_b0", num_classes=13, channels=32).eval()
+    model = create_model("segformer", "pvt_v2_b0", num_classes=13, channels=32).eval()
     config = run_config(32, 64, arch="segformer", encoder="pvt_v2_b0", head_kwargs={"channels": 32})
     run_dir = tmp_path / "runs" / "tiny"
     run_dir.mkdir(parents=True)

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kit.internimage import PUBLISHED_PARAMS, classification_head_params, create_internimage
+from kit.models.internimage import PUBLISHED_PARAMS, classification_head_params, create_internimage
 
 
 def test_tiny_gives_four_levels_for_an_odd_input() -> None:
@@ -90,7 +90,7 @@ def test_unknown_name_lists_the_valid_ones() -> None:
 
 
 def test_upernet_on_tiny_trains_one_step() -> None:
-    from kit.models import create_model
+    from kit.models.model import create_model
 
     torch.manual_seed(3)
     model = create_model("upernet", "internimage_tiny", channels=32).train()

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kit.losses import cross_entropy, dice_loss, pseudo_label_loss
+from kit.train.losses import cross_entropy, dice_loss, pseudo_label_loss
 
 
 def logits_of(probs: list) -> torch.Tensor:
@@ -186,7 +186,7 @@ def test_pseudo_label_class_weighting_keeps_each_class_upper_half():
     ],
 )
 def test_pseudo_weights_by_hand(weighting, keep, pixel, share):
-    from kit.losses import pseudo_weights
+    from kit.train.losses import pseudo_weights
 
     confidence = torch.tensor([[[0.99, 0.5], [0.97, 0.2]]])
     pseudo = torch.tensor([[[0, 0], [1, 1]]])

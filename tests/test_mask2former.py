@@ -1,4 +1,4 @@
-"""Mask2Former (kit.mask2former): the semantic read-out, label → mask conversion, the matching loss,
+"""Mask2Former (kit.models.mask2former): the semantic read-out, label → mask conversion, the matching loss,
 learning one batch, and the kit's prediction path (slide windows, submission)."""
 
 import csv
@@ -8,10 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kit.infer import predict_whole, slide_predict, to_label_map
-from kit.mask2former import MaskPredictions, label_masks, semantic_probabilities
-from kit.models import create_model
-from kit.rle import SubmissionWriter, rle_decode
+from kit.competition.rle import SubmissionWriter, rle_decode
+from kit.models.mask2former import MaskPredictions, label_masks, semantic_probabilities
+from kit.models.model import create_model
+from kit.predict.splits import to_label_map
+from kit.predict.tta import predict_whole, slide_predict
 
 TINY = dict(channels=32, queries=8, layers=2, encoder_layers=1, heads=4, feedforward=64, points=256)
 

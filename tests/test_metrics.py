@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from kit.metrics import confusion_matrix, iou_per_class, iou_table, mean_iou
+from kit.competition.metrics import confusion_matrix, iou_per_class, iou_table, mean_iou
 
 
 def slow_iou(pred: np.ndarray, target: np.ndarray, ignore_background: bool = False) -> list[float]:

@@ -3,10 +3,12 @@ import pytest
 import torch
 from matplotlib import cbook
 
-from kit.data import IMAGENET_MEAN, IMAGENET_STD
-from kit.losses import cross_entropy
-from kit.models import HEADS, create_encoder, create_model, encoder_normalisation
-from kit.weights import BUNDLED_WEIGHTS, bundled_state_dict
+from kit.data.stats import IMAGENET_MEAN, IMAGENET_STD
+from kit.models.encoders import create_encoder, encoder_normalisation
+from kit.models.heads import HEADS
+from kit.models.model import create_model
+from kit.models.weights import BUNDLED_WEIGHTS, bundled_state_dict
+from kit.train.losses import cross_entropy
 
 ENCODERS = ["pvt_v2_b0", "mobilenetv3_small_100"]  # a transformer (MiT-B0 stand-in) and a CNN
 

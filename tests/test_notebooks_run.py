@@ -10,12 +10,13 @@ import papermill
 import pytest
 import torch
 
-from kit.data import PSEUDO_LABEL_VALUES, read_image, read_label, read_split, read_split_file
-from kit.files import write_image
-from kit.metrics import confusion_matrix, iou_table
-from kit.config import TrainConfig
-from kit.rle import SUBMISSION_SIZE, resize_nearest, rle_decode, validate_submission
-from kit.train import train
+from kit.common.files import write_image
+from kit.competition.labels import PSEUDO_LABEL_VALUES
+from kit.competition.layout import read_image, read_label, read_split, read_split_file
+from kit.competition.metrics import confusion_matrix, iou_table
+from kit.competition.rle import SUBMISSION_SIZE, resize_nearest, rle_decode, validate_submission
+from kit.train.config import TrainConfig
+from kit.train.loop import train
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -118,7 +119,7 @@ def tiny_runs(tiny, tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_960(tiny, tmp_path_factory):
     """``tiny`` with its test images and labels at the submission size (960×540; labels through
-    kit.rle's nearest resize), so that predict_split scores at exactly the resolution it submits."""
+    kit.competition.rle's nearest resize), so that predict_split scores at exactly the resolution it submits."""
     root = tmp_path_factory.mktemp("tiny_960") / "data"
     root.mkdir()
     for entry in tiny.iterdir():
@@ -132,8 +133,8 @@ def tiny_960(tiny, tmp_path_factory):
 
 
 def _submission_scores(submission, frame):
-    """kit.metrics.iou_table of a submission's decoded label maps against ``frame``'s labels (resized
-    to 960×540 with kit.rle's nearest rule): the competition's score, computed from the file."""
+    """kit.competition.metrics.iou_table of a submission's decoded label maps against ``frame``'s labels (resized
+    to 960×540 with kit.competition.rle's nearest rule): the competition's score, computed from the file."""
     rows = pd.read_csv(submission).set_index("id").mask_rle
     confusion = np.zeros((13, 13), np.int64)
     for item in frame.itertuples():
@@ -228,9 +229,10 @@ def _files(folder):
 
 def test_pseudo_label_notebook_with_one_run_passes_its_parameters_and_keeps_the_first_round(tiny, tiny_runs,
                                                                                           tmp_path):
-    from kit.infer import InferenceSettings, run_border
-    from kit.pseudo import BINS, NAMES, make_pseudo_labels
-    from kit.runs import load_run
+    from kit.predict.pseudo import BINS, NAMES, make_pseudo_labels
+    from kit.predict.runs import load_run
+    from kit.predict.splits import run_border
+    from kit.predict.tta import InferenceSettings
 
     folder = tmp_path / "round_a"
     parameters = dict(DATA_DIR=str(tiny), RUNS_DIR=str(tiny_runs), RUN_NAMES=["a"], OUTPUT_DIR=str(folder),

@@ -1,10 +1,10 @@
-"""Offline pseudo-labels (kit.pseudo): class-wise thresholds, the label files, the folder's safety.
+"""Offline pseudo-labels (kit.predict.pseudo): class-wise thresholds, the label files, the folder's safety.
 
 The end-to-end tests label the ``tiny`` dataset's fisheye images with a fake run whose model is a
 nearest-colour classifier: its run config normalises with mean 0 and std 1/255, so the model sees the
 raw 0..255 pixel values, rounds them back to integers and returns minus the squared distance to one
 colour per class. Every pixel thus gets its own confidence, every class (background 12 included) is
-predicted somewhere, and the reference below recomputes the probabilities without kit.infer: the
+predicted somewhere, and the reference below recomputes the probabilities without kit.predict: the
 model on the raw image, softmax. Thresholds, label files and the per-class table are then compared
 with independent, slow recomputations (sorting instead of histograms, per-pixel counts).
 """
@@ -19,19 +19,12 @@ import pytest
 import torch
 from torch import nn
 
-from kit.border import Border
-from kit.data import (
-    PSEUDO_LABEL_VALUES,
-    VOID_INDEX,
-    SegmentationDataset,
-    read_image,
-    read_label,
-    read_split,
-    read_split_file,
-)
-from kit.files import MANIFEST, write_image
-from kit.infer import InferenceSettings
-from kit.pseudo import (
+from kit.common.files import MANIFEST, write_image
+from kit.competition.labels import PSEUDO_LABEL_VALUES, VOID_INDEX
+from kit.competition.layout import read_image, read_label, read_split, read_split_file
+from kit.data.border import Border
+from kit.data.datasets import SegmentationDataset
+from kit.predict.pseudo import (
     BINS,
     CSV_NAME,
     NAMES,
@@ -41,6 +34,7 @@ from kit.pseudo import (
     make_pseudo_labels,
     pseudo_label_map,
 )
+from kit.predict.tta import InferenceSettings
 
 WHOLE = InferenceSettings(mode="whole", flip=False, amp=False)
 SIZE = (90, 160)  # (h, w) of the tiny dataset's fisheye images: the runs predict at the image's own size
@@ -208,7 +202,7 @@ def run_of(model, size=SIZE):
 
 
 def reference_probs(models, image, weights=None):
-    """Softmax (13, H, W) of the models on the raw image, weighted as kit.infer.ensemble promises."""
+    """Softmax (13, H, W) of the models on the raw image, weighted as kit.predict.tta.ensemble promises."""
     x = torch.from_numpy(image).permute(2, 0, 1).float()[None]
     weights = [1.0] * len(models) if weights is None else [float(w) for w in weights]
     weights = [w / sum(weights) for w in weights]

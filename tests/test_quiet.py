@@ -1,4 +1,4 @@
-"""kit.demo.execute runs a notebook with a clean terminal: the cells' own output and errors show, the
+"""kit.bench.demo.execute runs a notebook with a clean terminal: the cells' own output and errors show, the
 Jupyter transport's warnings and the kernel's shutdown error do not."""
 
 import logging
@@ -8,9 +8,9 @@ import papermill
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from kit.demo import execute
+from kit.bench.demo import execute
 
-# what a papermill run used to leave in the terminal (see kit.demo.QuietKernelManager)
+# what a papermill run used to leave in the terminal (see kit.bench.demo.QuietKernelManager)
 NOISE = [
     "Kernel is running over TCP without encryption",  # ipykernel >= 7.4, every kernel start
     "KeyboardInterrupt caught in kernel",  # the interrupt jupyter_client sends before a shutdown

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kit import rle as kit_rle
-from kit.bench import baseline_encode_label_map, baseline_rle_encode, fake_fisheye_label_map
-from kit.rle import (
+from kit.bench.cli import baseline_encode_label_map, baseline_rle_encode, fake_fisheye_label_map
+from kit.competition import rle as kit_rle
+from kit.competition.rle import (
     SubmissionError,
     SubmissionWriter,
     encode_label_map,

@@ -8,9 +8,12 @@ import statistics
 
 import pytest
 
-import kit.scoreboard
-from kit.data import CLASSES
-from kit.scoreboard import mean_std, summarise, summary_tables
+import kit.bench.scoreboard
+import kit.bench.variants
+import kit.predict.splits
+import kit.train.presets
+from kit.bench.scoreboard import mean_std, summarise, summary_tables
+from kit.competition.labels import CLASSES
 
 NAN = float("nan")
 
@@ -19,9 +22,9 @@ def _small(monkeypatch) -> float:
     """The tiny preset's frames are small: train and predict at its scale; returns the one-step budget."""
     for name, value in dict(source_size=(48, 96), target_size=(54, 96), crop_size=(32, 32), batch_size=2,
                             pretrained=False, mask_block=8).items():
-        monkeypatch.setitem(kit.scoreboard.QUALITY_CONFIG, name, value)
-    monkeypatch.setitem(kit.scoreboard.QUALITY_OVERRIDES, "eval_limit", 2)
-    return 1 / kit.scoreboard.QUALITY_STEPS
+        monkeypatch.setitem(kit.train.presets.QUALITY_CONFIG, name, value)
+    monkeypatch.setitem(kit.bench.scoreboard.QUALITY_OVERRIDES, "eval_limit", 2)
+    return 1 / kit.bench.scoreboard.QUALITY_STEPS
 
 
 @pytest.fixture
@@ -35,19 +38,19 @@ def quality_run(tiny, tmp_path_factory):
     that add to it work on a copy."""
     out = tmp_path_factory.mktemp("quality") / "out"
     with pytest.MonkeyPatch.context() as monkeypatch:
-        kit.scoreboard.bench_quality(str(tiny), str(out), _small(monkeypatch), seeds=[0], threads=1)
+        kit.bench.scoreboard.bench_quality(str(tiny), str(out), _small(monkeypatch), seeds=[0], threads=1)
     return out
 
 
 def _counting(monkeypatch) -> list[str]:
-    """The keys of the runs trained from now on (kit.scoreboard._train_and_score still does the work)."""
-    trained, real = [], kit.scoreboard._train_and_score
+    """The keys of the runs trained from now on (kit.bench.scoreboard._train_and_score still does the work)."""
+    trained, real = [], kit.bench.scoreboard._train_and_score
 
     def counted(data_dir, out_dir, job, *args):
         trained.append(job.key)
         return real(data_dir, out_dir, job, *args)
 
-    monkeypatch.setattr(kit.scoreboard, "_train_and_score", counted)
+    monkeypatch.setattr(kit.bench.scoreboard, "_train_and_score", counted)
     return trained
 
 
@@ -148,9 +151,9 @@ def test_summary_tables_render_mean_pm_std_and_a_dash_for_what_is_missing():
 
 def test_unknown_variants_and_rungs_are_refused_by_name(tmp_path):
     with pytest.raises(ValueError, match="unknown variant.*'nope'"):
-        kit.scoreboard.bench_tune("no_data", str(tmp_path / "tune"), ["uda_geo_untuned", "nope"], 1.0, [0])
+        kit.bench.scoreboard.bench_tune("no_data", str(tmp_path / "tune"), ["uda_geo_untuned", "nope"], 1.0, [0])
     with pytest.raises(ValueError, match="unknown rung.*'no_rung'"):
-        kit.scoreboard.bench_ladder("no_data", str(tmp_path / "ladder"), ["no_rung", "source_only"], 1.0, [0])
+        kit.bench.scoreboard.bench_ladder("no_data", str(tmp_path / "ladder"), ["no_rung", "source_only"], 1.0, [0])
     assert not (tmp_path / "tune").exists() and not (tmp_path / "ladder").exists()
 
 
@@ -181,14 +184,14 @@ def test_a_second_call_reuses_a_changed_config_is_refused_overwrite_retrains(tin
     shutil.copytree(quality_run, out)
     table = (out / "quality.md").read_text()
     trained = _counting(monkeypatch)
-    again = kit.scoreboard.bench_quality(str(tiny), str(out), small_quality, seeds=[0], threads=1)
+    again = kit.bench.scoreboard.bench_quality(str(tiny), str(out), small_quality, seeds=[0], threads=1)
     assert trained == [] and again == table and (out / "quality.md").read_text() == table
-    monkeypatch.setitem(kit.scoreboard.QUALITY_CONFIG, "lr_encoder", 1e-3)
+    monkeypatch.setitem(kit.train.presets.QUALITY_CONFIG, "lr_encoder", 1e-3)
     with pytest.raises(FileExistsError, match=r"source_only_seed0_1\.json was trained with other settings "
                                               r"\(lr_encoder differ\)"):
-        kit.scoreboard.bench_quality(str(tiny), str(out), small_quality, seeds=[0], threads=1)
+        kit.bench.scoreboard.bench_quality(str(tiny), str(out), small_quality, seeds=[0], threads=1)
     assert trained == [] and (out / "quality.md").read_text() == table
-    kit.scoreboard.bench_quality(str(tiny), str(out), small_quality, seeds=[0], threads=1, overwrite=True)
+    kit.bench.scoreboard.bench_quality(str(tiny), str(out), small_quality, seeds=[0], threads=1, overwrite=True)
     assert sorted(trained) == sorted(json.loads((quality_run / "quality.json").read_text())["results"])
     results = json.loads((out / "quality.json").read_text())["results"]
     assert all(r["config"]["lr_encoder"] == 1e-3 for r in results.values())
@@ -196,17 +199,17 @@ def test_a_second_call_reuses_a_changed_config_is_refused_overwrite_retrains(tin
 
 def test_an_interrupted_run_is_resumed_and_ends_as_an_uninterrupted_one(tiny, tmp_path, small_quality, monkeypatch):
     # two epochs of one step; the first call stops after epoch 1, as an interrupted run would
-    monkeypatch.setattr(kit.scoreboard, "QUALITY_STEPS_PER_EPOCH", 1)
+    monkeypatch.setattr(kit.bench.scoreboard, "QUALITY_STEPS_PER_EPOCH", 1)
     budget = 2 * small_quality
 
     def source_only(out):
-        text = kit.scoreboard.bench_ladder(str(tiny), str(out), ["source_only"], budget, seeds=[0], threads=1)
+        text = kit.bench.scoreboard.bench_ladder(str(tiny), str(out), ["source_only"], budget, seeds=[0], threads=1)
         return json.loads((out / "results/source_only_seed0_2.json").read_text()), text
 
     straight, _ = source_only(tmp_path / "straight")
     assert not straight["resumed"]
     with monkeypatch.context() as interrupted:
-        interrupted.setitem(kit.scoreboard.QUALITY_OVERRIDES, "stop_after_epoch", 1)
+        interrupted.setitem(kit.bench.scoreboard.QUALITY_OVERRIDES, "stop_after_epoch", 1)
         source_only(tmp_path / "resumed")
     (tmp_path / "resumed/results/source_only_seed0_2.json").unlink()  # the run stopped before its result
     assert (tmp_path / "resumed/runs/source_only_seed0_2/last.pt").is_file()
@@ -219,7 +222,7 @@ def test_an_interrupted_run_is_resumed_and_ends_as_an_uninterrupted_one(tiny, tm
 def test_ladder_tables_its_rungs_and_quality_reuses_its_source_only(tiny, tmp_path, small_quality, monkeypatch):
     out = tmp_path / "out"
     trained = _counting(monkeypatch)
-    kit.scoreboard.bench_ladder(str(tiny), str(out), ["mix_background", "source_only"], small_quality, seeds=[0, 1],
+    kit.bench.scoreboard.bench_ladder(str(tiny), str(out), ["mix_background", "source_only"], small_quality, seeds=[0, 1],
                                 threads=1)
     assert sorted(trained) == sorted(f"{r}_seed{s}_1" for r in ("source_only", "mix_background") for s in (0, 1))
     results = json.loads((out / "ladder.json").read_text())["results"]
@@ -228,7 +231,7 @@ def test_ladder_tables_its_rungs_and_quality_reuses_its_source_only(tiny, tmp_pa
     assert rungs["source_only"]["seeds"] == rungs["mix_background"]["seeds"] == "0,1"
     steps = _table(text.split("rung before it")[1], "rung")
     assert list(steps) == ["source_only", "mix_background"]  # ladder order, not the order asked
-    assert steps["mix_background"]["adds"] == kit.scoreboard.LADDER["mix_background"][0]
+    assert steps["mix_background"]["adds"] == kit.bench.variants.LADDER["mix_background"][0]
     assert steps["source_only"]["Δ mIoU vs rung before"] == steps["source_only"]["Δ Car vs rung before"] == "–"
     diffs = [results[f"mix_background_seed{s}_1"]["mIoU"] - results[f"source_only_seed{s}_1"]["mIoU"] for s in (0, 1)]
     expected = f"{statistics.mean(diffs):+.4f} ± {statistics.stdev(diffs):.4f}"
@@ -237,14 +240,14 @@ def test_ladder_tables_its_rungs_and_quality_reuses_its_source_only(tiny, tmp_pa
     assert steps["mix_background"]["mIoU"] == f"{statistics.mean(mious):.4f} ± {statistics.stdev(mious):.4f}"
 
     trained.clear()
-    kit.scoreboard.bench_quality(str(tiny), str(out), small_quality, seeds=[0], threads=1)
+    kit.bench.scoreboard.bench_quality(str(tiny), str(out), small_quality, seeds=[0], threads=1)
     assert sorted(trained) == sorted(f"{m}_seed0_1" for m in ("fisheye_tf", "uda", "uda_geo", "self_train", "oracle"))
     quality = json.loads((out / "quality.json").read_text())["results"]
     assert quality["source_only_seed0_1"] == results["source_only_seed0_1"]
 
     # overwrite retrains what the call asks for and leaves the other benchmarks' results alone
     trained.clear()
-    kit.scoreboard.bench_ladder(str(tiny), str(out), ["mix_background"], small_quality, seeds=[0], threads=1,
+    kit.bench.scoreboard.bench_ladder(str(tiny), str(out), ["mix_background"], small_quality, seeds=[0], threads=1,
                                 overwrite=True)
     assert trained == ["mix_background_seed0_1"]
     assert (out / "quality.md").is_file() and (out / "results/uda_geo_seed0_1.json").is_file()
@@ -253,7 +256,7 @@ def test_ladder_tables_its_rungs_and_quality_reuses_its_source_only(tiny, tmp_pa
 
 def test_methods_in_parallel_processes_give_the_sequential_results(tiny, tmp_path, quality_run, small_quality):
     # the spawned processes must train with the caller's (here: patched) settings, not the module's
-    kit.scoreboard.bench_quality(str(tiny), str(tmp_path / "two"), small_quality, seeds=[0], threads=1, processes=2)
+    kit.bench.scoreboard.bench_quality(str(tiny), str(tmp_path / "two"), small_quality, seeds=[0], threads=1, processes=2)
     one, two = (json.loads((out / "quality.json").read_text())["results"] for out in (quality_run, tmp_path / "two"))
     assert list(one) == list(two)
     for key in one:
@@ -264,18 +267,18 @@ def test_methods_in_parallel_processes_give_the_sequential_results(tiny, tmp_pat
 def test_the_benchmark_scores_with_the_border_training_used(tiny, tmp_path, small_quality, monkeypatch):
     # Otsu (solution B's threshold 108 fits the real mean target image, not the synthetic one), at
     # the run's target size, from as many images as training averaged; once for student and teacher
-    import kit.infer
+    import kit.predict.splits
 
     seen = []
-    real = kit.infer.make_border
+    real = kit.predict.splits.make_border
 
     def spy(root, kind, **kwargs):
         seen.append((kind, kwargs))
         return real(root, kind, **kwargs)
 
-    monkeypatch.setattr(kit.infer, "make_border", spy)
-    kit.scoreboard._ellipse_border.cache_clear()  # computed once per process: an earlier test may have cached it
-    kit.scoreboard.bench_tune(str(tiny), str(tmp_path / "tune"), ["uda_geo_untuned"], small_quality, seeds=[0],
+    monkeypatch.setattr(kit.predict.splits, "make_border", spy)
+    kit.bench.scoreboard._ellipse_border.cache_clear()  # computed once per process: an earlier test may have cached it
+    kit.bench.scoreboard.bench_tune(str(tiny), str(tmp_path / "tune"), ["uda_geo_untuned"], small_quality, seeds=[0],
                               threads=1)
     assert seen == [("ellipse", {"size": (96, 54), "threshold": None, "max_images": 200})]
     result = json.loads((tmp_path / "tune/results/uda_geo_untuned_seed0_1.json").read_text())
@@ -291,22 +294,22 @@ def test_quality_config_is_03_trains_parameters_cell():
 
     import papermill
 
-    from kit.config import TrainConfig
+    from kit.train.config import TrainConfig
 
     notebook = pathlib.Path(__file__).parents[1] / "notebooks/03_train.ipynb"
     cell = {name.lower(): ast.literal_eval(p["default"]) for name, p in papermill.inspect_notebook(str(notebook)).items()}
     identity = {"data_dir", "runs_dir", "run_name", "method", "epochs", "steps_per_epoch", "seed", "cpu_threads",
                 "resume", "overwrite", "device", "preview_count"}
-    assert set(kit.scoreboard.QUALITY_CONFIG) <= set(cell) - identity
+    assert set(kit.train.presets.QUALITY_CONFIG) <= set(cell) - identity
     assert cell["bn_stats"] == "target"  # 03 measures the BatchNorm statistics on target crops
     defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
                 for f in dataclasses.fields(TrainConfig)}
     for name, value in cell.items():
         if name in identity:
             continue
-        used = kit.scoreboard.QUALITY_CONFIG.get(name, defaults[name])
+        used = kit.train.presets.QUALITY_CONFIG.get(name, defaults[name])
         assert _as_tuple(used) == _as_tuple(value), f"{name}: benchmark {used!r}, 03_train {value!r}"
-    assert set(kit.scoreboard.QUALITY_OVERRIDES) == {"eval_limit", "progress"}
+    assert set(kit.bench.scoreboard.QUALITY_OVERRIDES) == {"eval_limit", "progress"}
 
 
 def _as_tuple(value):
@@ -315,9 +318,9 @@ def _as_tuple(value):
 
 def test_report_only_tabulates_what_is_there_and_trains_nothing(tiny, tmp_path, small_quality, monkeypatch):
     out = tmp_path / "ladder"
-    kit.scoreboard.bench_ladder(str(tiny), str(out), ["source_only"], small_quality, seeds=[0], threads=1)
-    monkeypatch.setattr(kit.scoreboard, "_train_and_score", lambda *a: pytest.fail("trained in a report-only call"))
-    text = kit.scoreboard.bench_ladder(str(tiny), str(out), ["source_only", "mix_background"], small_quality,
+    kit.bench.scoreboard.bench_ladder(str(tiny), str(out), ["source_only"], small_quality, seeds=[0], threads=1)
+    monkeypatch.setattr(kit.bench.scoreboard, "_train_and_score", lambda *a: pytest.fail("trained in a report-only call"))
+    text = kit.bench.scoreboard.bench_ladder(str(tiny), str(out), ["source_only", "mix_background"], small_quality,
                                        seeds=[0, 1], threads=1, train_missing=False)
     assert "| source_only | 0 |" in text and "| mix_background |" not in text
 
@@ -327,7 +330,7 @@ def test_a_warm_started_variant_trains_after_the_run_it_starts_from(tiny, tmp_pa
 
     trained = _counting(monkeypatch)
     out = tmp_path / "out"
-    text = kit.scoreboard.bench_tune(str(tiny), str(out), ["self_train_warm"], small_quality, seeds=[0], threads=1,
+    text = kit.bench.scoreboard.bench_tune(str(tiny), str(out), ["self_train_warm"], small_quality, seeds=[0], threads=1,
                                      reference="fisheye_tf")
     assert trained == ["fisheye_tf_seed0_1", "self_train_warm_seed0_1"]  # the start is brought in and trained first
     result = json.loads((out / "results/self_train_warm_seed0_1.json").read_text())
@@ -336,10 +339,10 @@ def test_a_warm_started_variant_trains_after_the_run_it_starts_from(tiny, tmp_pa
     assert json.loads((run / "config.json").read_text())["init_from"] == str(out / "runs/fisheye_tf_seed0_1/last.pt")
     assert list(pd.read_csv(run / "metrics.csv")["round"]) == [1, 2]  # no round 0: it starts from fisheye_tf
     assert "self_train_warm" in _table(text, "variant") and "leaves out the run it starts from" in text
-    job = kit.scoreboard.Job("late", {"method": "self_train", "init_from": "@source_only"}, 0, 1)
+    job = kit.bench.scoreboard.Job("late", {"method": "self_train", "init_from": "@source_only"}, 0, 1)
     with pytest.raises(FileNotFoundError, match="train source_only \\(seed 0, 1 steps\\) into .* first"):
-        kit.scoreboard._train_and_score(str(tiny), out, job, False, 1, {**kit.scoreboard.QUALITY_CONFIG,
-                                                                       **kit.scoreboard.QUALITY_OVERRIDES})
+        kit.bench.scoreboard._train_and_score(str(tiny), out, job, False, 1, {**kit.train.presets.QUALITY_CONFIG,
+                                                                       **kit.bench.scoreboard.QUALITY_OVERRIDES})
 
 
 def test_a_result_from_before_a_field_existed_is_reused_at_that_fields_default(tiny, tmp_path, quality_run,
@@ -352,9 +355,9 @@ def test_a_result_from_before_a_field_existed_is_reused_at_that_fields_default(t
         del result["config"][later]
     path.write_text(json.dumps(result))
     trained = _counting(monkeypatch)
-    kit.scoreboard.bench_quality(str(tiny), str(out), small_quality, seeds=[0], threads=1)
+    kit.bench.scoreboard.bench_quality(str(tiny), str(out), small_quality, seeds=[0], threads=1)
     assert trained == []
     result["config"]["lr_decoder"] = 1.0  # a field it has, with another value: refused as before
     path.write_text(json.dumps(result))
     with pytest.raises(FileExistsError, match=r"\(lr_decoder differ\)"):
-        kit.scoreboard.bench_quality(str(tiny), str(out), small_quality, seeds=[0], threads=1)
+        kit.bench.scoreboard.bench_quality(str(tiny), str(out), small_quality, seeds=[0], threads=1)

@@ -7,10 +7,12 @@ import pandas as pd
 import pytest
 import torch
 
-from kit.config import TrainConfig
-from kit.data import PSEUDO_LABEL_VALUES, VOID_INDEX, read_label, read_split, read_split_file
-from kit.runs import load_checkpoint
-from kit.train import round_plan, train
+from kit.competition.labels import PSEUDO_LABEL_VALUES, VOID_INDEX
+from kit.competition.layout import read_label, read_split, read_split_file
+from kit.predict.runs import load_checkpoint
+from kit.train.config import TrainConfig
+from kit.train.loop import train
+from kit.train.self_train import round_plan
 
 
 def _config(tiny, tmp_path, **overrides) -> TrainConfig:
@@ -127,7 +129,7 @@ def test_pseudo_label_options_are_checked(tiny, tmp_path):
 
 
 def test_self_train_ignores_the_pixels_its_pseudo_labels_leave_void(tiny, tmp_path):
-    from kit.recipes import build_data, pseudo_dataset
+    from kit.train.recipes import build_data, pseudo_dataset
 
     first = train(_config(tiny, tmp_path, run_name="first", rounds=1))
     config = _config(tiny, tmp_path)

@@ -10,8 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kit.data import CLASSES, IGNORE_INDEX, PALETTE, VALID_LABEL_VALUES, read_image, read_label, read_split
-from kit.fisheye import fisheye_camera, pinhole_camera
+import kit.synth.dataset as synth_dataset
+from kit.common.files import MANIFEST
+from kit.competition.labels import CLASSES, IGNORE_INDEX, VALID_LABEL_VALUES
+from kit.competition.layout import read_image, read_label, read_split
+from kit.data.fisheye import fisheye_camera, pinhole_camera
+from kit.data.stats import STATS_FILE, domain_stats
+from kit.report.palette import PALETTE
+from kit.report.viz import colorize, overlay
 from kit.synth import (
     LAYOUT,
     PERSON,
@@ -28,10 +34,6 @@ from kit.synth import (
     render_sample,
     sample_scene,
 )
-import kit.synth.dataset as synth_dataset
-from kit.data import STATS_FILE, domain_stats
-from kit.files import MANIFEST
-from kit.viz import colorize, overlay
 
 TINY = PRESETS["tiny"]
 

@@ -7,14 +7,17 @@ import pandas as pd
 import pytest
 import torch
 
-import kit.config
-import kit.data
-import kit.recipes
-import kit.train
-from kit.config import TrainConfig
-from kit.data import RareClassSampler, class_pixel_counts, domain_stats
-from kit.runs import load_checkpoint, model_from_config
-from kit.train import TrainingDiverged, lr_factor, train
+import kit.data.stats
+import kit.train.config
+import kit.train.recipes
+import kit.train.loop
+import kit.train.steps
+from kit.data.datasets import RareClassSampler
+from kit.data.stats import class_pixel_counts, domain_stats
+from kit.predict.runs import load_checkpoint, model_from_config
+from kit.train.config import TrainConfig
+from kit.train.loop import train
+from kit.train.steps import TrainingDiverged, lr_factor
 
 
 def _config(tiny, tmp_path, **overrides) -> TrainConfig:
@@ -74,14 +77,15 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny, tmp_p
     run = train(_config(tiny, tmp_path, method="source_only", epochs=3, stop_after_epoch=1))
     good = (run / "last.pt").read_bytes()
     calls = {"n": 0}
-    real = kit.train.supervised_step
+    real = kit.train.steps.supervised_step
 
     def poisoned(*args, **kwargs):
         calls["n"] += 1
         losses = real(*args, **kwargs)
         return {**losses, "ce": float("nan")} if calls["n"] == 2 else losses
 
-    monkeypatch.setattr(kit.train, "supervised_step", poisoned)
+    monkeypatch.setattr(kit.train.loop, "supervised_step", poisoned)
+    monkeypatch.setattr(kit.train.steps, "supervised_step", poisoned)
     with pytest.raises(TrainingDiverged, match=r"epoch 2, step 2 .*last good checkpoint .*epoch 1"):
         train(_config(tiny, tmp_path, method="source_only", epochs=3, resume=True))
     assert (run / "last.pt").read_bytes() == good
@@ -133,7 +137,8 @@ def test_a_start_that_failed_before_its_first_checkpoint_is_replaced_not_refused
     def failing(*args, **kwargs):
         raise RuntimeError("out of memory at step 1")
 
-    monkeypatch.setattr(kit.train, "supervised_step", failing)
+    monkeypatch.setattr(kit.train.loop, "supervised_step", failing)
+    monkeypatch.setattr(kit.train.steps, "supervised_step", failing)
     with pytest.raises(RuntimeError, match="out of memory"):
         train(_config(tiny, tmp_path, method="source_only", epochs=1))
     run = tmp_path / "runs" / "run"
@@ -146,7 +151,7 @@ def test_a_start_that_failed_before_its_first_checkpoint_is_replaced_not_refused
 
 
 def test_evaluation_ignores_void_pixels_but_scores_background():
-    from kit.data import BACKGROUND_CLASS, IGNORE_INDEX
+    from kit.competition.labels import BACKGROUND_CLASS, IGNORE_INDEX
 
     label = torch.tensor([[0, 0, BACKGROUND_CLASS, IGNORE_INDEX]])  # Road, Road, background, void (bonnet)
     dataset = [{"image": torch.zeros(3, 1, 4), "label": label}]
@@ -159,24 +164,25 @@ def test_evaluation_ignores_void_pixels_but_scores_background():
 
     import contextlib
 
-    cm = kit.train.evaluate(AlwaysRoad(), dataset, torch.device("cpu"), 1, contextlib.nullcontext)
+    cm = kit.train.steps.evaluate(AlwaysRoad(), dataset, torch.device("cpu"), 1, contextlib.nullcontext)
     assert cm.sum() == 3  # the void pixel is not counted at all
     assert cm[0, 0] == 2 and cm[BACKGROUND_CLASS, 0] == 1  # Road on background is a false positive
 
 
 def test_domain_stats_are_measured_once_and_cached(tiny, tmp_path, monkeypatch):
     mean, std = domain_stats(tiny, "train_target", limit=None)
-    from kit.data import channel_stats, read_split
+    from kit.competition.layout import read_split
+    from kit.data.stats import channel_stats
 
     expected = channel_stats(list(read_split(tiny, "train_target").img_path))
     np.testing.assert_allclose(mean, expected[0])
     np.testing.assert_allclose(std, expected[1])
-    monkeypatch.setattr(kit.data, "channel_stats", lambda paths: pytest.fail("not cached"))
+    monkeypatch.setattr(kit.data.stats, "channel_stats", lambda paths: pytest.fail("not cached"))
     assert domain_stats(tiny, "train_target", limit=None) == (mean, std)
 
 
 def test_class_pixel_counts_match_the_labels(tiny):
-    from kit.data import read_label, read_split
+    from kit.competition.layout import read_label, read_split
 
     counts = class_pixel_counts(tiny, "train_source")
     label = read_label(read_split(tiny, "train_source").gt_path[1])
@@ -206,10 +212,10 @@ def test_upernet_internimage_trains_in_the_loop(tiny, tmp_path):
 
 
 def test_bonnet_void_ignores_exactly_the_pixels_the_fix_made_background(tiny, tmp_path):
-    from kit.data import BACKGROUND_CLASS, IGNORE_INDEX
+    from kit.competition.labels import BACKGROUND_CLASS, IGNORE_INDEX
 
     def val_labels(bonnet):
-        evals = kit.recipes.build_data(_config(tiny, tmp_path, method="source_only", bonnet=bonnet)).evals
+        evals = kit.train.recipes.build_data(_config(tiny, tmp_path, method="source_only", bonnet=bonnet)).evals
         return [evals["source_val"][i]["label"].numpy() for i in range(len(evals["source_val"]))]
 
     changed = 0
@@ -226,19 +232,19 @@ def test_bonnet_void_ignores_exactly_the_pixels_the_fix_made_background(tiny, tm
 @pytest.mark.parametrize("method", ["uda", "uda_geo"])
 def test_without_the_distortion_branch_the_train_items_have_no_distorted_copy(tiny, tmp_path, method):
     def item_keys(**overrides):
-        return set(kit.recipes.build_data(_config(tiny, tmp_path, method=method, **overrides)).train[0])
+        return set(kit.train.recipes.build_data(_config(tiny, tmp_path, method=method, **overrides)).train[0])
 
     assert item_keys() == {"source", "source_label", "distorted", "distorted_label"}
     assert item_keys(distortion_branch=False) == {"source", "source_label"}
 
 
 def test_fields_left_at_none_take_the_methods_own_defaults(tiny, tmp_path):
-    for method in kit.config.METHODS:
+    for method in kit.train.config.METHODS:
         config = _config(tiny, tmp_path, method=method)
-        expected = {**kit.config.DEFAULTS, **kit.config.METHOD_DEFAULTS.get(method, {})}
+        expected = {**kit.train.config.DEFAULTS, **kit.train.config.METHOD_DEFAULTS.get(method, {})}
         assert {name: getattr(config, name) for name in expected} == expected
     assert _config(tiny, tmp_path, method="uda_geo", bonnet="background").bonnet == "background"  # explicit wins
-    assert kit.config.METHOD_DEFAULTS["uda_geo"]["bonnet"] == "void" and kit.config.DEFAULTS["bonnet"] == "background"
+    assert kit.train.config.METHOD_DEFAULTS["uda_geo"]["bonnet"] == "void" and kit.train.config.DEFAULTS["bonnet"] == "background"
 
 
 def test_from_parameters_maps_upper_case_names_and_refuses_unknown_ones():
@@ -255,8 +261,8 @@ def test_from_parameters_maps_upper_case_names_and_refuses_unknown_ones():
 
 @pytest.mark.parametrize("method", ["uda_geo", "source_only"])
 def test_preview_step_shows_the_first_batch_as_the_step_sees_it(tiny, tmp_path, method):
-    from kit.data import NUM_CLASSES
-    from kit.train import preview_step
+    from kit.competition.labels import NUM_CLASSES
+    from kit.train.preview import preview_step
 
     config = _config(tiny, tmp_path, method=method, crop_size=(32, 48), mask_ratio=0.5)
     panels = preview_step(config)
@@ -271,7 +277,7 @@ def test_preview_step_shows_the_first_batch_as_the_step_sees_it(tiny, tmp_path, 
     blanked = (target != masked).any(axis=-1)  # (B, H, W)
     assert 0.2 < blanked.mean() < 0.8  # MIC blocks at mask_ratio 0.5
     # a masked pixel is 0 after normalisation: the target's mean colour
-    tmean = np.array(kit.recipes.normalisation(config)[1][0]) * 255
+    tmean = np.array(kit.train.recipes.normalisation(config)[1][0]) * 255
     assert np.abs(masked[blanked] - np.round(tmean)).max() <= 1
     pseudo = panels["pseudo-label"][1]
     assert pseudo.shape == (2, 32, 48) and set(np.unique(pseudo)) <= set(range(NUM_CLASSES)) | {255}
@@ -312,7 +318,7 @@ def test_what_mask2former_cannot_train_is_refused(tiny, tmp_path, overrides, err
 
 
 def test_head_options_are_the_heads_own_arguments():
-    from kit.models import head_option_names
+    from kit.models.model import head_option_names
     assert head_option_names("mask2former") == ("queries", "layers", "encoder_layers", "heads", "feedforward",
                                                 "no_object_weight", "points")
     assert head_option_names("upernet") == ("pool_scales", "dropout")

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from kit.uda import EMATeacher, UDAConfig, block_mask, class_mix_masks, frozen_norm_stats, uda_step
+from kit.train.uda import EMATeacher, UDAConfig, block_mask, class_mix_masks, frozen_norm_stats, uda_step
 
 
 def _net(seed: int) -> nn.Module:
@@ -119,7 +119,7 @@ def test_uda_step_without_confident_pixels_has_zero_target_loss():
 
 
 def test_uda_step_dice_weight_adds_dice_to_the_supervised_branches():
-    from kit.losses import cross_entropy, dice_loss
+    from kit.train.losses import cross_entropy, dice_loss
 
     g = torch.Generator().manual_seed(1)
     batch = {

@@ -1,4 +1,5 @@
-"""The import graph of the model modules: kit.models → kit.internimage → kit.weights, kit.models → kit.weights.
+"""The import graph of the model modules: kit.models.model → kit.models.encoders → kit.models.internimage →
+kit.models.weights.
 
 Weight loading is tested through the models that use it (tests/test_models.py, tests/test_internimage.py).
 """
@@ -19,16 +20,16 @@ def test_each_module_imports_without_the_modules_above_it() -> None:
     # A fresh interpreter (in this one other tests have imported everything), importing bottom-up.
     code = (
         "import sys\n"
-        "import kit.weights\n"
-        "print(sorted(m for m in ('kit.models', 'kit.internimage') if m in sys.modules))\n"
-        "import kit.internimage\n"
-        "print(sorted(m for m in ('kit.models',) if m in sys.modules))\n"
+        "import kit.models.weights\n"
+        "print(sorted(m for m in ('kit.models.model', 'kit.models.internimage') if m in sys.modules))\n"
+        "import kit.models.internimage\n"
+        "print(sorted(m for m in ('kit.models.model',) if m in sys.modules))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=KIT.parent)
     assert result.stdout.split("\n")[:2] == ["[]", "[]"], result.stdout
 
 
-@pytest.mark.parametrize("name", ["models.py", "internimage.py", "weights.py"])
+@pytest.mark.parametrize("name", ["models/model.py", "models/encoders.py", "models/internimage.py", "models/weights.py"])
 def test_no_late_kit_imports(name: str) -> None:
     """An import of ``kit.*`` inside a function would hide an import cycle; they all sit at the top."""
     tree = ast.parse((KIT / name).read_text())

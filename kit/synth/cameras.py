@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kit.data import IGNORE_INDEX
-from kit.fisheye import DEFAULT_CIRCLE
+from kit.competition.labels import IGNORE_INDEX
+from kit.data.fisheye import DEFAULT_CIRCLE
 from kit.synth.city import CAR_COLOURS, _grey, _jitter
 from kit.synth.geometry import PAINT, PLAIN, SKY, Box, Material, Sphere, Thing
 
@@ -22,7 +22,7 @@ class Cameras:
     source_hfov: float = 80.0  # pinhole horizontal field of view
     bonnet_as_sky: bool = True  # reproduce the real labels' defect; False labels the bonnet 255
     fisheye_fov: float = 200.0
-    fisheye_projection: str = "equidistant"  # any name in kit.fisheye.MODELS
+    fisheye_projection: str = "equidistant"  # any name in kit.data.projections.MODELS
     fisheye_circle: tuple[float, float] = DEFAULT_CIRCLE  # circle semi-axes / (W/2, H/2)
     fisheye_mounts: tuple[str, ...] = ("front", "rear")  # drawn uniformly per image
     fisheye_pitch: float = -10.0  # mean pitch (negative looks down)

@@ -18,9 +18,10 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from kit.data import CLASSES, IGNORE_INDEX, STATS_FILE
-from kit.files import is_output_dir, prepare_output_dir, write_csv, write_image, write_json
-from kit.fisheye import fisheye_camera, pinhole_camera
+from kit.common.files import is_output_dir, prepare_output_dir, write_csv, write_image, write_json
+from kit.competition.labels import CLASSES, IGNORE_INDEX
+from kit.data.fisheye import fisheye_camera, pinhole_camera
+from kit.data.stats import STATS_FILE
 from kit.synth.cameras import Cameras, source_rig, target_rig
 from kit.synth.city import sample_scene
 from kit.synth.looks import source_look, target_look
@@ -306,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"{error} (here: --overwrite)")
     print(format_report(stats))
     if not args.no_preview:
-        from kit.viz import save_dataset_preview
+        from kit.report.viz import save_dataset_preview
 
         save_dataset_preview(args.out, Path(args.out) / "preview.png")
         print(f"preview: {Path(args.out) / 'preview.png'}")

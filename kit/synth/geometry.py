@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# label ids, in the order of kit.data.CLASSES
+# label ids, in the order of kit.competition.labels.CLASSES
 ROAD, SIDEWALK, CONSTRUCTION, FENCE, POLE, LIGHT, SIGN, NATURE, SKY, PERSON, RIDER, CAR = range(12)
 
 # ----------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from kit.fisheye import CameraModel
+from kit.data.fisheye import CameraModel
 from kit.synth.raycast import camera_rays
 
 # ----------------------------------------------------------------------------------------------

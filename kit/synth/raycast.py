@@ -9,8 +9,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from kit.data import IGNORE_INDEX
-from kit.fisheye import CameraModel
+from kit.competition.labels import IGNORE_INDEX
+from kit.data.fisheye import CameraModel
 from kit.synth.cameras import Pose
 from kit.synth.geometry import (
     CABIN,

@@ -1,0 +1,5 @@
+"""``python -m kit.bench``: see :mod:`kit.bench.cli`."""
+
+from kit.bench.cli import main
+
+main()

@@ -1,0 +1,379 @@
+"""The scoreboard: training methods and variants over several seeds on synthetic data, scored on
+labelled fisheye test images, summarised as mean ± standard deviation with paired differences.
+
+    quality  every method (source_only, fisheye_tf, uda, uda_geo, self_train, oracle) on the benchmark data
+    tune     variants of uda_geo (:data:`TUNE_VARIANTS`) on a *validation* dataset (another seed or
+             another camera), so that no default is chosen on the benchmark's test labels
+    ladder   the Car ablation ladder (:data:`LADDER`): from source_only to uda_geo, one component
+             added per rung
+
+Every (name, seed, steps) trains once. Its result goes to ``<out>/results/<name>_seed<seed>_<steps>.json``
+with the whole configuration it was trained with; a later call that asks for the same name, seed and
+steps with the same configuration reuses it, an interrupted run resumes from its ``last.pt``, and a
+result with another configuration is refused unless ``overwrite``. ``quality``, ``tune`` and
+``ladder`` may share one ``--out``: a run whose configuration equals one already trained there under
+another name (a ladder rung equal to a quality method) is reused too.
+
+Each run is scored twice on the test split (whole image at the run's size, ellipse border): the
+student (what ``04_predict`` predicts with) and, for the self-training methods, the EMA teacher.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import multiprocessing
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kit.bench.variants import LADDER, TUNE_VARIANTS
+from kit.common.files import is_output_dir, make_dirs, prepare_output_dir, write_json, write_text
+from kit.competition.labels import CLASSES
+from kit.competition.layout import has_split
+from kit.train.config import METHODS, UDA_METHODS, TrainConfig
+from kit.train.presets import QUALITY_CONFIG
+
+# Where the benchmark departs from 03_train on purpose: it scores last.pt on the test split, so the
+# per-epoch evaluation (which only picks best.pt) reads fewer images; no progress bars in the log.
+QUALITY_OVERRIDES = dict(eval_limit=50, progress=False)
+
+QUALITY_STEPS = 600  # training steps per run at --budget 1
+QUALITY_STEPS_PER_EPOCH = 60
+REFERENCES = ("fisheye_tf", "source_only")  # paired differences in the quality table
+
+
+@dataclass(frozen=True)
+class Job:
+    """One training run of the scoreboard: a name (method, variant or rung), its overrides, a seed."""
+
+    name: str
+    overrides: dict
+    seed: int
+    steps: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}_seed{self.seed}_{self.steps}"
+
+    @property
+    def after(self) -> str | None:
+        """The job whose run this one starts from (``init_from = "@name"``: that name's run of the same
+        seed and steps in the same ``--out``), or None."""
+        source = self.overrides.get("init_from")
+        return source[1:] if isinstance(source, str) and source.startswith("@") else None
+
+    @property
+    def slow(self) -> bool:  # the self-training runs take about three times as long: started first
+        method = self.overrides.get("method")
+        return method == "self_train" or (method in UDA_METHODS and self.overrides.get("target_branch", True))
+
+
+def _train_config(job: Job, data_dir: str, base: dict, **how) -> TrainConfig:
+    """The job's TrainConfig: ``base`` + its overrides, its seed, its steps as epochs of
+    :data:`QUALITY_STEPS_PER_EPOCH`; ``how``: fields of :data:`_HOW` (folders, threads, resume)."""
+    epochs = max(job.steps // QUALITY_STEPS_PER_EPOCH, 1)
+    return TrainConfig(**{**base, **job.overrides, "data_dir": data_dir, "seed": job.seed, "epochs": epochs,
+                          "steps_per_epoch": job.steps // epochs, **how})
+
+
+def _defining(config: TrainConfig, steps: int) -> dict:
+    """Every value of ``config`` that defines a result, JSON-normalised (tuples as lists), and the steps."""
+    values = {k: v for k, v in dataclasses.asdict(config).items() if k not in _HOW}
+    return json.loads(json.dumps({**values, "steps": steps}))
+
+
+def job_config(job: Job, data_dir: str, base: dict) -> dict:
+    """Every TrainConfig value that defines the job's result, defaults resolved, JSON-normalised:
+    compared before a result is reused. How the run was carried out (threads, folders, resume) is
+    left out."""
+    return _defining(_train_config(job, data_dir, base), job.steps)
+
+
+def _with_later_fields(config: dict) -> dict:
+    """A stored result's configuration with the TrainConfig fields added after it was trained, at their
+    defaults: a field a result lacks did not exist then, and its default keeps the behaviour it had."""
+    defaults = json.loads(json.dumps({f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                                      for f in dataclasses.fields(TrainConfig) if f.name not in _HOW}))
+    return {**{k: v for k, v in defaults.items() if k not in config}, **config}
+
+
+_HOW = ("runs_dir", "run_name", "cpu_threads", "resume", "overwrite", "progress", "device", "num_workers")
+
+
+def _train_and_score(data_dir: str, out_dir: Path, job: Job, overwrite: bool, threads: int | None,
+                     base: dict) -> dict:
+    """Train ``job`` with ``base`` (:data:`QUALITY_CONFIG` + :data:`QUALITY_OVERRIDES`, passed so that
+    spawned processes get the caller's values) + its overrides, score its ``last.pt`` (student and,
+    where there is one, EMA teacher) and write ``results/<key>.json``. A run folder with a
+    ``last.pt`` but no result (an interrupted run) is resumed."""
+    from kit.train.loop import train
+
+    run_dir = out_dir / "runs" / job.key
+    resume = not overwrite and (run_dir / "last.pt").is_file()
+    config = _train_config(job, data_dir, base, runs_dir=str(out_dir / "runs"), run_name=job.key,
+                           cpu_threads=threads, overwrite=overwrite, resume=resume)
+    defining = _defining(config, job.steps)  # "@name" as written: the result does not depend on where out_dir is
+    if job.after:
+        start = out_dir / "runs" / f"{job.after}_seed{job.seed}_{job.steps}" / "last.pt"
+        if not start.is_file():
+            raise FileNotFoundError(f"{job.key} starts from {job.after}'s run, but {start} does not exist: "
+                                    f"train {job.after} (seed {job.seed}, {job.steps} steps) into {out_dir} first")
+        config = dataclasses.replace(config, init_from=str(start))
+    print(f"--- {job.key}: {config.method}, {config.epochs} epochs × {config.steps_per_epoch} steps, {job.overrides}"
+          f"{' (resumed)' if resume else ''}", flush=True)
+    start = time.perf_counter()
+    train(config)
+    seconds = time.perf_counter() - start
+    result = {"name": job.name, "seed": job.seed, "steps": job.steps, "data": data_dir, "resumed": resume,
+              "config": defining, "train_seconds": round(seconds, 1)}
+    result["iou"] = score_run(run_dir, data_dir)
+    result["mIoU"] = result["iou"]["mIoU"]
+    if config.method in UDA_METHODS and config.target_branch:
+        result["teacher_iou"] = score_run(run_dir, data_dir, weights="teacher")
+        result["teacher_mIoU"] = result["teacher_iou"]["mIoU"]
+    write_json(make_dirs(out_dir / "results") / f"{job.key}.json", result)
+    teacher = f", teacher {result['teacher_mIoU']:.4f}" if "teacher_mIoU" in result else ""
+    print(f"{job.key}: fisheye test mIoU {result['mIoU']:.4f}{teacher}, Car {result['iou']['Car']:.3f} "
+          f"({seconds:.0f} s)", flush=True)
+    return result
+
+
+def score_run(run_dir: str | Path, data_dir: str, weights: str = "model") -> dict:
+    """Per-class IoU and mIoU of a run's ``last.pt`` (``weights``: ``"model"``, the student, or
+    ``"teacher"``) on ``data_dir``'s labelled fisheye test split: whole image at the run's target
+    size, the border an ellipse estimated as the run's training estimated it (``kit.predict.splits.run_border``)."""
+    from kit.competition.layout import read_split
+    from kit.predict.runs import load_checkpoint, load_run
+    from kit.predict.splits import predict_split
+    from kit.predict.tta import InferenceSettings
+
+    model, config = load_run(run_dir, "last.pt", device="cpu")
+    if weights != "model":
+        state = load_checkpoint(Path(run_dir) / "last.pt")
+        if not state.get(weights):
+            raise ValueError(f"{run_dir}/last.pt holds no {weights!r} weights")
+        model.load_state_dict(state[weights])
+    border = _ellipse_border(data_dir, tuple(config["target_size"]), config["stats_limit"], config["border_threshold"])
+    return predict_split([(model, config)], read_split(data_dir, "test_gt"), settings=InferenceSettings(mode="whole"),
+                         border=border, progress=False).scores
+
+
+@functools.lru_cache(maxsize=4)
+def _ellipse_border(data_dir: str, target_size: tuple[int, int], stats_limit: int | None,
+                    border_threshold: float | None):
+    """``data_dir``'s border for runs with these settings (all run_border reads), once per process."""
+    from kit.predict.splits import run_border
+
+    settings = {"target_size": target_size, "stats_limit": stats_limit, "border_threshold": border_threshold}
+    return run_border([(None, settings)], data_dir, "ellipse")
+
+
+def run_jobs(data_dir: str, out: str, jobs: list[Job], overwrite: bool, threads: int | None, processes: int,
+             base: dict | None = None, train_missing: bool = True) -> dict[str, dict]:
+    """Results of ``jobs`` (key → result): reused from ``out/results`` where one exists with the same
+    configuration, else trained, ``processes`` at a time (slow ones first); with ``train_missing``
+    False, jobs without a result are left out (tables of what is there)."""
+    if not has_split(data_dir, "test_gt"):
+        raise FileNotFoundError(f"{data_dir} has no test_gt.csv: the scoreboard needs the synthetic data's held-out "
+                                f"fisheye labels (python -m kit.synth --out {data_dir} --preset demo)")
+    base = {**QUALITY_CONFIG, **QUALITY_OVERRIDES} if base is None else base
+    out_dir = Path(out)
+    if not out_dir.exists() or not is_output_dir(out_dir):  # overwrite retrains the jobs asked for and clears
+        out_dir = prepare_output_dir(out_dir, overwrite)  # nothing else; refuses a folder of other files
+    done, todo = {}, []
+    stored_by_config = {} if overwrite else {
+        json.dumps(_with_later_fields(r.get("config", {})), sort_keys=True): r for r in
+        (json.loads(p.read_text()) for p in sorted((out_dir / "results").glob("*.json")))}
+    for job in jobs:
+        path = out_dir / "results" / f"{job.key}.json"
+        wanted = job_config(job, data_dir, base)
+        twin = stored_by_config.get(json.dumps(wanted, sort_keys=True))
+        if not path.is_file() and twin is not None:  # trained under another name (a rung equal to a method)
+            done[job.key] = {**twin, "name": job.name}
+            write_json(make_dirs(out_dir / "results") / f"{job.key}.json", done[job.key])
+        elif path.is_file() and not overwrite:
+            stored = json.loads(path.read_text())
+            config = _with_later_fields(stored.get("config", {}))
+            if config != wanted:
+                changed = sorted(k for k in {**config, **wanted} if config.get(k) != wanted.get(k))
+                raise FileExistsError(f"{path} was trained with other settings ({', '.join(changed)} differ); "
+                                      f"pass --overwrite to retrain it, or choose another --out")
+            done[job.key] = stored
+        else:
+            todo.append(job)
+    if not train_missing:
+        print(f"{len(done)} result(s) in {out_dir / 'results'}; not trained, so not tabulated: "
+              f"{', '.join(job.key for job in todo) or 'none'}", flush=True)
+        return {job.key: done[job.key] for job in jobs if job.key in done}
+    print(f"{len(done)} result(s) reused from {out_dir / 'results'}, {len(todo)} run(s) to train", flush=True)
+    todo.sort(key=lambda job: not job.slow)
+    for stage in ([job for job in todo if not job.after], [job for job in todo if job.after]):  # warm starts last
+        if processes > 1 and len(stage) > 1:
+            with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+                futures = {job.key: pool.submit(_train_and_score, data_dir, out_dir, job, overwrite, threads, base)
+                           for job in stage}
+                done.update({key: future.result() for key, future in futures.items()})
+        else:
+            done.update({job.key: _train_and_score(data_dir, out_dir, job, overwrite, threads, base) for job in stage})
+    return {job.key: done[job.key] for job in jobs}
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n − 1; NaN for one value) of the finite ``values``."""
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return float("nan"), float("nan")
+    std = float(np.std(finite, ddof=1)) if len(finite) > 1 else float("nan")
+    return float(np.mean(finite)), std
+
+
+def summarise(results: list[dict], references: tuple[str, ...] = REFERENCES) -> dict[str, dict]:
+    """Per name (in order of first appearance): the seeds, mean ± std of mIoU, teacher mIoU, each
+    class's IoU and the gap closed (per seed, where that seed has source_only and oracle), mean train
+    seconds, and the paired difference of mIoU and Car to each reference present (over shared seeds)."""
+    by_name: dict[str, dict[int, dict]] = {}
+    for r in results:
+        by_name.setdefault(r["name"], {})[r["seed"]] = r
+    summary = {}
+    for name, runs in by_name.items():
+        seeds = sorted(runs)
+        s = {"seeds": seeds, "mIoU": mean_std([runs[k]["mIoU"] for k in seeds]),
+             "train_seconds": float(np.mean([runs[k]["train_seconds"] for k in seeds])),
+             "iou": {c: mean_std([runs[k]["iou"][c] for k in seeds]) for c in CLASSES}}
+        if all("teacher_mIoU" in runs[k] for k in seeds):
+            s["teacher_mIoU"] = mean_std([runs[k]["teacher_mIoU"] for k in seeds])
+        gaps = []
+        for k in seeds:
+            low, high = by_name.get("source_only", {}).get(k), by_name.get("oracle", {}).get(k)
+            if low and high and high["mIoU"] != low["mIoU"]:
+                gaps.append((runs[k]["mIoU"] - low["mIoU"]) / (high["mIoU"] - low["mIoU"]))
+        s["gap_closed"] = mean_std(gaps)
+        s["paired"] = {}
+        for ref in references:
+            shared = [k for k in seeds if k in by_name.get(ref, {})]
+            if ref != name and shared:
+                s["paired"][ref] = {
+                    "seeds": shared,
+                    "mIoU": mean_std([_minus(runs[k]["mIoU"], by_name[ref][k]["mIoU"]) for k in shared]),
+                    "Car": mean_std([_minus(runs[k]["iou"]["Car"], by_name[ref][k]["iou"]["Car"]) for k in shared]),
+                }
+        summary[name] = s
+    return summary
+
+
+def _minus(a: float | None, b: float | None) -> float:
+    """``a - b``; NaN where either is missing (an IoU of a class a seed did not score is null in its JSON)."""
+    return float("nan") if a is None or b is None else a - b
+
+
+def _pm(value: tuple[float, float], digits: int = 3, percent: bool = False, sign: bool = False) -> str:
+    mean, std = value
+    if not math.isfinite(mean):
+        return "–"
+    scale, unit = (100, "%") if percent else (1, "")
+    text = f"{mean * scale:{'+' if sign else ''}.{0 if percent else digits}f}{unit}"
+    return text + (f" ± {std * scale:.{0 if percent else digits}f}{unit}" if math.isfinite(std) else "")
+
+
+def summary_tables(summary: dict[str, dict], references: tuple[str, ...] = REFERENCES, first: str = "method",
+                   gap: bool = True) -> list[str]:
+    """Markdown: one table of mIoU (student, teacher), gap closed, paired differences and train
+    seconds; one of each class's IoU; every cell mean ± std over the seeds."""
+    refs = [r for r in references if any(r in s["paired"] for s in summary.values())]
+    head = [first, "seeds", "mIoU", "teacher mIoU", *(["gap closed"] if gap else []),
+            *[f"Δ mIoU vs {r}" for r in refs], *[f"Δ Car vs {r}" for r in refs], "train s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, s in summary.items():
+        paired = [_pm(s["paired"][r]["mIoU"], sign=True) if r in s["paired"] else "–" for r in refs]
+        paired_car = [_pm(s["paired"][r]["Car"], sign=True) if r in s["paired"] else "–" for r in refs]
+        cells = [name, ",".join(map(str, s["seeds"])), _pm(s["mIoU"], 4), _pm(s.get("teacher_mIoU", (math.nan,) * 2), 4),
+                 *([_pm(s["gap_closed"], percent=True)] if gap else []), *paired, *paired_car, f"{s['train_seconds']:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"| {first} | " + " | ".join(CLASSES) + " |", "|" + "---|" * (1 + len(CLASSES))]
+    for name, s in summary.items():
+        lines.append(f"| {name} | " + " | ".join(_pm(s["iou"][c], 2) for c in CLASSES) + " |")
+    return lines
+
+
+def report(out_dir: Path, stem: str, title: str, results: dict[str, dict], references: tuple[str, ...],
+           first: str, gap: bool, notes: list[str] = ()) -> str:
+    """Write ``<stem>.md`` (the tables) and ``<stem>.json`` (summary and every seed's result); print the tables."""
+    summary = summarise(list(results.values()), references)
+    text = "\n".join([title, "", *summary_tables(summary, references, first, gap), "", *notes])
+    write_text(Path(out_dir) / f"{stem}.md", text)
+    write_json(Path(out_dir) / f"{stem}.json", {"title": title, "summary": summary, "results": results})
+    print(text, flush=True)
+    return text
+
+
+def setup_line(data_dir: str, steps: int, seeds: list[int], base: dict | None = None) -> str:
+    base = {**QUALITY_CONFIG, **QUALITY_OVERRIDES} if base is None else base
+    return (f"{steps} steps, seeds {', '.join(map(str, seeds))}, {base['encoder']} ({base['pretrained']}) + "
+            f"{base['arch']} {base['head_channels']}, crop {tuple(base['crop_size'])}, target {tuple(base['target_size'])}, "
+            f"scored on {data_dir}'s fisheye test split (whole image, ellipse border); mean ± std over seeds")
+
+
+def budget_steps(budget: float) -> int:
+    """Training steps per run at ``budget`` × :data:`QUALITY_STEPS` (at least one)."""
+    return max(int(round(QUALITY_STEPS * budget)), 1)
+
+
+def bench_quality(data_dir: str, out: str, budget: float, seeds: list[int], overwrite: bool = False,
+                  threads: int | None = 1, processes: int = 1, train_missing: bool = True) -> str:
+    """Every method, each seed; ``quality.md`` / ``quality.json`` in ``out``."""
+    steps = budget_steps(budget)
+    jobs = [Job(method, {"method": method}, seed, steps) for seed in seeds for method in METHODS]
+    results = run_jobs(data_dir, out, jobs, overwrite, threads, processes, train_missing=train_missing)
+    title = (f"Fisheye test mIoU ({setup_line(data_dir, steps, seeds)}); gap closed = (mIoU − source_only) / "
+             f"(oracle − source_only) per seed; Δ: paired differences over the same seeds.")
+    return report(Path(out), "quality", title, results, REFERENCES, "method", gap=True)
+
+
+def bench_tune(data_dir: str, out: str, variants: list[str], budget: float, seeds: list[int],
+               overwrite: bool = False, threads: int | None = 1, processes: int = 1,
+               reference: str = "uda_geo_untuned", train_missing: bool = True) -> str:
+    """:data:`TUNE_VARIANTS` on a validation dataset; ``tune.md`` / ``tune.json`` in ``out`` (differences
+    paired with ``reference`` where it was trained too)."""
+    unknown = sorted(set(variants) - set(TUNE_VARIANTS))
+    if unknown:
+        raise ValueError(f"unknown variant(s) {unknown}; choose from {list(TUNE_VARIANTS)}")
+    steps = budget_steps(budget)
+    starts = [Job(name, TUNE_VARIANTS[name], 0, steps).after for name in variants]  # warm starts need their start
+    variants = [*dict.fromkeys([*(s for s in starts if s and s not in variants), *variants])]
+    jobs = [Job(name, TUNE_VARIANTS[name], seed, steps) for seed in seeds for name in variants]
+    results = run_jobs(data_dir, out, jobs, overwrite, threads, processes, train_missing=train_missing)
+    title = (f"Validation fisheye mIoU ({setup_line(data_dir, steps, seeds)})."
+             + (" A warm-started variant's train s leaves out the run it starts from." if any(starts) else ""))
+    return report(Path(out), "tune", title, results, (reference,), "variant", gap=False)
+
+
+def bench_ladder(data_dir: str, out: str, rungs: list[str], budget: float, seeds: list[int],
+                 overwrite: bool = False, threads: int | None = 1, processes: int = 1,
+                 train_missing: bool = True) -> str:
+    """The rungs of :data:`LADDER`; ``ladder.md`` / ``ladder.json`` in ``out``, each rung's Car and mIoU
+    paired with source_only and with the rung before it."""
+    unknown = sorted(set(rungs) - set(LADDER))
+    if unknown:
+        raise ValueError(f"unknown rung(s) {unknown}; choose from {list(LADDER)}")
+    rungs = [r for r in LADDER if r in rungs]  # in ladder order
+    steps = budget_steps(budget)
+    jobs = [Job(rung, LADDER[rung][1], seed, steps) for seed in seeds for rung in rungs]
+    results = run_jobs(data_dir, out, jobs, overwrite, threads, processes, train_missing=train_missing)
+    rungs = [r for r in rungs if any(result["name"] == r for result in results.values())]
+    summary = summarise(list(results.values()), ("source_only",))
+    steps_table = ["| rung | adds | Car | Δ Car vs rung before | mIoU | Δ mIoU vs rung before |", "|---|---|---|---|---|---|"]
+    for before, rung in zip([None, *rungs], rungs):
+        pair = summarise([r for r in results.values() if r["name"] in (rung, before)], (before,))[rung]["paired"] \
+            if before else {}
+        steps_table.append(f"| {rung} | {LADDER[rung][0]} | {_pm(summary[rung]['iou']['Car'])} | "
+                           f"{_pm(pair[before]['Car'], sign=True) if before in pair else '–'} | "
+                           f"{_pm(summary[rung]['mIoU'], 4)} | {_pm(pair[before]['mIoU'], 4, sign=True) if before in pair else '–'} |")
+    title = f"The Car ablation ladder ({setup_line(data_dir, steps, seeds)})."
+    return report(Path(out), "ladder", title, results, ("source_only",), "rung", gap=False,
+                  notes=["Each rung against the rung before it (paired over seeds):", "", *steps_table, ""])

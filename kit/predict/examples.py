@@ -1,0 +1,56 @@
+"""A run's student and EMA teacher on a few labelled fisheye images, for ``03_train``'s last figure.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import torch
+
+from kit.competition.labels import IGNORE_INDEX
+from kit.competition.layout import evenly_spread, has_split, read_image, read_label, read_split
+from kit.predict.runs import load_checkpoint, model_from_config
+from kit.predict.splits import (
+    to_label_map,
+)
+from kit.predict.tta import (
+    InferenceSettings,
+    predict_run,
+)
+
+
+@torch.no_grad()
+def predict_examples(run_dir: str | Path, count: int = 4, checkpoint: str = "last.pt",
+                     device: str = "cpu") -> list[dict]:
+    """Whole-image predictions of a run's student (and EMA teacher) on ``count`` fisheye images.
+
+    Images (evenly spread) come from the run's labelled fisheye evaluation split when the dataset
+    has one, else from ``train_target``. Each example: ``id``, ``image`` uint8 (H, W, 3) at the run's target size,
+    ``student`` and ``teacher`` uint8 (H, W) label maps (255 = background; teacher pixels below the
+    pseudo-label threshold are 255 too; ``teacher`` None for runs without one) and ``truth`` (or None).
+    """
+    state = load_checkpoint(Path(run_dir) / checkpoint, device)
+    config = state["config"]
+    root = Path(config["data_dir"])
+    split = config["fisheye_eval_split"] if has_split(root, config["fisheye_eval_split"]) else "train_target"
+    th, tw = config["target_size"]
+    networks = {}
+    for name, weights in (("student", state["model"]), ("teacher", state["teacher"])):
+        if weights is not None:
+            networks[name] = model_from_config(config).to(device).eval()
+            networks[name].load_state_dict(weights)
+    examples = []
+    for row in evenly_spread(read_split(root, split), count).itertuples():
+        image = read_image(row.img_path)
+        has_truth = hasattr(row, "gt_path")
+        truth = cv2.resize(read_label(row.gt_path), (tw, th), interpolation=cv2.INTER_NEAREST) if has_truth else None
+        resized = cv2.resize(image, (tw, th), interpolation=cv2.INTER_LINEAR)
+        example = {"id": row.id, "image": resized, "student": None, "teacher": None, "truth": truth}
+        for name, model in networks.items():
+            probs = predict_run((model, config), image, InferenceSettings(mode="whole", amp=False))
+            example[name] = to_label_map(probs)
+            if name == "teacher":  # as a pseudo-label: only confident pixels
+                example[name][(probs.max(dim=0).values <= config["pseudo_threshold"]).cpu().numpy()] = IGNORE_INDEX
+        examples.append(example)
+    return examples

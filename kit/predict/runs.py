@@ -1,0 +1,80 @@
+"""Run folders: where a training run lives, how its checkpoints are written and read, and how a
+trained model is rebuilt from them for prediction.
+
+Every run lives in ``<runs_dir>/<run_name>/``: ``config.json`` (the :class:`kit.train.config.TrainConfig`
+values plus derived ones such as the normalisation statistics), ``metrics.csv``, ``last.pt`` and
+``best.pt``, all written atomically. A run folder is never overwritten unless asked. As nanoGPT's
+``sample.py`` does, :func:`load_run` rebuilds the network from the run's own config and imports no
+training code, so prediction never depends on the trainer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from kit.common.device import resolve_device
+from kit.models.model import create_model
+
+Run = tuple[nn.Module, dict]  # (model in eval mode, its config), as load_run returns them
+CONFIG_KEYS = ("arch", "encoder", "num_classes", "head_kwargs", "target_mean", "target_std", "target_size", "crop_size")
+
+
+def _listing(folder: Path, pattern: str = "*") -> str:
+    names = sorted(p.name for p in folder.glob(pattern)) if folder.is_dir() else []
+    return ", ".join(names) if names else "nothing"
+
+
+def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> dict:
+    """A checkpoint the kit wrote (holding optimizer state and metrics besides tensors: trusted,
+    fully unpickled); the error names what the folder holds instead."""
+    path = Path(path)
+    if not path.is_file():
+        folder = path.parent
+        have = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else "the folder does not exist"
+        raise FileNotFoundError(f"no checkpoint {path} (in {folder}: {have})")
+    return torch.load(path, map_location=device, weights_only=False)
+
+
+def model_from_config(config: dict) -> nn.Module:
+    """The network a run's ``config.json`` describes, without pretrained weights (a checkpoint follows)."""
+    return create_model(config["arch"], config["encoder"], num_classes=config["num_classes"], **config["head_kwargs"])
+
+
+def load_run(run_dir: str | os.PathLike, checkpoint: str = "best.pt", device: str | torch.device = "auto") -> Run:
+    """Rebuild a trained model from ``<run_dir>/config.json`` and ``<run_dir>/<checkpoint>``.
+
+    config.json holds at least :data:`CONFIG_KEYS`; the checkpoint is a ``torch.save``d dict whose
+    ``"model"`` is the state dict (loaded strictly). ``device``: ``"auto"`` (CUDA when available),
+    ``"cpu"``, ``"cuda:N"``. Returns ``(model in eval mode on device, config)``.
+    """
+    run_dir = Path(run_dir)
+    device = resolve_device(device)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run folder not found: {run_dir} "
+                                f"(runs in {run_dir.parent}: {_listing(run_dir.parent)})")
+    config_path, checkpoint_path = run_dir / "config.json", run_dir / checkpoint
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{config_path} not found; the run folder holds: {_listing(run_dir)}")
+    config = json.loads(config_path.read_text())
+    missing = [k for k in CONFIG_KEYS if k not in config]
+    if missing:
+        raise ValueError(f"{config_path} lacks key(s) {missing}; expected at least {list(CONFIG_KEYS)}")
+    if not checkpoint_path.is_file():
+        raise FileNotFoundError(f"checkpoint {checkpoint_path} not found; "
+                                f"checkpoints in {run_dir}: {_listing(run_dir, '*.pt')}")
+    state = load_checkpoint(checkpoint_path, device)
+    if not isinstance(state, dict) or "model" not in state:
+        found = sorted(state) if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"{checkpoint_path}: expected a dict with key 'model' (the state dict), found {found}")
+    model = model_from_config(config)
+    try:
+        model.load_state_dict(state["model"], strict=True)
+    except RuntimeError as error:
+        raise RuntimeError(f"{checkpoint_path} does not fit {config['arch']}/{config['encoder']} "
+                           f"as {config_path} describes it: {error}") from error
+    return model.to(device).eval(), config

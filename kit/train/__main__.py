@@ -1,0 +1,5 @@
+"""``python -m kit.train``: see :mod:`kit.train.cli`."""
+
+from kit.train.cli import main
+
+main()

@@ -1,0 +1,301 @@
+"""What each training method trains on: its datasets and augmentations (:func:`build_data`), and the
+per-epoch batches drawn from them (:func:`epoch_batches`).
+
+    source_only  source crops, solution A's pipeline (the lower bound)
+    fisheye_tf   reference solution B (seed 001): source images through the "fisheye
+                 transformation" (mean target image pasted outside the disc); no target images
+    uda          reference solution A (seed 000): source crops with Mix Background + an elastic
+                 "distortion" copy, and unlabelled target crops for the EMA teacher
+    uda_geo      the kit's own: ``uda`` with the geometric pinhole → fisheye warp as the distortion
+    self_train   offline self-training (the competition's winners): source images through the fisheye
+                 transformation (or the warp) and, from round 1 on, the target images with the
+                 pseudo-labels of the round before (``kit.predict.pseudo``, :func:`pseudo_dataset`)
+    oracle       the held-out fisheye labels (synthetic data only; the upper bound)
+
+Every epoch reseeds all random streams from (seed, epoch), so a resumed run draws the batches an
+uninterrupted run would have drawn.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import albumentations as A
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler
+
+from kit.competition.labels import BACKGROUND_CLASS, IGNORE_INDEX, NUM_CLASSES, PSEUDO_LABEL_VALUES, VOID_INDEX
+from kit.competition.layout import evenly_spread, has_split, read_split, read_split_file
+from kit.data.augment import (
+    FisheyeTransform,
+    FisheyeWarp,
+    MixBackground,
+    fix_sky_bonnet,
+    kit_pipeline,
+    solution_a_distortion,
+    solution_a_pipeline,
+    solution_b_pipeline,
+)
+from kit.data.border import BorderEstimate, estimate_border
+from kit.data.datasets import RareClassSampler, SegmentationDataset, ZipDataset
+from kit.data.stats import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    SOURCE_MEAN,
+    SOURCE_STD,
+    TARGET_MEAN,
+    TARGET_STD,
+    class_pixel_counts,
+    domain_stats,
+)
+from kit.models.encoders import encoder_normalisation
+from kit.models.model import create_model
+from kit.train.config import OUTPUTS, UDA_METHODS, TrainConfig
+
+Stats = tuple[tuple[float, ...], tuple[float, ...]]  # RGB (mean, std) in 0..1
+
+
+@dataclass
+class TrainData:
+    """Datasets of one method and what was derived while building them."""
+
+    train: Dataset  # items: source (+ source_label, distorted, ...) or the supervised pair
+    target: Dataset | None  # unlabelled target crops (uda methods)
+    evals: dict[str, Dataset]  # name → labelled dataset at model input size
+    source_stats: Stats
+    target_stats: Stats
+    monitor: str | None  # the metric picking best.pt (monitor_of); None: best.pt follows last.pt
+    border: BorderEstimate | None = None  # at the target size (methods that use target images)
+    class_pixels: np.ndarray | None = None
+    transforms: list[A.Compose] = field(default_factory=list)  # reseeded every epoch
+    pseudo_transform: A.Compose | None = None  # self_train: the current round's pseudo-label crops (reseeded too)
+
+
+def seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def normalisation(config: TrainConfig) -> tuple[Stats, Stats]:
+    """The (source, target) statistics images are normalised with, as ``config.normalization`` says."""
+    if config.normalization == "reference":
+        return (SOURCE_MEAN, SOURCE_STD), (TARGET_MEAN, TARGET_STD)
+    if config.normalization == "imagenet":
+        return (IMAGENET_MEAN, IMAGENET_STD), (IMAGENET_MEAN, IMAGENET_STD)
+    if config.normalization == "encoder":  # what the pretrained weights expect (bundled: 0.5, 0.5)
+        stats = encoder_normalisation(config.encoder, config.pretrained)
+        return stats, stats
+    root = Path(config.data_dir)
+    return domain_stats(root, "train_source", config.stats_limit), domain_stats(root, "train_target", config.stats_limit)
+
+
+def target_border(config: TrainConfig) -> BorderEstimate:
+    """The fisheye border at the run's target size, as training and prediction both estimate it."""
+    th, tw = config.target_size
+    return estimate_border(config.data_dir, size=(tw, th), threshold=config.border_threshold,
+                           max_images=config.stats_limit)
+
+
+def build_data(config: TrainConfig) -> TrainData:
+    """Datasets for ``config.method``; see the module docstring for what each method trains on."""
+    root = Path(config.data_dir)
+    (smean, sstd), (tmean, tstd) = normalisation(config)
+    label_fn = None
+    if config.fix_sky_bonnet:
+        label_fn = functools.partial(fix_sky_bonnet, value=VOID_INDEX if config.bonnet == "void" else IGNORE_INDEX)
+    th, tw = config.target_size
+    crop = config.crop_size
+    transforms: list[A.Compose] = []
+
+    def compose(steps) -> A.Compose:
+        pipeline = steps if isinstance(steps, A.Compose) else A.Compose(steps)
+        transforms.append(pipeline)
+        return pipeline
+
+    def source(transform) -> SegmentationDataset:
+        frame = pd.concat([read_split(root, s) for s in config.train_splits], ignore_index=True)
+        return SegmentationDataset(frame, compose(transform), smean, sstd, BACKGROUND_CLASS, label_fn)
+
+    border = target_border(config) if config.method in ("fisheye_tf", "self_train", *UDA_METHODS) else None
+    target = None
+
+    def warp_pipeline() -> A.Compose:
+        warp = FisheyeWarp(size=(tw, th), src_hfov_deg=config.src_hfov_deg, fov_deg=config.fisheye_fov_deg,
+                           seed=config.seed)
+        return A.Compose([A.Resize(*config.source_size), *kit_pipeline(warp, crop).transforms])
+
+    if config.method == "source_only":
+        train = source(solution_a_pipeline(config.source_size, crop))
+    elif config.method == "fisheye_tf" or (config.method == "self_train" and config.self_train_source == "fisheye_tf"):
+        train = source(solution_b_pipeline(FisheyeTransform(border.mean, border.inside), crop))
+    elif config.method == "self_train":
+        train = source(warp_pipeline())
+    elif config.method == "oracle":
+        if not has_split(root, "train_target_gt"):
+            raise FileNotFoundError(
+                f"METHOD 'oracle' trains on held-out fisheye labels (train_target_gt.csv), which only the "
+                f"kit's synthetic datasets have; {root} has none"
+            )
+        frame = read_split(root, "train_target_gt")
+        steps = [A.Resize(th, tw), A.HorizontalFlip(p=0.5), A.ColorJitter(p=0.25), A.RandomCrop(*crop)]
+        train = SegmentationDataset(frame, compose(steps), tmean, tstd, BACKGROUND_CLASS)
+    else:
+        mix = MixBackground(list(border.paths), border.ellipse, (tw, th), p=config.mix_background)
+        source_pipeline = solution_a_pipeline(config.source_size, crop, mix if config.mix_background > 0 else None)
+        if config.method == "uda":
+            distortion = A.Compose([*solution_a_pipeline(config.source_size, crop).transforms,
+                                    *solution_a_distortion().transforms])
+        else:
+            distortion = warp_pipeline()
+        branches = {"distorted": source(distortion)} if config.distortion_branch else {}
+        train = ZipDataset(source=source(source_pipeline), **branches)
+        target_steps = [A.Resize(th, tw), A.HorizontalFlip(p=0.5), A.RandomCrop(*crop)]
+        target = SegmentationDataset(read_split(root, "train_target"), compose(target_steps), tmean, tstd)
+
+    evals = {}
+    split = config.fisheye_eval_split
+    if split and split != "train_target_gt" and not has_split(root, split):  # only the default may be absent
+        raise FileNotFoundError(f"fisheye_eval_split = {split!r}, but {root} has no {split}.csv (CSV files there: "
+                                f"{', '.join(sorted(p.name for p in root.glob('*.csv'))) or 'none'})")
+    if has_split(root, "val_source"):
+        frame = evenly_spread(read_split(root, "val_source"), config.eval_limit)
+        evals["source_val"] = SegmentationDataset(frame, A.Compose([A.Resize(*config.source_size)]), smean, sstd,
+                                                  BACKGROUND_CLASS, label_fn)
+    if config.fisheye_eval_split and has_split(root, config.fisheye_eval_split):
+        frame = evenly_spread(read_split(root, config.fisheye_eval_split), config.eval_limit)
+        evals["fisheye"] = SegmentationDataset(frame, A.Compose([A.Resize(th, tw)]), tmean, tstd, BACKGROUND_CLASS)
+
+    class_pixels = None
+    if config.rare_class_sampling:
+        if config.method == "oracle":
+            raise ValueError("rare-class sampling draws source images; METHOD 'oracle' trains on target images")
+        class_pixels = np.concatenate([class_pixel_counts(root, s) for s in config.train_splits])[:, :NUM_CLASSES]
+    return TrainData(train, target, evals, (smean, sstd), (tmean, tstd), monitor_of(config, evals), border,
+                     class_pixels, transforms)
+
+
+def pseudo_dataset(config: TrainConfig, data: TrainData, csv: str | Path) -> SegmentationDataset:
+    """The pseudo-labelled target images of ``csv`` (``kit.predict.pseudo``; 254 ignored) as ``self_train``
+    trains on them: the oracle's target crops. Its pipeline replaces the previous round's as
+    ``data.pseudo_transform``, which every epoch reseeds after ``data.transforms``."""
+    th, tw = config.target_size
+    pipeline = A.Compose([A.Resize(th, tw), A.HorizontalFlip(p=0.5), A.ColorJitter(p=0.25),
+                          A.RandomCrop(*config.crop_size)])
+    data.pseudo_transform = pipeline
+    return SegmentationDataset(read_split_file(csv), pipeline, *data.target_stats, BACKGROUND_CLASS,
+                               label_values=PSEUDO_LABEL_VALUES)
+
+
+def monitor_of(config: TrainConfig, evals: dict[str, Dataset]) -> str | None:
+    """The metric that picks ``best.pt``: ``config.monitor``, or for ``"auto"`` the fisheye mIoU where
+    the data has fisheye labels, else the source validation mIoU, else None (best.pt = last.pt)."""
+    wanted = {"fisheye_miou": "fisheye", "source_val_miou": "source_val"}
+    if config.monitor == "auto":
+        return next((m for m in ("fisheye_miou", "source_val_miou") if wanted[m] in evals), None)
+    if wanted[config.monitor] not in evals:
+        source = f"{config.fisheye_eval_split}.csv" if config.monitor == "fisheye_miou" else "val_source.csv"
+        raise ValueError(f"monitor = {config.monitor!r}, but {config.data_dir} has no {source} to compute it from "
+                         f"(the real competition data has no fisheye labels); use 'auto' or 'source_val_miou'")
+    return config.monitor
+
+
+def _loader(dataset: Dataset, config: TrainConfig, sampler: Sampler) -> DataLoader:
+    return DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.num_workers,
+                      drop_last=len(dataset) >= config.batch_size, pin_memory=torch.cuda.is_available())
+
+
+def _cycle(make: Callable[[], Iterator]) -> Iterator:
+    """Iterate a loader endlessly, restarting it when exhausted."""
+    while True:
+        yielded = False
+        for batch in make():
+            yielded = True
+            yield batch
+        if not yielded:
+            raise ValueError("a training loader yielded no batch: the split is empty")
+
+
+def steps_per_epoch(config: TrainConfig, data: TrainData, world_size: int = 1) -> int:
+    """``config.steps_per_epoch``, or one pass over the training images when it is None (on
+    ``world_size`` processes a step draws ``world_size`` batches, so a pass takes fewer steps)."""
+    if config.steps_per_epoch is not None:
+        return config.steps_per_epoch
+    return max(len(data.train) // (config.batch_size * world_size), 1)
+
+
+class RankSlice(Sampler):
+    """Rank ``rank``'s share of ``sampler``: of every global batch of ``batch_size · world_size``
+    consecutive indices, the ``rank``-th ``batch_size``; an incomplete last global batch is dropped.
+    Together the ranks draw exactly the batches one process with ``world_size``× the batch draws."""
+
+    def __init__(self, sampler: Sampler, batch_size: int, rank: int, world_size: int) -> None:
+        self.sampler, self.batch_size, self.rank, self.world_size = sampler, batch_size, rank, world_size
+
+    def __iter__(self) -> Iterator[int]:
+        size = self.batch_size * self.world_size
+        chunk: list[int] = []
+        for index in self.sampler:
+            chunk.append(index)
+            if len(chunk) == size:
+                yield from chunk[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
+                chunk = []
+
+    def __len__(self) -> int:
+        return len(self.sampler) // (self.batch_size * self.world_size) * self.batch_size
+
+
+def epoch_batches(
+    data: TrainData,
+    config: TrainConfig,
+    epoch: int,
+    rank: int = 0,
+    world_size: int = 1,
+) -> tuple[Iterator[dict], Iterator[dict] | None, torch.Generator]:
+    """Endless iterators over the training batches and (uda methods, self_train's rounds) the target
+    batches of ``epoch``, and the generator the step draws its own randomness from (MIC masks, class mix).
+
+    Every random stream restarts from (seed, epoch): a resumed run repeats an uninterrupted one. On
+    ``world_size`` processes (``kit.train.distributed``) every rank draws the same global order of images and
+    takes its :class:`RankSlice` of it; augmentations draw from a stream of their own per rank.
+    """
+    epoch_seed = config.seed * 100_003 + epoch
+    seed_all(epoch_seed)
+    pipelines = data.transforms if data.pseudo_transform is None else [*data.transforms, data.pseudo_transform]
+    for i, pipeline in enumerate(pipelines):
+        pipeline.set_random_seed(epoch_seed * 31 + i + 1_000_003 * rank)
+    generator = torch.Generator().manual_seed(epoch_seed)
+    samples = steps_per_epoch(config, data, world_size) * config.batch_size * world_size
+
+    def share(sampler: Sampler) -> Sampler:
+        return RankSlice(sampler, config.batch_size, rank, world_size) if world_size > 1 else sampler
+
+    if data.class_pixels is not None:
+        sampler = RareClassSampler(data.class_pixels, config.rcs_temperature, samples, generator)
+    else:
+        sampler = RandomSampler(data.train, replacement=False, generator=generator)
+    sampler = share(sampler)
+    batches = _cycle(lambda: iter(_loader(data.train, config, sampler)))
+    targets = None
+    if data.target is not None:
+        target_sampler = share(RandomSampler(data.target, generator=generator))
+        targets = _cycle(lambda: iter(_loader(data.target, config, target_sampler)))
+    return batches, targets, generator
+
+
+def build_model(config: TrainConfig) -> nn.Module:
+    """The run's network with its starting weights (pretrained encoder or local checkpoint)."""
+    return create_model(config.arch, config.encoder, num_classes=OUTPUTS, pretrained=config.pretrained,
+                        weights=config.weights, **head_kwargs(config))
+
+
+def head_kwargs(config: TrainConfig) -> dict:
+    """The head's arguments, as config.json stores them and :func:`kit.predict.runs.model_from_config` reads them."""
+    return {"channels": config.head_channels, **config.head_options}

@@ -3,6 +3,7 @@ border for training and prediction."""
 
 import numpy as np
 import pytest
+from scratch import SCRATCH
 
 from kit.competition.layout import read_split
 from kit.data.border import border_mask, ellipse_mask, estimate_border, make_border, mean_image, otsu_threshold
@@ -44,11 +45,11 @@ def test_estimate_border_at_a_size_draws_both_kinds_there(tiny):
 
 
 def test_training_and_prediction_on_the_same_dataset_get_the_same_border(tiny, tmp_path):
-    config = TrainConfig(
-        data_dir=str(tiny), runs_dir=str(tmp_path), run_name="run", method="fisheye_tf", head_channels=16,
-        source_size=(48, 96), target_size=(54, 96), crop_size=(32, 32), epochs=1, steps_per_epoch=1,
-        batch_size=2, warmup_steps=1, eval_limit=1, progress=False,
-    )
+    config = TrainConfig(**{
+        **SCRATCH, "data_dir": str(tiny), "runs_dir": str(tmp_path), "run_name": "run", "method": "fisheye_tf",
+        "head_channels": 16, "source_size": (48, 96), "target_size": (54, 96), "crop_size": (32, 32), "epochs": 1,
+        "steps_per_epoch": 1, "batch_size": 2, "warmup_steps": 1, "eval_limit": 1, "progress": False,
+    })
     trained_with = build_data(config).border
     run = load_run(train(config), "last.pt", device="cpu")
     for kind in ("ellipse", "mask"):

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from scratch import SCRATCH
 
 from kit.train.cli import parse_command_line, torchrun_command
 from kit.train.config import TrainConfig
@@ -21,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _launch(tmp_path: Path, name: str, nproc: int, **overrides) -> tuple[Path, list[dict], Path]:
     """torchrun ``nproc`` ranks of tests/ddp_worker.py; returns the run folder, each rank's record
     and torchrun's per-rank log folder."""
-    values = dict(runs_dir=str(tmp_path / "runs"), run_name=name, head_channels=16, source_size=[48, 96],
+    values = SCRATCH | dict(runs_dir=str(tmp_path / "runs"), run_name=name, head_channels=16, source_size=[48, 96],
                   target_size=[54, 96], crop_size=[32, 32], epochs=2, steps_per_epoch=3, warmup_steps=2,
                   eval_limit=2, mask_block=8, cpu_threads=1, seed=5)
     values.update(overrides)

@@ -11,7 +11,6 @@ import pytest
 import kit.bench.scoreboard
 import kit.bench.variants
 import kit.predict.splits
-import kit.train.presets
 from kit.bench.scoreboard import mean_std, summarise, summary_tables
 from kit.competition.labels import CLASSES
 
@@ -22,7 +21,7 @@ def _small(monkeypatch) -> float:
     """The tiny preset's frames are small: train and predict at its scale; returns the one-step budget."""
     for name, value in dict(source_size=(48, 96), target_size=(54, 96), crop_size=(32, 32), batch_size=2,
                             pretrained=False, mask_block=8).items():
-        monkeypatch.setitem(kit.train.presets.QUALITY_CONFIG, name, value)
+        monkeypatch.setitem(kit.bench.scoreboard.QUALITY_OVERRIDES, name, value)
     monkeypatch.setitem(kit.bench.scoreboard.QUALITY_OVERRIDES, "eval_limit", 2)
     return 1 / kit.bench.scoreboard.QUALITY_STEPS
 
@@ -186,7 +185,7 @@ def test_a_second_call_reuses_a_changed_config_is_refused_overwrite_retrains(tin
     trained = _counting(monkeypatch)
     again = kit.bench.scoreboard.bench_quality(str(tiny), str(out), small_quality, seeds=[0], threads=1)
     assert trained == [] and again == table and (out / "quality.md").read_text() == table
-    monkeypatch.setitem(kit.train.presets.QUALITY_CONFIG, "lr_encoder", 1e-3)
+    monkeypatch.setitem(kit.bench.scoreboard.QUALITY_OVERRIDES, "lr_encoder", 1e-3)
     with pytest.raises(FileExistsError, match=r"source_only_seed0_1\.json was trained with other settings "
                                               r"\(lr_encoder differ\)"):
         kit.bench.scoreboard.bench_quality(str(tiny), str(out), small_quality, seeds=[0], threads=1)
@@ -285,35 +284,34 @@ def test_the_benchmark_scores_with_the_border_training_used(tiny, tmp_path, smal
     assert result["config"]["bn_stats"] == "all" and math.isfinite(result["teacher_mIoU"])
 
 
-def test_quality_config_is_03_trains_parameters_cell():
-    # the benchmark claims to train with 03_train's CPU values: every TrainConfig field 03 sets,
-    # apart from a run's identity and the benchmark's declared departures, must agree
+def test_the_benchmark_trains_03s_default_preset():
+    # one source of defaults: the benchmark's recipe is the preset 03_train runs by default
     import ast
-    import dataclasses
     import pathlib
 
     import papermill
 
-    from kit.train.config import TrainConfig
-
     notebook = pathlib.Path(__file__).parents[1] / "notebooks/03_train.ipynb"
-    cell = {name.lower(): ast.literal_eval(p["default"]) for name, p in papermill.inspect_notebook(str(notebook)).items()}
-    identity = {"data_dir", "runs_dir", "run_name", "method", "epochs", "steps_per_epoch", "seed", "cpu_threads",
-                "resume", "overwrite", "device", "preview_count"}
-    assert set(kit.train.presets.QUALITY_CONFIG) <= set(cell) - identity
-    assert cell["bn_stats"] == "target"  # 03 measures the BatchNorm statistics on target crops
-    defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
-                for f in dataclasses.fields(TrainConfig)}
-    for name, value in cell.items():
-        if name in identity:
-            continue
-        used = kit.train.presets.QUALITY_CONFIG.get(name, defaults[name])
-        assert _as_tuple(used) == _as_tuple(value), f"{name}: benchmark {used!r}, 03_train {value!r}"
+    default = papermill.inspect_notebook(str(notebook))["PRESET"]["default"]
+    assert ast.literal_eval(default) == kit.bench.scoreboard.QUALITY_PRESET
+    assert kit.bench.scoreboard.QUALITY_PRESET == "cpu_demo"
     assert set(kit.bench.scoreboard.QUALITY_OVERRIDES) == {"eval_limit", "progress"}
 
 
-def _as_tuple(value):
-    return tuple(value) if isinstance(value, list) else value
+@pytest.mark.parametrize("name, overrides, key", [
+    ("source_only", {"method": "source_only"}, "10507abfa9bb2c31"),
+    ("self_train", {"method": "self_train"}, "a32151da26f12b80"),
+    ("uda_geo", {"method": "uda_geo"}, "15e41fdaffbb6a63"),
+    ("uda_geo_untuned", kit.bench.variants.TUNE_VARIANTS["uda_geo_untuned"], "4ca038376181cbca"),
+])
+def test_a_jobs_configuration_is_what_it_was_before_the_presets(name, overrides, key):
+    # results already trained into a --out folder are reused by their configuration: the move from a
+    # hand copy of 03's cell (QUALITY_CONFIG, commit a332dd8) to the cpu_demo preset must not change it
+    import hashlib
+
+    config = kit.bench.scoreboard.job_config(kit.bench.scoreboard.Job(name, overrides, 1, 150), "data/demo",
+                                             dict(kit.bench.scoreboard.QUALITY_OVERRIDES))
+    assert hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16] == key
 
 
 def test_report_only_tabulates_what_is_there_and_trains_nothing(tiny, tmp_path, small_quality, monkeypatch):
@@ -341,8 +339,7 @@ def test_a_warm_started_variant_trains_after_the_run_it_starts_from(tiny, tmp_pa
     assert "self_train_warm" in _table(text, "variant") and "leaves out the run it starts from" in text
     job = kit.bench.scoreboard.Job("late", {"method": "self_train", "init_from": "@source_only"}, 0, 1)
     with pytest.raises(FileNotFoundError, match="train source_only \\(seed 0, 1 steps\\) into .* first"):
-        kit.bench.scoreboard._train_and_score(str(tiny), out, job, False, 1, {**kit.train.presets.QUALITY_CONFIG,
-                                                                       **kit.bench.scoreboard.QUALITY_OVERRIDES})
+        kit.bench.scoreboard._train_and_score(str(tiny), out, job, False, 1, dict(kit.bench.scoreboard.QUALITY_OVERRIDES))
 
 
 def test_a_result_from_before_a_field_existed_is_reused_at_that_fields_default(tiny, tmp_path, quality_run,

@@ -6,6 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from scratch import SCRATCH
 
 from kit.competition.labels import PSEUDO_LABEL_VALUES, VOID_INDEX
 from kit.competition.layout import read_label, read_split, read_split_file
@@ -16,7 +17,7 @@ from kit.train.self_train import round_plan
 
 
 def _config(tiny, tmp_path, **overrides) -> TrainConfig:
-    values = dict(
+    values = SCRATCH | dict(
         data_dir=str(tiny), runs_dir=str(tmp_path / "runs"), run_name="run", method="self_train", head_channels=16,
         source_size=(48, 96), target_size=(54, 96), crop_size=(32, 32), epochs=1, steps_per_epoch=2, batch_size=2,
         warmup_steps=1, mask_block=8, eval_limit=2, progress=False, seed=5, rounds=2, round_epochs=1,

@@ -6,22 +6,23 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scratch import SCRATCH
 
 import kit.data.stats
 import kit.train.config
-import kit.train.recipes
 import kit.train.loop
+import kit.train.recipes
 import kit.train.steps
 from kit.data.datasets import RareClassSampler
 from kit.data.stats import class_pixel_counts, domain_stats
-from kit.predict.runs import load_checkpoint, model_from_config
+from kit.predict.runs import RunConfig, load_checkpoint, model_from_config
 from kit.train.config import TrainConfig
 from kit.train.loop import train
 from kit.train.steps import TrainingDiverged, lr_factor
 
 
 def _config(tiny, tmp_path, **overrides) -> TrainConfig:
-    values = dict(
+    values = SCRATCH | dict(
         data_dir=str(tiny), runs_dir=str(tmp_path / "runs"), run_name="run", method="uda", head_channels=16,
         source_size=(48, 96), target_size=(54, 96), crop_size=(32, 32), epochs=2, batch_size=2, warmup_steps=2,
         mask_block=8, eval_limit=2, progress=False, seed=3,
@@ -206,7 +207,7 @@ def test_upernet_internimage_trains_in_the_loop(tiny, tmp_path):
     state = load_checkpoint(run / "last.pt")
     assert any(k.startswith("encoder.levels.0.blocks.0.dcn.") for k in state["model"])
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.dtype.is_floating_point)
-    model = model_from_config(state["config"])
+    model = model_from_config(RunConfig.from_dict(state["config"]))
     model.load_state_dict(state["model"])
     assert model.eval()(torch.zeros(1, 3, 54, 96)).shape == (1, 13, 54, 96)
 
@@ -299,7 +300,7 @@ def test_mask2former_trains_and_self_trains_in_the_loop(tiny, tmp_path):
     assert (run / "pseudo_round1" / "pseudo.csv").is_file()
     state = load_checkpoint(run / "last.pt")
     assert state["config"]["head_kwargs"] == {"channels": 32, **M2F["head_options"]}
-    model = model_from_config(state["config"])
+    model = model_from_config(RunConfig.from_dict(state["config"]))
     model.load_state_dict(state["model"])
     probs = model.eval()(torch.zeros(1, 3, 54, 96)).exp()
     assert probs.shape == (1, 13, 54, 96)

@@ -37,8 +37,8 @@ from kit.common.files import is_output_dir, make_dirs, prepare_output_dir, write
 from kit.competition.labels import CLASSES
 from kit.competition.layout import has_split
 from kit.train.config import METHODS, UDA_METHODS, TrainConfig
-from kit.train.presets import QUALITY_CONFIG
 
+QUALITY_PRESET = "cpu_demo"  # the benchmark's recipe (kit.train.presets), shared by every method here
 # Where the benchmark departs from 03_train on purpose: it scores last.pt on the test split, so the
 # per-epoch evaluation (which only picks best.pt) reads fewer images; no progress bars in the log.
 QUALITY_OVERRIDES = dict(eval_limit=50, progress=False)
@@ -78,8 +78,8 @@ def _train_config(job: Job, data_dir: str, base: dict, **how) -> TrainConfig:
     """The job's TrainConfig: ``base`` + its overrides, its seed, its steps as epochs of
     :data:`QUALITY_STEPS_PER_EPOCH`; ``how``: fields of :data:`_HOW` (folders, threads, resume)."""
     epochs = max(job.steps // QUALITY_STEPS_PER_EPOCH, 1)
-    return TrainConfig(**{**base, **job.overrides, "data_dir": data_dir, "seed": job.seed, "epochs": epochs,
-                          "steps_per_epoch": job.steps // epochs, **how})
+    return TrainConfig.from_preset(QUALITY_PRESET, **{**base, **job.overrides, "data_dir": data_dir, "seed": job.seed,
+                                                      "epochs": epochs, "steps_per_epoch": job.steps // epochs, **how})
 
 
 def _defining(config: TrainConfig, steps: int) -> dict:
@@ -103,12 +103,14 @@ def _with_later_fields(config: dict) -> dict:
     return {**{k: v for k, v in defaults.items() if k not in config}, **config}
 
 
-_HOW = ("runs_dir", "run_name", "cpu_threads", "resume", "overwrite", "progress", "device", "num_workers")
+# how a run is carried out and predicted, not what it learns (the benchmark predicts whole images itself)
+_HOW = ("runs_dir", "run_name", "cpu_threads", "resume", "overwrite", "progress", "device", "num_workers",
+        "predict_mode", "predict_scales", "predict_flip")
 
 
 def _train_and_score(data_dir: str, out_dir: Path, job: Job, overwrite: bool, threads: int | None,
                      base: dict) -> dict:
-    """Train ``job`` with ``base`` (:data:`QUALITY_CONFIG` + :data:`QUALITY_OVERRIDES`, passed so that
+    """Train ``job`` with :data:`QUALITY_PRESET` + ``base`` (:data:`QUALITY_OVERRIDES`, passed so that
     spawned processes get the caller's values) + its overrides, score its ``last.pt`` (student and,
     where there is one, EMA teacher) and write ``results/<key>.json``. A run folder with a
     ``last.pt`` but no result (an interrupted run) is resumed."""
@@ -159,7 +161,7 @@ def score_run(run_dir: str | Path, data_dir: str, weights: str = "model") -> dic
         if not state.get(weights):
             raise ValueError(f"{run_dir}/last.pt holds no {weights!r} weights")
         model.load_state_dict(state[weights])
-    border = _ellipse_border(data_dir, tuple(config["target_size"]), config["stats_limit"], config["border_threshold"])
+    border = _ellipse_border(data_dir, config.target_size, config.stats_limit, config.border_threshold)
     return predict_split([(model, config)], read_split(data_dir, "test_gt"), settings=InferenceSettings(mode="whole"),
                          border=border, progress=False).scores
 
@@ -168,10 +170,9 @@ def score_run(run_dir: str | Path, data_dir: str, weights: str = "model") -> dic
 def _ellipse_border(data_dir: str, target_size: tuple[int, int], stats_limit: int | None,
                     border_threshold: float | None):
     """``data_dir``'s border for runs with these settings (all run_border reads), once per process."""
-    from kit.predict.splits import run_border
+    from kit.predict.splits import border_at
 
-    settings = {"target_size": target_size, "stats_limit": stats_limit, "border_threshold": border_threshold}
-    return run_border([(None, settings)], data_dir, "ellipse")
+    return border_at(data_dir, "ellipse", target_size, stats_limit, border_threshold)
 
 
 def run_jobs(data_dir: str, out: str, jobs: list[Job], overwrite: bool, threads: int | None, processes: int,
@@ -182,7 +183,7 @@ def run_jobs(data_dir: str, out: str, jobs: list[Job], overwrite: bool, threads:
     if not has_split(data_dir, "test_gt"):
         raise FileNotFoundError(f"{data_dir} has no test_gt.csv: the scoreboard needs the synthetic data's held-out "
                                 f"fisheye labels (python -m kit.synth --out {data_dir} --preset demo)")
-    base = {**QUALITY_CONFIG, **QUALITY_OVERRIDES} if base is None else base
+    base = dict(QUALITY_OVERRIDES) if base is None else base
     out_dir = Path(out)
     if not out_dir.exists() or not is_output_dir(out_dir):  # overwrite retrains the jobs asked for and clears
         out_dir = prepare_output_dir(out_dir, overwrite)  # nothing else; refuses a folder of other files
@@ -313,9 +314,9 @@ def report(out_dir: Path, stem: str, title: str, results: dict[str, dict], refer
 
 
 def setup_line(data_dir: str, steps: int, seeds: list[int], base: dict | None = None) -> str:
-    base = {**QUALITY_CONFIG, **QUALITY_OVERRIDES} if base is None else base
-    return (f"{steps} steps, seeds {', '.join(map(str, seeds))}, {base['encoder']} ({base['pretrained']}) + "
-            f"{base['arch']} {base['head_channels']}, crop {tuple(base['crop_size'])}, target {tuple(base['target_size'])}, "
+    recipe = TrainConfig.from_preset(QUALITY_PRESET, **(QUALITY_OVERRIDES if base is None else base))
+    return (f"{steps} steps, seeds {', '.join(map(str, seeds))}, {recipe.encoder} ({recipe.pretrained}) + "
+            f"{recipe.arch} {recipe.head_channels}, crop {recipe.crop_size}, target {recipe.target_size}, "
             f"scored on {data_dir}'s fisheye test split (whole image, ellipse border); mean ± std over seeds")
 
 

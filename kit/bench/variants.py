@@ -34,7 +34,7 @@ TUNE_VARIANTS: dict[str, dict] = {
     "uda_geo": {"method": "uda_geo"},
     "source_only": {"method": "source_only"},
     "oracle": {"method": "oracle"},
-    # issue 16: offline self-training. "@fisheye_tf" warm-starts from the fisheye_tf run of the same seed
+    # offline self-training. "@fisheye_tf" warm-starts from the fisheye_tf run of the same seed
     # and steps (what self_train's round 0 trains), so that each variant trains only its rounds.
     "self_train": {"method": "self_train"},
     "self_train_warm": {"method": "self_train", "init_from": "@fisheye_tf"},

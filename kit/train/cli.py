@@ -14,6 +14,7 @@ from pathlib import Path
 
 from kit.train.config import TrainConfig
 from kit.train.loop import train
+from kit.train.presets import PRESETS
 
 # Keys kit.train adds to a run's config.json next to TrainConfig's fields
 _DERIVED_KEYS = ("num_classes", "head_kwargs", "source_mean", "source_std", "target_mean", "target_std")
@@ -27,16 +28,19 @@ def _parse_value(text: str) -> object:
 
 
 def parse_command_line(argv: Sequence[str] | None = None) -> TrainConfig:
-    """``python -m kit.train`` / ``torchrun … -m kit.train``: the config of ``--config`` overridden
-    by each ``--set NAME=VALUE``; names are 03_train's parameters (``EPOCHS``) or fields (``epochs``)."""
+    """``python -m kit.train`` / ``torchrun … -m kit.train``: the recipe ``--preset`` (default cpu_demo),
+    the values of ``--config`` over it, then each ``--set NAME=VALUE``; names are 03_train's parameters
+    (``EPOCHS``) or fields (``epochs``), read as :meth:`TrainConfig.from_parameters` reads them."""
     parser = argparse.ArgumentParser(
         prog="python -m kit.train",
         description="Train one run as notebooks/03_train does; under torchrun, on every process it starts.")
+    parser.add_argument("--preset", default="cpu_demo", help="the recipe (kit.train.presets): "
+                        + ", ".join(PRESETS))
     parser.add_argument("--config", type=Path, help="a run's config.json or a JSON object of 03_train's parameters")
     parser.add_argument("--set", dest="values", action="append", default=[], metavar="NAME=VALUE",
                         help="a parameter, e.g. EPOCHS=40 or CROP_SIZE=[540,960] (VALUE is JSON, else text)")
     args = parser.parse_args(argv)
-    values: dict[str, object] = {}
+    values: dict[str, object] = {"PRESET": args.preset}
     if args.config is not None:
         if not args.config.is_file():
             raise FileNotFoundError(f"--config {args.config}: no such file")
@@ -56,11 +60,13 @@ def parse_command_line(argv: Sequence[str] | None = None) -> TrainConfig:
     return TrainConfig.from_parameters(values)
 
 
-def torchrun_command(config: TrainConfig, nproc_per_node: int | str = "N") -> str:
-    """The shell command that trains ``config`` on ``nproc_per_node`` processes: one ``--set`` per
-    parameter that differs from ``TrainConfig``'s default."""
-    default = TrainConfig()
+def torchrun_command(config: TrainConfig, nproc_per_node: int | str = "N", preset: str = "cpu_demo") -> str:
+    """The shell command that trains ``config`` on ``nproc_per_node`` processes: ``--preset`` and one
+    ``--set`` per parameter that differs from that recipe."""
+    default = TrainConfig.from_preset(preset)
     parts = ["torchrun", f"--nproc_per_node={nproc_per_node}", "-m", "kit.train"]
+    if preset != "cpu_demo":
+        parts += ["--preset", preset]
     for field in dataclasses.fields(TrainConfig):
         value = getattr(config, field.name)
         if value != getattr(default, field.name):

@@ -14,6 +14,8 @@ from kit.common.checks import check_bool, check_choice, check_device, check_int,
 from kit.competition.labels import NUM_CLASSES
 from kit.models.encoders import check_encoder_name
 from kit.models.model import ARCHS, MASK_HEADS, head_option_names
+from kit.predict.tta import InferenceSettings
+from kit.train.presets import check_preset, preset_diff
 
 METHODS = ("source_only", "fisheye_tf", "uda", "uda_geo", "self_train", "oracle")
 UDA_METHODS = ("uda", "uda_geo")
@@ -37,26 +39,26 @@ class TrainConfig:
     """Every knob of a training run; ``notebooks/03_train`` fills it from its parameters cell."""
 
     data_dir: str = "data/demo"  # dataset root in the competition layout
-    run_name: str = "demo"  # the run folder's name under runs_dir
+    run_name: str = "demo"  # the run folder's name under runs_dir (04/05/06 read "demo" by default)
     runs_dir: str = "outputs/runs"
-    method: str = "uda_geo"  # one of METHODS
+    method: str = "self_train"  # one of METHODS (self_train: the kit's recommended, docs/RESULTS.md)
     arch: str = "daformer"  # decoder head: daformer | daformer_up2 | segformer | upernet | mask2former
-    encoder: str = "pvt_v2_b0"  # timm encoder (pvt_v2_b0…b5 ≈ MiT-B0…B5) or internimage_*
-    pretrained: bool | str = False  # True: timm hub weights; "bundled": offline EfficientNet-Lite
+    encoder: str = "tf_efficientnet_lite0"  # timm encoder (pvt_v2_b0…b5: MiT-shaped stand-ins) or internimage_*
+    pretrained: bool | str = "bundled"  # True: timm hub weights; "bundled": offline EfficientNet-Lite; False: random
     weights: str | None = None  # a local encoder checkpoint instead
-    head_channels: int = 256  # decoder embedding width
+    head_channels: int = 64  # decoder embedding width (DAFormer: 256; mask2former: a multiple of 32)
     head_options: dict = field(default_factory=dict)  # the head's other arguments (kit.models.model.head_option_names), e.g. mask2former {"queries": 200, "layers": 9}
-    source_size: tuple[int, int] = (512, 1024)  # (H, W) source images are resized to
-    target_size: tuple[int, int] = (540, 960)  # (H, W) fisheye images are resized to
-    crop_size: tuple[int, int] = (256, 512)  # (H, W) training crop of both domains
-    epochs: int = 40
-    steps_per_epoch: int | None = None  # None: one pass over the source training images
-    batch_size: int = 8
-    lr_encoder: float = 1e-4
-    lr_decoder: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_steps: int = 1500  # linear warm-up, then polynomial decay to 0
-    poly_power: float = 1.0
+    source_size: tuple[int, int] = (128, 256)  # (H, W) source images are resized to
+    target_size: tuple[int, int] = (144, 256)  # (H, W) fisheye images are resized to
+    crop_size: tuple[int, int] = (128, 128)  # (H, W) training crop of both domains
+    epochs: int = 5  # self_train: round 0's epochs (its rounds: round_epochs)
+    steps_per_epoch: int | None = 60  # None: one pass over the source training images
+    batch_size: int = 8  # images per domain per step (per process under torchrun)
+    lr_encoder: float = 2e-4  # AdamW learning rate of the encoder
+    lr_decoder: float = 2e-3  # ...and of the decoder (10×, as both reference solutions)
+    weight_decay: float = 0.01  # AdamW weight decay (solution B: 0.05)
+    warmup_steps: int = 30  # linear warm-up, then polynomial decay to 0
+    poly_power: float = 1.0  # exponent of the polynomial decay after the warm-up (1: linear)
     clip_grad: float | None = 1.0  # max gradient norm (None: no clipping)
     ema_max_alpha: float = 0.9  # solution A 0.9, MIC 0.999
     ema_per: str = "step"  # the EMA ramp counts "step"s (MIC) or "epoch"s (solution A)
@@ -69,18 +71,18 @@ class TrainConfig:
     pseudo_balanced: bool = False  # self_train: CBST's class-balanced labels: argmax of probability / class threshold (kit.predict.pseudo)
     pseudo_background: bool = True  # self_train: background predicted inside the fisheye disc may be a pseudo-label (False: ignored)
     self_train_source: str = "fisheye_tf"  # self_train's source images: fisheye_tf (solution B's transformation) | warp (uda_geo's)
-    pseudo_threshold: float = 0.968
+    pseudo_threshold: float = 0.968  # uda methods: teacher confidence of a confident pixel (DAFormer, MIC)
     pseudo_weighting: str | None = None  # image (the kit's: each image's confident share) | batch (DAFormer/MIC: the batch's share) | pixel (confident pixels only) | class (pixel + each class's upper half); None: METHOD_DEFAULTS
-    mask_ratio: float = 0.75
-    mask_block: int = 32
+    mask_ratio: float = 0.75  # uda methods: share of masked target blocks (MIC 0.7, solution A 0.75)
+    mask_block: int = 16  # MIC mask block in pixels at the crop's scale (solution A: 32 on 256×512 crops)
     class_mix: bool = False  # DACS ClassMix (uda methods)
-    bn_stats: str = "target"  # uda methods, passes updating BatchNorm statistics: target (unmasked target crop) | labelled (source + distortion) | all (MIC's code; lost Car)
+    bn_stats: str = "target"  # uda methods, passes updating BatchNorm statistics: target (unmasked target crop) | labelled (source + distortion) | all (MIC's code; kit.train.uda explains)
     distortion_branch: bool = True  # uda methods: train the distorted copy of the source (ablations: False)
     target_branch: bool = True  # uda methods: EMA teacher + masked target loss (ablations: False)
     mix_background: float = 0.25  # probability of solution A's Mix Background on source crops (uda methods)
     dice_weight: float = 1.0  # weight of the Dice loss next to CE (fisheye_tf)
     uda_dice_weight: float | None = None  # Dice next to CE on the uda methods' source and distortion branches; None: METHOD_DEFAULTS
-    src_hfov_deg: float = 90.0  # source camera's horizontal FOV, for the uda_geo warp
+    src_hfov_deg: float = 80.0  # source camera's horizontal FOV, for the uda_geo warp (synthetic source: 80)
     fisheye_fov_deg: tuple[float, float] = (190.0, 210.0)  # range of the warp's fisheye FOV
     train_splits: tuple[str, ...] = ("train_source", "val_source")  # solution A also trained on val
     fix_sky_bonnet: bool = True  # Sky in the bottom third of source labels (the bonnet) is relabelled
@@ -89,23 +91,27 @@ class TrainConfig:
     stats_limit: int = 200  # images per domain for the statistics and the mean target image
     border_threshold: float | None = None  # mean-target threshold of the border (real data: 108); None: Otsu
     rare_class_sampling: bool = False  # DAFormer's rare-class sampling of source images
-    rcs_temperature: float = 0.01
+    rcs_temperature: float = 0.01  # rare-class sampling temperature (DAFormer: 0.01)
     eval_limit: int | None = 100  # images per evaluation split (None: all)
     fisheye_eval_split: str = "train_target_gt"  # labelled fisheye split scored each epoch, if present
     monitor: str = "auto"  # metric choosing best.pt: fisheye_miou | source_val_miou | auto
     amp: str = "bf16"  # bf16 | fp16 | none (CUDA only; always off on CPU)
     channels_last: bool = True  # CUDA only
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    num_workers: int = 0
+    num_workers: int = 0  # data-loading processes (0: in the training process)
     cpu_threads: int | None = None  # torch threads on the CPU (None: half the cores, kit.common.device.default_cpu_threads)
     seed: int = 0
     resume: bool = False
     overwrite: bool = False
-    progress: bool = True
+    progress: bool = True  # progress bars per epoch
     stop_after_epoch: int | None = None  # stop early as if interrupted (for tests and time boxes)
+    # how 04/05/06 predict this run unless told otherwise (kit.predict.tta.InferenceSettings)
+    predict_mode: str = "whole"  # whole: the resized image in one pass | slide: windows of crop_size (solution A)
+    predict_scales: tuple[float, ...] = (1.0,)  # test-time scales (solution B: 0.8 … 1.2)
+    predict_flip: bool = False  # also predict the mirrored image and average (solution B)
 
     def __post_init__(self) -> None:
-        for name in ("source_size", "target_size", "crop_size", "fisheye_fov_deg", "train_splits"):
+        for name in ("source_size", "target_size", "crop_size", "fisheye_fov_deg", "train_splits", "predict_scales"):
             value = getattr(self, name)
             if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
                 raise ValueError(f"{name} = {value!r}: expected a list or tuple")
@@ -194,25 +200,54 @@ class TrainConfig:
             raise ValueError("bn_stats = 'target' measures BatchNorm statistics on target crops, but target_branch = "
                              "False; use 'labelled'")
         check_device("device", self.device)
+        InferenceSettings(mode=self.predict_mode, scales=self.predict_scales, flip=self.predict_flip)  # checks them
         if self.resume and self.overwrite:
             raise ValueError("resume = True and overwrite = True contradict each other: continue the run or replace it")
 
     @classmethod
+    def from_preset(cls, preset: str = "cpu_demo", **values: object) -> TrainConfig:
+        """The recipe ``preset`` (``kit.train.presets``) with ``values`` (fields, lower case) on top."""
+        return cls(**{**preset_diff(preset), **values})
+
+    @classmethod
     def from_parameters(cls, namespace: Mapping[str, object], notebook_only: Collection[str] = ()) -> TrainConfig:
-        """A config from a notebook's parameters: each UPPER_CASE name of ``namespace`` (``globals()``)
-        fills the field of that name in lower case, e.g. ``LR_ENCODER`` → ``lr_encoder``. Names in
-        ``notebook_only`` belong to the notebook itself; any other UPPER_CASE name that is no field is an
-        error, so that a misspelt parameter is never silently ignored."""
-        fields = {f.name for f in dataclasses.fields(cls)}
-        values, unknown = {}, []
+        """A config from a notebook's parameters (``globals()`` of ``03_train``), in three layers:
+
+        1. ``PRESET`` (default ``"cpu_demo"``): the named recipe;
+        2. ``OVERRIDES``: a dict of fields in lower case, ``{"lr_encoder": 1e-4}``;
+        3. every other UPPER_CASE name fills the field of that name in lower case (``LR_ENCODER`` →
+           ``lr_encoder``), as papermill's ``-p NAME value`` sets it. ``None`` for a field that cannot
+           be None (``METHOD = None``) keeps the preset's value.
+
+        Names in ``notebook_only`` belong to the notebook itself; any other UPPER_CASE name that is no
+        field is an error, so that a misspelt parameter is never silently ignored; so is a field given
+        both in ``OVERRIDES`` and as a name."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        preset = namespace.get("PRESET", "cpu_demo")
+        check_preset(preset)
+        overrides = namespace.get("OVERRIDES") or {}
+        if not isinstance(overrides, Mapping) or not all(isinstance(k, str) for k in overrides):
+            raise ValueError(f"OVERRIDES = {overrides!r}: expected a dict of TrainConfig fields, e.g. {{'lr_encoder': 1e-4}}")
+        wrong = sorted(k for k in overrides if k not in fields)
+        if wrong:
+            raise ValueError(f"OVERRIDES names {wrong}, which are no TrainConfig fields (lower case): "
+                             f"{', '.join(sorted(fields))}")
+        values, unknown = dict(overrides), []
         for name, value in namespace.items():
-            if not name.isupper() or name.startswith("_") or name in notebook_only or isinstance(value, ModuleType):
+            if (not name.isupper() or name.startswith("_") or name in ("PRESET", "OVERRIDES") or name in notebook_only
+                    or isinstance(value, ModuleType)):
                 continue
-            if name.lower() in fields:
-                values[name.lower()] = value
-            else:
+            field_name = name.lower()
+            if field_name not in fields:
                 unknown.append(name)
+            elif value is None and "None" not in str(fields[field_name].type):
+                continue  # METHOD = None: the preset's method
+            elif field_name in overrides:
+                raise ValueError(f"{name} = {value!r} and OVERRIDES[{field_name!r}] = {overrides[field_name]!r}: "
+                                 f"give it once")
+            else:
+                values[field_name] = value
         if unknown:
             raise ValueError(f"unknown training parameter(s) {sorted(unknown)}; TrainConfig fields are "
                              f"{', '.join(sorted(f.upper() for f in fields))}")
-        return cls(**values)
+        return cls.from_preset(preset, **values)

@@ -1,11 +1,71 @@
-"""The benchmark's recipe: the CPU demo values of ``notebooks/03_train`` (a test keeps them in step)."""
+"""Named training recipes, each a small diff on another (as mmsegmentation's configs: a B5 config
+states only how it differs from B0). ``cpu_demo`` is :class:`kit.train.config.TrainConfig`'s own
+defaults, so there is one set of default values and every other recipe names its differences.
+
+    cpu_demo     the synthetic demo on a laptop CPU: self_train, EfficientNet-Lite0 (offline weights)
+                 + DAFormer 64, 144×256 fisheye frames, 128×128 crops, 540 steps
+    solution_a   solution A (seed 000) on an A100: uda (MIC-style), MiT-B4 stand-in, 512×1024 source,
+                 256×512 crops, EMA per epoch, border threshold 108; slide prediction
+    t4           solution A on a 16 GB T4, as its write-up ran there: 256×512 images, 128×256 crops
+    solution_b   solution B (seed 001): fisheye transformation, InternImage + Mask2Former, 960×540
+                 crops at 1920×1080, AdamW 2e-5 / wd 0.05; slide prediction with 5-scale flip TTA
+
+``03_train`` picks one with ``PRESET``; ``python -m kit.train --preset NAME``; any field can still be
+set on top (``OVERRIDES``, ``-p NAME value``, ``--set NAME=VALUE``). Presets never set a run's
+identity (data folder, run name, seed, device, resume): those belong to the run.
+"""
 
 from __future__ import annotations
 
-# The CPU demo values of notebooks/03_train (its parameters cell; a test keeps them in step), shared
-# by every method here.
-QUALITY_CONFIG = dict(
-    arch="daformer", encoder="tf_efficientnet_lite0", pretrained="bundled", head_channels=64,
-    source_size=(128, 256), target_size=(144, 256), crop_size=(128, 128), batch_size=8,
-    lr_encoder=2e-4, lr_decoder=2e-3, warmup_steps=30, mask_block=16, src_hfov_deg=80.0, eval_limit=100,
-)
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+# solution A's real data: 2,194 + 466 source images at batch 8 → 333 steps per epoch
+_SOLUTION_A_STEPS_PER_EPOCH = 333
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A recipe: ``values`` (TrainConfig fields, lower case) over the recipe ``base``."""
+
+    name: str
+    about: str  # one line: what the recipe is and what it expects (weights, GPU)
+    base: str | None = None
+    values: Mapping[str, object] = field(default_factory=dict)
+
+
+PRESETS: dict[str, Preset] = {p.name: p for p in (
+    Preset("cpu_demo", "the synthetic demo on a laptop CPU (TrainConfig's own defaults); offline EfficientNet-Lite0 weights"),
+    Preset("solution_a", "solution A on one A100 (32 GB at batch 8): uda, pvt_v2_b4 from timm's ImageNet weights "
+           "(stands in for MiT-B4), slide prediction; border threshold 108 is the real data's", base="cpu_demo", values=dict(
+               method="uda", arch="daformer_up2", encoder="pvt_v2_b4", pretrained=True, head_channels=256,
+               source_size=(512, 1024), target_size=(540, 960), crop_size=(256, 512), epochs=100, steps_per_epoch=None,
+               lr_encoder=1e-4, lr_decoder=1e-3, warmup_steps=50 * _SOLUTION_A_STEPS_PER_EPOCH,
+               ema_per="epoch", mask_block=32, src_hfov_deg=90.0,
+               border_threshold=108.0, num_workers=4, predict_mode="slide")),
+    Preset("t4", "solution A on a 16 GB T4 (8 GB at batch 8, as its write-up measured): 256×512 images, 128×256 crops, "
+           "fp16 (a T4 has no bf16)", base="solution_a", values=dict(
+               source_size=(256, 512), target_size=(270, 480), crop_size=(128, 256), mask_block=16, amp="fp16")),
+    Preset("solution_b", "solution B: fisheye transformation, InternImage-T + Mask2Former (200 queries, 9 layers); "
+           "pass an ImageNet InternImage checkpoint as WEIGHTS", base="solution_a", values=dict(
+               method="fisheye_tf", arch="mask2former", encoder="internimage_t", pretrained=False,
+               source_size=(1080, 1920), target_size=(1080, 1920), crop_size=(540, 960), batch_size=2, epochs=40,
+               steps_per_epoch=500, warmup_steps=1500, lr_encoder=2e-5, lr_decoder=2e-4, weight_decay=0.05,
+               ema_per="step", predict_scales=(0.8, 0.9, 1.0, 1.1, 1.2), predict_flip=True)),
+)}
+# what a preset may not set: the run's identity and where it runs
+RUN_FIELDS = ("data_dir", "run_name", "runs_dir", "init_from", "pseudo_split", "seed", "device", "resume", "overwrite")
+
+
+def check_preset(name: object) -> Preset:
+    if not isinstance(name, str) or name not in PRESETS:
+        raise ValueError(f"preset = {name!r} is not one of {', '.join(map(repr, PRESETS))}")
+    return PRESETS[name]
+
+
+def preset_diff(name: str) -> dict[str, object]:
+    """Every value ``name`` sets over ``cpu_demo`` (TrainConfig's defaults), bases first."""
+    preset = check_preset(name)
+    values = preset_diff(preset.base) if preset.base else {}
+    return {**values, **preset.values}
+

@@ -50,9 +50,9 @@ def recalibrated(run, data_dir: str, images: int = 200, batch: int = 8):
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.reset_running_stats()
             module.momentum = None  # cumulative average
-    th, tw = config["target_size"]
+    th, tw = config.target_size
     frame = read_split(data_dir, "train_target").iloc[:images].reset_index(drop=True)
-    dataset = SegmentationDataset(frame, A.Compose([A.Resize(th, tw)]), config["target_mean"], config["target_std"])
+    dataset = SegmentationDataset(frame, A.Compose([A.Resize(th, tw)]), config.target_mean, config.target_std)
     model.train()
     for start in range(0, len(dataset), batch):
         model(torch.stack([dataset[i]["image"] for i in range(start, min(start + batch, len(dataset)))]))
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
         runs[f"{name}, BN recalibrated"] = recalibrated(runs[name], args.data)
 
     test = read_split(args.data, args.split)
-    border = run_border([(None, next(iter(runs.values()))[1])], args.data, "ellipse")
+    border = run_border([next(iter(runs.values()))], args.data, "ellipse")
     settings = InferenceSettings(mode="whole")
     print("| run | mIoU | Car IoU | true Car pixels predicted as |\n|---|---|---|---|")
     for name, run in runs.items():

@@ -15,7 +15,7 @@ from kit.competition.rle import SubmissionError, resize_nearest, rle_decode, val
 from kit.data import border as kit_border
 from kit.data.border import Border, make_border
 from kit.models.model import create_model
-from kit.predict.runs import load_run
+from kit.predict.runs import RunConfig, load_run
 from kit.predict.splits import apply_border, predict_label_maps, predict_split, prediction_frame, to_label_map
 from kit.predict.tta import InferenceSettings, ensemble, predict_tta, predict_whole, slide_predict, window_starts
 
@@ -207,9 +207,13 @@ def test_border_mask_scales_to_any_size():
 
 
 def run_config(h, w, **extra):
-    """A run config whose normalisation passes raw 0..255 pixel values to the model."""
+    """A run's config.json whose normalisation passes raw 0..255 pixel values to the model."""
     return {"arch": "dummy", "encoder": "dummy", "num_classes": 13, "head_kwargs": {},
             "target_mean": [0.0] * 3, "target_std": [1 / 255] * 3, "target_size": [h, w], "crop_size": [h, w], **extra}
+
+
+def typed_config(h, w, **extra) -> RunConfig:
+    return RunConfig.from_dict(run_config(h, w, **extra))
 
 
 class RedIsClass(nn.Module):
@@ -250,7 +254,7 @@ def labelled_split(tmp_path):
 
 def test_predict_split_writes_a_submission_that_decodes_back_and_scores(tmp_path, labelled_split):
     frame, labels, sample = labelled_split
-    run = (RedIsClass(), run_config(54, 96))  # probabilities are upsampled 10× to 960×540
+    run = (RedIsClass(), typed_config(54, 96))  # probabilities are upsampled 10× to 960×540
     result = predict_split([run], frame, settings=InferenceSettings(mode="whole"), submission=tmp_path / "sub.csv",
                            sample=sample, progress=False)
     assert validate_submission(result.submission, sample) == 36
@@ -270,7 +274,7 @@ def test_predict_split_border_and_a_corrupted_submission(tmp_path, labelled_spli
     frame, labels, sample = labelled_split
     inside = np.ones((54, 96), bool)
     inside[:, :48] = False  # the left half is outside the "fisheye disc"
-    result = predict_split([(RedIsClass(), run_config(54, 96))], frame.drop(columns="gt_path"),
+    result = predict_split([(RedIsClass(), typed_config(54, 96))], frame.drop(columns="gt_path"),
                            settings=InferenceSettings(mode="slide"), border=Border((96, 54), inside=inside),
                            submission=tmp_path / "sub.csv", sample=sample, progress=False)
     assert result.confusion is None and result.per_image is None
@@ -283,7 +287,7 @@ def test_predict_split_border_and_a_corrupted_submission(tmp_path, labelled_spli
 def test_predict_split_missing_image_leaves_no_submission(tmp_path, labelled_split):
     frame, _, sample = labelled_split
     with pytest.raises(ValueError, match=r"1 image\(s\).*TEST_0002"):
-        predict_split([(RedIsClass(), run_config(54, 96))], frame.head(2), settings=InferenceSettings(mode="whole"),
+        predict_split([(RedIsClass(), typed_config(54, 96))], frame.head(2), settings=InferenceSettings(mode="whole"),
                       submission=tmp_path / "sub.csv", sample=sample, progress=False)
     assert not (tmp_path / "sub.csv").exists()
 
@@ -292,7 +296,7 @@ def test_predict_split_refuses_a_label_of_another_size(tmp_path, labelled_split)
     frame, labels, sample = labelled_split
     write_image(frame.gt_path[1], labels["TEST_0001"][:53])  # one row short: was resized silently
     with pytest.raises(ValueError, match=r"label .*TEST_0001_gt.png is 96x53 but image .*TEST_0001.png is 96x54"):
-        predict_split([(RedIsClass(), run_config(54, 96))], frame, settings=InferenceSettings(mode="whole"),
+        predict_split([(RedIsClass(), typed_config(54, 96))], frame, settings=InferenceSettings(mode="whole"),
                       submission=tmp_path / "sub.csv", sample=sample, progress=False)
     assert not (tmp_path / "sub.csv").exists()
 
@@ -306,14 +310,14 @@ def test_predict_split_never_puts_an_invalid_submission_in_place(tmp_path, label
     # an encoder bug: class 5 of every image gets a run past the end of the 960x540 mask
     monkeypatch.setattr(kit_rle, "encode_label_map", lambda label_map, size: ["-1"] * 5 + ["518400 2"] + ["-1"] * 6)
     with pytest.raises(SubmissionError, match=r"sub.csv was not written: 3 problem\(s\):\n  line 7 \(TEST_0000_class_5\)"):
-        predict_split([(RedIsClass(), run_config(54, 96))], frame, settings=InferenceSettings(mode="whole"),
+        predict_split([(RedIsClass(), typed_config(54, 96))], frame, settings=InferenceSettings(mode="whole"),
                       submission=out, sample=sample, overwrite=True, progress=False)
     assert (out.read_text() if out.exists() else None) == earlier
 
 
 def test_predict_label_maps_at_a_requested_size(labelled_split):
     frame, labels, _ = labelled_split
-    maps = dict(predict_label_maps([(RedIsClass(), run_config(54, 96))], frame, size=(192, 108),
+    maps = dict(predict_label_maps([(RedIsClass(), typed_config(54, 96))], frame, size=(192, 108),
                                    settings=InferenceSettings(mode="whole"), progress=False))
     assert list(maps) == list(labels)
     for image_id, label in labels.items():
@@ -323,7 +327,7 @@ def test_predict_label_maps_at_a_requested_size(labelled_split):
 
 def test_ensemble_is_the_weighted_mean_at_the_largest_image_size():
     a, b = [2.0] + [0.0] * 12, [0.0, 3.0] + [0.0] * 11
-    runs = [(Constant(a), run_config(4, 6)), (Constant(b), run_config(8, 12))]
+    runs = [(Constant(a), typed_config(4, 6)), (Constant(b), typed_config(8, 12))]
     image = np.zeros((9, 16, 3), np.uint8)
     probs = ensemble(runs, image, weights=(0.9, 1.0), settings=InferenceSettings(mode="whole"))
     assert probs.shape == (13, 8, 12)
@@ -342,7 +346,11 @@ def test_load_run_round_trip(tmp_path):
     (run_dir / "config.json").write_text(json.dumps(config))
     torch.save({"model": model.state_dict(), "config": config}, run_dir / "best.pt")
     loaded, loaded_config = load_run(run_dir)
-    assert loaded_config == config and not loaded.training
+    assert loaded_config == RunConfig.from_dict(config) and not loaded.training
+    # read once into types: tuples where config.json has lists, every value it holds kept
+    assert (loaded_config.target_size, loaded_config.crop_size, loaded_config.head_kwargs) == ((32, 64), (32, 64),
+                                                                                             {"channels": 32})
+    assert loaded_config.target_mean == (0.0, 0.0, 0.0) and loaded_config.values == config
     x = images(b=1, h=32, w=64)
     torch.testing.assert_close(predict_whole(loaded, x), predict_whole(model, x))
 

@@ -34,6 +34,7 @@ from kit.predict.pseudo import (
     make_pseudo_labels,
     pseudo_label_map,
 )
+from kit.predict.runs import RunConfig
 from kit.predict.tta import InferenceSettings
 
 WHOLE = InferenceSettings(mode="whole", flip=False, amp=False)
@@ -196,9 +197,9 @@ class NearestColour(nn.Module):
 
 
 def run_of(model, size=SIZE):
-    config = {"arch": "nearest", "encoder": "colour", "target_size": list(size), "crop_size": list(size),
-              "target_mean": [0.0] * 3, "target_std": [1 / 255] * 3}
-    return model.eval(), config
+    config = {"arch": "nearest", "encoder": "colour", "num_classes": 13, "head_kwargs": {}, "target_size": list(size),
+              "crop_size": list(size), "target_mean": [0.0] * 3, "target_std": [1 / 255] * 3}
+    return model.eval(), RunConfig.from_dict(config)
 
 
 def reference_probs(models, image, weights=None):

@@ -1,23 +1,24 @@
-"""A run's student and EMA teacher on a few labelled fisheye images, for ``03_train``'s last figure.
+"""Predictions to look at: a run's student and EMA teacher on a few labelled fisheye images
+(``03_train``'s last figure), and the rows of the prediction grids of ``04_predict`` / ``05_ensemble``
+(image, prediction, truth and the fisheye border where there are labels).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import cv2
+import numpy as np
+import pandas as pd
 import torch
 
 from kit.competition.labels import IGNORE_INDEX
 from kit.competition.layout import evenly_spread, has_split, read_image, read_label, read_split
-from kit.predict.runs import load_checkpoint, model_from_config
-from kit.predict.splits import (
-    to_label_map,
-)
-from kit.predict.tta import (
-    InferenceSettings,
-    predict_run,
-)
+from kit.data.border import Border
+from kit.predict.runs import RunConfig, load_checkpoint, model_from_config
+from kit.predict.splits import to_label_map
+from kit.predict.tta import InferenceSettings, predict_run
 
 
 @torch.no_grad()
@@ -31,10 +32,10 @@ def predict_examples(run_dir: str | Path, count: int = 4, checkpoint: str = "las
     pseudo-label threshold are 255 too; ``teacher`` None for runs without one) and ``truth`` (or None).
     """
     state = load_checkpoint(Path(run_dir) / checkpoint, device)
-    config = state["config"]
-    root = Path(config["data_dir"])
-    split = config["fisheye_eval_split"] if has_split(root, config["fisheye_eval_split"]) else "train_target"
-    th, tw = config["target_size"]
+    config = RunConfig.from_dict(state["config"], source=f"{run_dir}/{checkpoint}")
+    root = Path(config.data_dir)
+    split = config.fisheye_eval_split if has_split(root, config.fisheye_eval_split) else "train_target"
+    th, tw = config.target_size
     networks = {}
     for name, weights in (("student", state["model"]), ("teacher", state["teacher"])):
         if weights is not None:
@@ -51,6 +52,22 @@ def predict_examples(run_dir: str | Path, count: int = 4, checkpoint: str = "las
             probs = predict_run((model, config), image, InferenceSettings(mode="whole", amp=False))
             example[name] = to_label_map(probs)
             if name == "teacher":  # as a pseudo-label: only confident pixels
-                example[name][(probs.max(dim=0).values <= config["pseudo_threshold"]).cpu().numpy()] = IGNORE_INDEX
+                example[name][(probs.max(dim=0).values <= config.pseudo_threshold).cpu().numpy()] = IGNORE_INDEX
         examples.append(example)
     return examples
+
+
+def prediction_rows(frame: pd.DataFrame, predictions: Mapping[str, np.ndarray], border: Border | None) -> list[dict]:
+    """One ``kit.report.grids.PredictionRow`` per row of ``frame`` (``id``, ``img_path``, and ``gt_path``
+    on a labelled split): the image, ``predictions[id]`` (``uint8 (H, W)``), its truth and the inside
+    of ``border`` at the image's size, so that the errors panel sets the border apart."""
+    rows = []
+    for item in frame.itertuples():
+        image = read_image(item.img_path)
+        row = {"image": image, "prediction": predictions[item.id]}
+        if "gt_path" in frame.columns:
+            row["truth"] = read_label(item.gt_path)
+            if border is not None:
+                row["inside"] = border.mask((image.shape[1], image.shape[0]))
+        rows.append(row)
+    return rows

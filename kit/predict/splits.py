@@ -44,14 +44,9 @@ from kit.competition.labels import IGNORE_INDEX, NUM_CLASSES
 from kit.competition.layout import has_split, read_image, read_label, read_split
 from kit.competition.metrics import confusion_matrix, iou_table, mean_iou
 from kit.competition.rle import SUBMISSION_SIZE, SubmissionWriter
-from kit.data.border import BORDER_IMAGES, Border, make_border
+from kit.data.border import Border, make_border
 from kit.predict.runs import Run
-from kit.predict.tta import (
-    InferenceSettings,
-    ensemble,
-    ensemble_size,
-    resize_probs,
-)
+from kit.predict.tta import InferenceSettings, ensemble, ensemble_size, resize_probs
 
 
 def apply_border(label_map: np.ndarray, inside: np.ndarray) -> np.ndarray:
@@ -83,10 +78,17 @@ def run_border(
     estimated as the runs' training estimated it (``kit.train.recipes.target_border``): the mean image at
     the ensemble's size (:func:`ensemble_size`) from the runs' number of images (``stats_limit``),
     thresholded at ``threshold`` (None: the first run's ``border_threshold``, itself None for Otsu)."""
-    h, w = ensemble_size(runs)
     config = runs[0][1]
-    threshold = config.get("border_threshold") if threshold is None else threshold
-    return make_border(root, kind, size=(w, h), threshold=threshold, max_images=config.get("stats_limit", BORDER_IMAGES))
+    threshold = config.border_threshold if threshold is None else threshold
+    return border_at(root, kind, ensemble_size(runs), config.stats_limit, threshold)
+
+
+def border_at(root: str | os.PathLike, kind: str | None, size: tuple[int, int], stats_limit: int | None,
+              threshold: float | None) -> Border | None:
+    """``root``'s border ``kind`` for a model input ``size`` (H, W), estimated as a training run with
+    these ``stats_limit`` and ``threshold`` estimated it (:func:`run_border` for runs)."""
+    h, w = size
+    return make_border(root, kind, size=(w, h), threshold=threshold, max_images=stats_limit)
 
 
 def prediction_frame(root: str | os.PathLike, split: str) -> pd.DataFrame:

@@ -158,7 +158,7 @@ def resize_probs(probs: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 def ensemble_size(runs: Sequence[Run]) -> tuple[int, int]:
     """``(h, w)``: the largest ``target_size`` among the runs, at which :func:`ensemble` averages."""
-    return max((tuple(config["target_size"]) for _, config in runs), key=lambda s: s[0] * s[1])
+    return max((config.target_size for _, config in runs), key=lambda s: s[0] * s[1])
 
 
 # --- One image through one or several runs -------------------------------------------------------
@@ -202,15 +202,32 @@ class InferenceSettings:
                 raise ValueError(f"InferenceSettings {name}={getattr(self, name)!r}: expected {expected}")
 
 
+def run_settings(
+    runs: Sequence[Run],
+    mode: str | None = None,
+    stride: Sequence[int] | None = None,
+    scales: Sequence[float] | None = None,
+    flip: bool | None = None,
+    batch_size: int = 8,
+) -> InferenceSettings:
+    """The notebooks' prediction parameters, each None taking the first run's own (its training
+    recipe's ``predict_mode``, ``predict_scales``, ``predict_flip``: solution B's runs predict with its
+    multi-scale flip TTA unless told otherwise)."""
+    config = runs[0][1]
+    return InferenceSettings(mode=config.predict_mode if mode is None else mode, stride=stride,
+                             scales=config.predict_scales if scales is None else scales,
+                             flip=config.predict_flip if flip is None else flip, batch_size=batch_size)
+
+
 def predict_run(run: Run, image: np.ndarray, settings: InferenceSettings = InferenceSettings()) -> torch.Tensor:
     """Probabilities ``(C, h, w)`` of one ``uint8 (H, W, 3) RGB`` image at the run's ``target_size``
     (h, w): resized (bilinear), normalised with the run's target statistics, predicted."""
     model, config = run
-    h, w = config["target_size"]
+    h, w = config.target_size
     if image.shape[:2] != (h, w):
         image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
-    x = normalize(image, config["target_mean"], config["target_std"])[None]  # (1, 3, h, w)
-    window = tuple(config["crop_size"] or config["target_size"]) if settings.mode == "slide" else None
+    x = normalize(image, config.target_mean, config.target_std)[None]  # (1, 3, h, w)
+    window = (config.crop_size or config.target_size) if settings.mode == "slide" else None
     probs = predict_tta(model, x, scales=settings.scales, flip=settings.flip, window=window,
                         stride=settings.stride, batch_size=settings.batch_size, amp=settings.amp)
     return probs[0]
@@ -244,6 +261,6 @@ def ensemble(
             total = torch.zeros_like(probs)
         elif probs.shape[0] != total.shape[0]:
             raise ValueError(f"runs disagree on the number of classes: {total.shape[0]} and {probs.shape[0]} "
-                             f"({run[1]['arch']}/{run[1]['encoder']})")
+                             f"({run[1].arch}/{run[1].encoder})")
         total += weight * probs.to(total.device)
     return total

@@ -10,11 +10,9 @@ from pathlib import Path
 from torch import nn
 
 from kit.data.border import Border
-from kit.predict.runs import load_checkpoint
+from kit.predict.runs import RunConfig, load_checkpoint
 from kit.train.config import OUTPUTS, TrainConfig
-from kit.train.recipes import (
-    head_kwargs,
-)
+from kit.train.recipes import head_kwargs
 
 
 def round_plan(config: TrainConfig) -> list[int]:
@@ -83,7 +81,7 @@ def round_pseudo_labels(config: TrainConfig, run_dir: Path, round_: int, model: 
     if not is_pseudo_folder(folder):
         settings = InferenceSettings(mode="whole", flip=True, amp=config.amp != "none")
         model.eval()
-        made = make_pseudo_labels([(model, run_config)], config.data_dir, folder, settings=settings,
+        made = make_pseudo_labels([(model, RunConfig.from_dict(run_config))], config.data_dir, folder, settings=settings,
                                   quantile=config.pseudo_quantile, cap=config.pseudo_cap, border=border,
                                   background=config.pseudo_background, balanced=config.pseudo_balanced,
                                   overwrite=folder.exists(), progress=config.progress)

@@ -15,28 +15,21 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import matplotlib
-import matplotlib.legend
-import matplotlib.patches
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+
+matplotlib.use("Agg")  # before pyplot: figures need no display
+import matplotlib.legend  # noqa: E402
+import matplotlib.patches  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.textpath import TextPath
+from matplotlib.textpath import TextPath  # noqa: E402
 from PIL import Image  # noqa: E402  (installed with matplotlib)
 
-from kit.common.files import atomic_path
-from kit.competition.labels import CLASSES, IGNORE_INDEX, VOID_INDEX
-from kit.competition.layout import read_image, read_label, read_split
-from kit.report.palette import (  # noqa: F401  (error_map, error_share: re-exported for the notebooks)
-    BACKGROUND_COLOUR,
-    BACKGROUND_NAME,
-    PALETTE,
-    VOID_COLOUR,
-    Entry,
-    error_map,
-    error_share,
-    legend_entries,
-)
-
-matplotlib.use("Agg")
+from kit.common.files import atomic_path  # noqa: E402
+from kit.competition.labels import CLASSES, IGNORE_INDEX, VOID_INDEX  # noqa: E402
+from kit.competition.layout import read_image, read_label, read_split  # noqa: E402
+# error_map, error_share: re-exported, so that notebooks find them next to the figures
+from kit.report.palette import (BACKGROUND_COLOUR, BACKGROUND_NAME, PALETTE, VOID_COLOUR, Entry,  # noqa: E402, F401
+                                error_map, error_share, legend_entries)
 
 # 256-entry lookup: class ids → palette, void (254: ignored) → grey, everything else (255 included) → background
 _LUT = np.tile(BACKGROUND_COLOUR, (256, 1))
@@ -67,32 +60,43 @@ def overlay(image: np.ndarray, label: np.ndarray, alpha: float = 0.5) -> np.ndar
 
 
 def _legend_shape(entries: Sequence[Entry], width_inches: float, fontsize: float) -> tuple[int, int]:
-    """``(columns, rows)`` of the widest legend of ``entries`` that fits ``width_inches``: one row when
-    it fits, else wrapped. Columns fill top to bottom, as matplotlib fills them."""
+    """``(columns, rows)`` of the legend of ``entries`` in ``width_inches``: one row when it fits, else
+    the fewest rows that fit. Columns fill top to bottom, as matplotlib fills them."""
     widths = [TextPath((0, 0), name, size=fontsize).get_extents().width + (_HANDLE + _TEXTPAD) * fontsize
               for name, _ in entries]
-    room = (width_inches - 0.2) * 72  # points, less the figure's margins
+    room = (width_inches - 0.2) * 72 * 0.95  # points, less the figure's margins and a safety margin
     for columns in range(len(entries), 1, -1):
         rows, large = divmod(len(entries), columns)
         sizes = [rows + 1] * large + [rows] * (columns - large)
         starts = np.cumsum([0, *sizes])
         total = sum(max(widths[a:b]) for a, b in zip(starts[:-1], starts[1:])) + (columns - 1) * _COLSPACE * fontsize
         if total <= room:
-            return columns, math.ceil(len(entries) / columns)
+            rows = math.ceil(len(entries) / columns)
+            # wrapped: as many rows, evenly filled (12 entries in 2 rows of 6, not 11 + 1)
+            return math.ceil(len(entries) / rows), rows
     return 1, len(entries)
 
 
-def legend_inches(groups: Sequence[Sequence[Entry]], width_inches: float, fontsize: float = LEGEND_FONTSIZE) -> float:
+def legend_inches(groups: Sequence[Sequence[Entry]], width_inches: float, overlaid: bool = False,
+                  fontsize: float = LEGEND_FONTSIZE) -> float:
     """Height of the legend row that :func:`draw_legend` draws for ``groups`` in ``width_inches``."""
-    rows = sum(_legend_shape(group, width_inches, fontsize)[1] for group in groups if group)
+    rows = sum(_legend_shape(_overlaid(group) if overlaid else group, width_inches, fontsize)[1]
+               for group in groups if group)
     return rows * _ROW * fontsize / 72 + 0.1
 
 
-def _swatch(name: str, rgb: tuple[int, int, int], overlaid: bool) -> matplotlib.patches.Patch:
-    if overlaid and name == BACKGROUND_NAME:  # overlays leave background pixels as the image: an empty box
-        return matplotlib.patches.Patch(facecolor="none", edgecolor="0.3", lw=0.6, label="background (not coloured)")
+OVERLAID_BACKGROUND = "background (not coloured)"
+
+
+def _overlaid(entries: Sequence[Entry]) -> list[Entry]:
+    """Overlays leave background pixels as the image: name it so (drawn as an empty box)."""
+    return [(OVERLAID_BACKGROUND if name == BACKGROUND_NAME else name, rgb) for name, rgb in entries]
+
+
+def _swatch(name: str, rgb: tuple[int, int, int]) -> matplotlib.patches.Patch:
     # a thin dark edge keeps white and black swatches visible on the white figure
-    return matplotlib.patches.Patch(facecolor=np.array(rgb) / 255, edgecolor="0.3", lw=0.6, label=name)
+    face = "none" if name == OVERLAID_BACKGROUND else np.array(rgb) / 255
+    return matplotlib.patches.Patch(facecolor=face, edgecolor="0.3", lw=0.6, label=name)
 
 
 def draw_legend(
@@ -106,11 +110,11 @@ def draw_legend(
     swatches centred in ``axis`` (the figure's own legend row: no picture under it), one group under
     the other. ``overlaid``: the pictures are overlays, where background is not coloured."""
     axis.set_axis_off()
-    groups = [group for group in groups if group]
+    groups = [_overlaid(group) if overlaid else list(group) for group in groups if group]
     shapes = [_legend_shape(group, width_inches, fontsize) for group in groups]
     top, total = 1.0, sum(rows for _, rows in shapes)
     for group, (columns, rows) in zip(groups, shapes):
-        handles = [_swatch(name, rgb, overlaid) for name, rgb in group]
+        handles = [_swatch(name, rgb) for name, rgb in group]
         # Legend artists added directly: axis.legend() would replace the group drawn before
         legend = matplotlib.legend.Legend(
             axis, handles, [h.get_label() for h in handles], loc="upper center", bbox_to_anchor=(0.5, top),
@@ -153,9 +157,10 @@ def panel_figure(
     panel = width_inches / columns
     heights = [aspect * panel + TITLE_INCHES for aspect in aspects]
     groups = [group for group in legend if group]
-    key = legend_inches(groups, width_inches) if groups else 0.0
+    key = legend_inches(groups, width_inches, overlaid) if groups else 0.0
     figure = plt.figure(figsize=(width_inches, sum(heights) + key))
-    grid = figure.add_gridspec(len(heights) + bool(groups), columns, height_ratios=[*heights, key] if groups else heights)
+    ratios = [*heights, key] if groups else heights
+    grid = figure.add_gridspec(len(ratios), columns, height_ratios=ratios)
     axes = np.array([[figure.add_subplot(grid[r, c]) for c in range(columns)] for r in range(len(heights))])
     if groups:
         axis = figure.add_subplot(grid[-1, :], label="legend")

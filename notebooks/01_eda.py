@@ -22,12 +22,12 @@
 # class-share chart exists only there).
 
 # %% tags=["parameters"]
-DATA_DIR = "data/demo"  # dataset root in the competition layout
-OUTPUT_DIR = "outputs/eda"  # figures and stats.json are written here
-MAX_IMAGES = 200  # images per split used for statistics, spread evenly (None: all)
-N_SAMPLES = 3  # samples per domain in the preview grid
-BORDER_THRESHOLD = None  # channel-mean threshold of the border mask (real data: 108, solution B); None: Otsu
-OVERWRITE = False  # replace figures of an earlier run in OUTPUT_DIR
+DATA_DIR: str = "data/demo"  # dataset root in the competition layout
+OUTPUT_DIR: str = "outputs/eda"  # figures and stats.json are written here
+MAX_IMAGES: "Optional[int]" = 200  # images per split used for statistics, spread evenly (None: all)
+N_SAMPLES: int = 3  # samples per domain in the preview grid
+BORDER_THRESHOLD: "Optional[float]" = None  # channel-mean threshold of the border mask (real data: 108, solution B); None: Otsu
+OVERWRITE: bool = False  # replace figures of an earlier run in OUTPUT_DIR
 
 # %%
 import json

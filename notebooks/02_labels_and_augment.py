@@ -23,18 +23,18 @@
 #    target border, next to real target images: the kit's answer to "no labelled fisheye validation".
 
 # %% tags=["parameters"]
-DATA_DIR = "data/demo"  # dataset root in the competition layout
-OUTPUT_DIR = "outputs/labels_and_augment"  # figures and the pseudo-fisheye split go here
-MAX_IMAGES = 200  # images per split, spread evenly, for the label fix and the mean target image (None: all)
-SKY_START = 2 / 3  # Sky below this fraction of the height becomes background
-SRC_HFOV_DEG = 80.0  # horizontal FOV of the source camera (the synthetic data's pinhole: 80°)
-FISHEYE_FOV_DEG = 200.0  # target fisheye field of view
-BORDER_THRESHOLD = None  # channel-mean threshold of the border mask (real data: 108, solution B); None: Otsu
-PSEUDO_SPLIT = "val_source"  # labelled split to warp into a pseudo-fisheye split
-PSEUDO_COUNT = 20  # images of that split to warp (None: all)
-SAMPLE_INDEX = 0  # which source image the previews use
-SEED = 0  # seed of the random transforms
-OVERWRITE = False  # replace outputs of an earlier run in OUTPUT_DIR
+DATA_DIR: str = "data/demo"  # dataset root in the competition layout
+OUTPUT_DIR: str = "outputs/labels_and_augment"  # figures and the pseudo-fisheye split go here
+MAX_IMAGES: "Optional[int]" = 200  # images per split, spread evenly, for the label fix and the mean target image (None: all)
+SKY_START: float = 2 / 3  # Sky below this fraction of the height becomes background
+SRC_HFOV_DEG: float = 80.0  # horizontal FOV of the source camera (the synthetic data's pinhole: 80°)
+FISHEYE_FOV_DEG: float = 200.0  # target fisheye field of view
+BORDER_THRESHOLD: "Optional[float]" = None  # channel-mean threshold of the border mask (real data: 108, solution B); None: Otsu
+PSEUDO_SPLIT: str = "val_source"  # labelled split to warp into a pseudo-fisheye split
+PSEUDO_COUNT: "Optional[int]" = 20  # images of that split to warp (None: all)
+SAMPLE_INDEX: int = 0  # which source image the previews use
+SEED: int = 0  # seed of the random transforms
+OVERWRITE: bool = False  # replace outputs of an earlier run in OUTPUT_DIR
 
 # %%
 import albumentations as A

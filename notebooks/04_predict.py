@@ -27,24 +27,24 @@
 # solution B's thresholded mean target image).
 
 # %% tags=["parameters"]
-DATA_DIR = "data/demo"  # dataset root in the competition layout
-RUNS_DIR = "outputs/runs"  # runs live in RUNS_DIR/RUN_NAME (03_train writes them)
-RUN_NAME = "demo_uda_geo"  # the run that predicts
-CHECKPOINT = "last.pt"  # last.pt | best.pt
-OUTPUT_DIR = "outputs/predict"  # submission.csv, metrics.json and the figures are written here
-SPLIT = "test"  # split to predict; its labelled twin SPLIT_gt is predicted and scored when present
-MODE = "whole"  # whole: the resized image in one pass | slide: windows of the run's crop size
-STRIDE = None  # slide stride [h, w]; None: half the crop (solution A)
-SCALES = [1.0]  # test-time scales (solution B: 0.8, 0.9, 1.0, 1.1, 1.2)
-FLIP = False  # also predict the mirrored image and average
-BORDER = "ellipse"  # background outside the fisheye border: ellipse (A) | mask (B) | None
-BORDER_THRESHOLD = None  # mean-target threshold of the border (real data: 108); None: the run's own, as it trained
-BATCH_SIZE = 8  # slide windows per forward pass
-DEVICE = "auto"  # auto | cpu | cuda
-CPU_THREADS = None  # torch threads on the CPU; None: half the cores (1 on 2 cores), which a second busy process slows ≤ ~2×
-GRID_COUNT = 4  # images in the prediction grid
-WORST_COUNT = 3  # lowest-mIoU images shown beside their truth (labelled splits only)
-OVERWRITE = False  # replace the outputs of an earlier run in OUTPUT_DIR
+DATA_DIR: str = "data/demo"  # dataset root in the competition layout
+RUNS_DIR: str = "outputs/runs"  # runs live in RUNS_DIR/RUN_NAME (03_train writes them)
+RUN_NAME: str = "demo"  # the run that predicts (03_train's default RUN_NAME)
+CHECKPOINT: str = "last.pt"  # last.pt | best.pt
+OUTPUT_DIR: str = "outputs/predict"  # submission.csv, metrics.json and the figures are written here
+SPLIT: str = "test"  # split to predict; its labelled twin SPLIT_gt is predicted and scored when present
+MODE: "Optional[str]" = None  # whole: the resized image in one pass | slide: windows of the run's crop size; None: the run's own
+STRIDE: "Optional[list]" = None  # slide stride [h, w]; None: half the crop (solution A)
+SCALES: "Optional[list]" = None  # test-time scales (solution B: 0.8, 0.9, 1.0, 1.1, 1.2); None: the run's own
+FLIP: "Optional[bool]" = None  # also predict the mirrored image and average; None: the run's own
+BORDER: "Optional[str]" = "ellipse"  # background outside the fisheye border: ellipse (A) | mask (B) | None
+BORDER_THRESHOLD: "Optional[float]" = None  # mean-target threshold of the border (real data: 108); None: the run's own, as it trained
+BATCH_SIZE: int = 8  # slide windows per forward pass
+DEVICE: str = "auto"  # auto | cpu | cuda
+CPU_THREADS: "Optional[int]" = None  # torch threads on the CPU; None: half the cores (1 on 2 cores), which a second busy process slows ≤ ~2×
+GRID_COUNT: int = 4  # images in the prediction grid
+WORST_COUNT: int = 3  # lowest-mIoU images shown beside their truth (labelled splits only)
+OVERWRITE: bool = False  # replace the outputs of an earlier run in OUTPUT_DIR
 
 # %%
 import time
@@ -57,15 +57,15 @@ from IPython.display import Image, display
 from kit.common import files
 from kit.common.checks import check_bool, check_choice, check_device, check_int, check_number
 from kit.common.device import set_cpu_threads
-from kit.competition import layout
 from kit.competition.rle import validate_submission
 from kit.data.border import BORDERS
+from kit.predict.examples import prediction_rows
 from kit.predict.runs import load_run
 from kit.predict.splits import predict_label_maps, predict_split, prediction_frame, run_border
-from kit.predict.tta import InferenceSettings
+from kit.predict.tta import run_settings
 from kit.report import viz
+from kit.report.grids import save_prediction_grid
 
-settings = InferenceSettings(mode=MODE, stride=STRIDE, scales=SCALES, flip=FLIP, batch_size=BATCH_SIZE)
 check_choice("BORDER", BORDER, (*BORDERS, None))
 check_number("BORDER_THRESHOLD", BORDER_THRESHOLD, low=0, high=255, optional=True)
 check_device("DEVICE", DEVICE)
@@ -77,12 +77,13 @@ set_cpu_threads(CPU_THREADS)
 
 run_dir = Path(RUNS_DIR) / RUN_NAME
 run = load_run(run_dir, CHECKPOINT, device=DEVICE)
+settings = run_settings([run], MODE, STRIDE, SCALES, FLIP, BATCH_SIZE)  # None: the run's own
 frame = prediction_frame(DATA_DIR, SPLIT)
 out = files.prepare_output_dir(OUTPUT_DIR, overwrite=OVERWRITE)  # after every check: nothing written before
 labelled = "gt_path" in frame.columns
 border = run_border([run], DATA_DIR, BORDER, threshold=BORDER_THRESHOLD)
 sample = Path(DATA_DIR) / "sample_submission.csv"
-print(f"{RUN_NAME}/{CHECKPOINT}: {run[1]['arch']} + {run[1]['encoder']} at {run[1]['target_size']} (H, W)")
+print(f"{RUN_NAME}/{CHECKPOINT}: {run[1].arch} + {run[1].encoder} at {run[1].target_size} (H, W)")
 print(f"{len(frame)} images of {SPLIT}; labels: {labelled}; {settings}; border: {BORDER}")
 
 # %% [markdown]
@@ -122,24 +123,23 @@ files.write_json(out / "metrics.json", {
 
 # %% [markdown]
 # ## Predictions on fisheye images
-# The first `GRID_COUNT` images with their predicted overlays, and on a labelled split the
-# `WORST_COUNT` images with the lowest mIoU: image | prediction | truth (background black).
+# The first `GRID_COUNT` images, and on a labelled split the `WORST_COUNT` images with the lowest
+# mIoU: image | prediction | truth | errors (wrong pixels red, the area outside the fisheye border
+# apart in blue), each with its class legend. Unlabelled splits show image | prediction.
 
 # %%
 grid = frame.head(GRID_COUNT)
 worst = result.per_image.nsmallest(WORST_COUNT, "mIoU").merge(frame, on="id") if labelled else frame.head(0)
 shown = frame[frame.id.isin(set(grid.id) | set(worst.id))]
 predictions = dict(predict_label_maps([run], shown, settings=settings, border=border, progress=False))
-viz.save_grid(out / "predictions.png", [(layout.read_image(p), predictions[i]) for i, p in zip(grid.id, grid.img_path)],
-              titles=list(grid.id), colours=64)
+save_prediction_grid(out / "predictions.png", prediction_rows(grid, predictions, border), titles=list(grid.id),
+                     colours=64)
 display(Image(str(out / "predictions.png")))
 
 # %%
 if labelled:
-    rows = [(layout.read_image(item.img_path), {"prediction": predictions[item.id], "truth": layout.read_label(item.gt_path)})
-            for item in worst.itertuples()]
-    viz.save_comparison(out / "worst.png", rows, titles=[f"{item.id} · mIoU {item.mIoU:.3f}" for item in worst.itertuples()],
-                        colours=64)
+    save_prediction_grid(out / "worst.png", prediction_rows(worst, predictions, border),
+                         titles=[f"{item.id} · mIoU {item.mIoU:.3f}" for item in worst.itertuples()], colours=64)
     display(Image(str(out / "worst.png")))
 else:
     print("no labels: the worst images cannot be ranked")

@@ -22,23 +22,24 @@
 # is scored alone as well, to show what the ensemble adds.
 
 # %% tags=["parameters"]
-DATA_DIR = "data/demo"  # dataset root in the competition layout
-RUNS_DIR = "outputs/runs"  # runs live in RUNS_DIR/RUN_NAME (03_train writes them)
-RUN_NAMES = ["demo_uda_geo", "demo_uda", "demo_fisheye_tf"]  # the members
-WEIGHTS = None  # one weight per member (solution A: 0.9, 1.0, 0.8); None: equal
-CHECKPOINT = "last.pt"  # last.pt | best.pt, for every member
-OUTPUT_DIR = "outputs/ensemble"  # submission.csv, metrics.json and iou.png are written here
-SPLIT = "test"  # split to predict; its labelled twin SPLIT_gt is predicted and scored when present
-MODE = "whole"  # whole: the resized image in one pass | slide: windows of each run's crop size
-STRIDE = None  # slide stride [h, w]; None: half the crop (solution A)
-SCALES = [1.0]  # test-time scales (solution B: 0.8, 0.9, 1.0, 1.1, 1.2)
-FLIP = False  # also predict the mirrored image and average
-BORDER = "ellipse"  # background outside the fisheye border: ellipse (A) | mask (B) | None
-BORDER_THRESHOLD = None  # mean-target threshold of the border (real data: 108); None: the run's own, as it trained
-BATCH_SIZE = 8  # slide windows per forward pass
-DEVICE = "auto"  # auto | cpu | cuda
-CPU_THREADS = None  # torch threads on the CPU; None: half the cores (1 on 2 cores), which a second busy process slows ≤ ~2×
-OVERWRITE = False  # replace the outputs of an earlier run in OUTPUT_DIR
+DATA_DIR: str = "data/demo"  # dataset root in the competition layout
+RUNS_DIR: str = "outputs/runs"  # runs live in RUNS_DIR/RUN_NAME (03_train writes them)
+RUN_NAMES: list = ["demo", "demo_round"]  # the members: 03_train's first run and its self-training round (the chain)
+WEIGHTS: "Optional[list]" = None  # one weight per member (solution A: 0.9, 1.0, 0.8); None: equal
+CHECKPOINT: str = "last.pt"  # last.pt | best.pt, for every member
+OUTPUT_DIR: str = "outputs/ensemble"  # submission.csv, metrics.json and iou.png are written here
+SPLIT: str = "test"  # split to predict; its labelled twin SPLIT_gt is predicted and scored when present
+MODE: "Optional[str]" = None  # whole: the resized image in one pass | slide: windows of each run's crop size; None: the first run's own
+STRIDE: "Optional[list]" = None  # slide stride [h, w]; None: half the crop (solution A)
+SCALES: "Optional[list]" = None  # test-time scales (solution B: 0.8, 0.9, 1.0, 1.1, 1.2); None: the first run's own
+FLIP: "Optional[bool]" = None  # also predict the mirrored image and average; None: the first run's own
+BORDER: "Optional[str]" = "ellipse"  # background outside the fisheye border: ellipse (A) | mask (B) | None
+BORDER_THRESHOLD: "Optional[float]" = None  # mean-target threshold of the border (real data: 108); None: the run's own, as it trained
+BATCH_SIZE: int = 8  # slide windows per forward pass
+DEVICE: str = "auto"  # auto | cpu | cuda
+CPU_THREADS: "Optional[int]" = None  # torch threads on the CPU; None: half the cores (1 on 2 cores), which a second busy process slows ≤ ~2×
+GRID_COUNT: int = 3  # images in the members-and-ensemble grid
+OVERWRITE: bool = False  # replace the outputs of an earlier run in OUTPUT_DIR
 
 # %%
 import time
@@ -51,18 +52,20 @@ from IPython.display import Image, display
 from kit.common import files
 from kit.common.checks import check_bool, check_choice, check_device, check_int, check_number
 from kit.common.device import set_cpu_threads
+from kit.competition import layout
 from kit.competition.rle import validate_submission
 from kit.data.border import BORDERS
 from kit.predict.runs import load_run
-from kit.predict.splits import predict_split, prediction_frame, run_border
-from kit.predict.tta import InferenceSettings
+from kit.predict.splits import predict_label_maps, predict_split, prediction_frame, run_border
+from kit.predict.tta import run_settings
 from kit.report import viz
+from kit.report.grids import save_members_grid
 
-settings = InferenceSettings(mode=MODE, stride=STRIDE, scales=SCALES, flip=FLIP, batch_size=BATCH_SIZE)
 check_choice("BORDER", BORDER, (*BORDERS, None))
 check_number("BORDER_THRESHOLD", BORDER_THRESHOLD, low=0, high=255, optional=True)
 check_device("DEVICE", DEVICE)
 check_int("CPU_THREADS", CPU_THREADS, low=1, optional=True)
+check_int("GRID_COUNT", GRID_COUNT, low=0)
 if not RUN_NAMES or not all(isinstance(n, str) for n in RUN_NAMES):
     raise ValueError(f"RUN_NAMES = {RUN_NAMES!r}: expected a list of one or more run names")
 if WEIGHTS is not None and len(WEIGHTS) != len(RUN_NAMES):
@@ -71,13 +74,14 @@ check_bool("OVERWRITE", OVERWRITE)
 set_cpu_threads(CPU_THREADS)
 
 runs = [load_run(Path(RUNS_DIR) / name, CHECKPOINT, device=DEVICE) for name in RUN_NAMES]
+settings = run_settings(runs, MODE, STRIDE, SCALES, FLIP, BATCH_SIZE)  # None: the first run's own
 frame = prediction_frame(DATA_DIR, SPLIT)
 out = files.prepare_output_dir(OUTPUT_DIR, overwrite=OVERWRITE)  # after every check: nothing written before
 labelled = "gt_path" in frame.columns
 border = run_border(runs, DATA_DIR, BORDER, threshold=BORDER_THRESHOLD)
 sample = Path(DATA_DIR) / "sample_submission.csv"
 for name, (_, config) in zip(RUN_NAMES, runs):
-    print(f"{name}/{CHECKPOINT}: {config['arch']} + {config['encoder']} at {config['target_size']} (H, W)")
+    print(f"{name}/{CHECKPOINT}: {config.arch} + {config.encoder} at {config.target_size} (H, W)")
 print(f"{len(frame)} images of {SPLIT}; labels: {labelled}; weights: {WEIGHTS or 'equal'}; {settings}; border: {BORDER}")
 
 # %% [markdown]
@@ -119,4 +123,20 @@ files.write_json(out / "metrics.json", {
     "seconds_per_image": seconds_per_image, "mIoU": {name: table["mIoU"] for name, table in tables.items()},
     "iou": tables,
 })
+
+# %% [markdown]
+# ## Members and ensemble side by side
+# The first `GRID_COUNT` images: image | each member | the ensemble (| truth on a labelled split), with
+# the class legend, so that what the ensemble takes from each member can be seen.
+
+# %%
+shown = frame.head(GRID_COUNT)
+members = {name: [label for _, label in predict_label_maps([run], shown, settings=settings, border=border, progress=False)]
+           for name, run in zip(RUN_NAMES, runs)}
+members["ensemble"] = [label for _, label in predict_label_maps(runs, shown, weights=WEIGHTS, settings=settings,
+                                                                  border=border, progress=False)]
+truths = [layout.read_label(p) for p in shown.gt_path] if labelled else None
+save_members_grid(out / "members.png", [layout.read_image(p) for p in shown.img_path], members, titles=list(shown.id),
+                  truths=truths, colours=64)
+display(Image(str(out / "members.png")))
 print(f"outputs: {out.resolve()}")

@@ -29,29 +29,29 @@
 # `INIT_FROM = <the run that labelled it>`.
 
 # %% tags=["parameters"]
-DATA_DIR = "data/demo"  # dataset root in the competition layout
-RUNS_DIR = "outputs/runs"  # runs live in RUNS_DIR/RUN_NAME (03_train writes them)
-RUN_NAMES = ["demo_fisheye_tf"]  # one run, or the members of an ensemble
-WEIGHTS = None  # one weight per member; None: equal
-CHECKPOINT = "last.pt"  # last.pt | best.pt, for every member
-SPLIT = "train_target"  # the unlabelled split to pseudo-label
-OUTPUT_DIR = "outputs/pseudo/round1"  # the pseudo-label folder (a new one per round)
-MODE = "whole"  # whole: the resized image in one pass | slide: windows of each run's crop size
-STRIDE = None  # slide stride [h, w]; None: half the crop
-SCALES = [1.0]  # test-time scales (solution B: 0.8, 0.9, 1.0, 1.1, 1.2)
-FLIP = True  # also predict the mirrored image and average
-QUANTILE = 0.5  # each class keeps its pixels above this quantile of its confidences (0.5: the more confident half)
-CAP = 0.9  # ...but a pixel at or above CAP is always kept (Trans4PASS: 0.9)
-THRESHOLD_IMAGES = 100  # images (spread evenly over SPLIT) whose confidences set the thresholds; None: all
-BALANCED = False  # class-balanced labels (CBST): each pixel takes the class with the largest probability / threshold
-BACKGROUND = True  # background predicted inside the disc may be a pseudo-label (False: ignored)
-BORDER = "ellipse"  # background outside the fisheye border: ellipse (A) | mask (B) | None
-BORDER_THRESHOLD = None  # mean-target threshold of the border (real data: 108); None: the run's own
-BATCH_SIZE = 8  # slide windows per forward pass
-GRID_COUNT = 4  # images in the image | pseudo-label | truth grid
-DEVICE = "auto"  # auto | cpu | cuda
-CPU_THREADS = None  # torch threads on the CPU; None: half the cores
-OVERWRITE = False  # replace an earlier pseudo-label folder at OUTPUT_DIR
+DATA_DIR: str = "data/demo"  # dataset root in the competition layout
+RUNS_DIR: str = "outputs/runs"  # runs live in RUNS_DIR/RUN_NAME (03_train writes them)
+RUN_NAMES: list = ["demo"]  # one run (03_train's default RUN_NAME), or the members of an ensemble
+WEIGHTS: "Optional[list]" = None  # one weight per member; None: equal
+CHECKPOINT: str = "last.pt"  # last.pt | best.pt, for every member
+SPLIT: str = "train_target"  # the unlabelled split to pseudo-label
+OUTPUT_DIR: str = "outputs/pseudo/demo"  # the pseudo-label folder (a new one per round); 03_train's PSEUDO_SPLIT
+MODE: "Optional[str]" = None  # whole: the resized image in one pass | slide: windows of each run's crop size; None: the first run's own
+STRIDE: "Optional[list]" = None  # slide stride [h, w]; None: half the crop
+SCALES: "Optional[list]" = None  # test-time scales (solution B: 0.8, 0.9, 1.0, 1.1, 1.2); None: the first run's own
+FLIP: "Optional[bool]" = True  # also predict the mirrored image and average
+QUANTILE: float = 0.5  # each class keeps its pixels above this quantile of its confidences (0.5: the more confident half)
+CAP: float = 0.9  # ...but a pixel at or above CAP is always kept (Trans4PASS: 0.9)
+THRESHOLD_IMAGES: "Optional[int]" = 100  # images (spread evenly over SPLIT) whose confidences set the thresholds; None: all
+BALANCED: bool = False  # class-balanced labels (CBST): each pixel takes the class with the largest probability / threshold
+BACKGROUND: bool = True  # background predicted inside the disc may be a pseudo-label (False: ignored)
+BORDER: "Optional[str]" = "ellipse"  # background outside the fisheye border: ellipse (A) | mask (B) | None
+BORDER_THRESHOLD: "Optional[float]" = None  # mean-target threshold of the border (real data: 108); None: the run's own
+BATCH_SIZE: int = 8  # slide windows per forward pass
+GRID_COUNT: int = 4  # images in the image | pseudo-label | truth grid
+DEVICE: str = "auto"  # auto | cpu | cuda
+CPU_THREADS: "Optional[int]" = None  # torch threads on the CPU; None: half the cores
+OVERWRITE: bool = False  # replace an earlier pseudo-label folder at OUTPUT_DIR
 
 # %%
 from pathlib import Path
@@ -68,10 +68,9 @@ from kit.data.border import BORDERS
 from kit.predict.pseudo import make_pseudo_labels
 from kit.predict.runs import load_run
 from kit.predict.splits import run_border
-from kit.predict.tta import InferenceSettings
+from kit.predict.tta import run_settings
 from kit.report import viz
 
-settings = InferenceSettings(mode=MODE, stride=STRIDE, scales=SCALES, flip=FLIP, batch_size=BATCH_SIZE)
 check_choice("BORDER", BORDER, (*BORDERS, None))
 check_number("BORDER_THRESHOLD", BORDER_THRESHOLD, low=0, high=255, optional=True)
 check_number("QUANTILE", QUANTILE, low=0, high=1)
@@ -93,9 +92,10 @@ if Path(OUTPUT_DIR).exists() and not OVERWRITE:
 set_cpu_threads(CPU_THREADS)
 
 runs = [load_run(Path(RUNS_DIR) / name, CHECKPOINT, device=DEVICE) for name in RUN_NAMES]
+settings = run_settings(runs, MODE, STRIDE, SCALES, FLIP, BATCH_SIZE)  # None: the first run's own
 border = run_border(runs, DATA_DIR, BORDER, threshold=BORDER_THRESHOLD)
 for name, (_, config) in zip(RUN_NAMES, runs):
-    print(f"{name}/{CHECKPOINT}: {config['method']}, {config['arch']} + {config['encoder']} at {config['target_size']}")
+    print(f"{name}/{CHECKPOINT}: {config.method}, {config.arch} + {config.encoder} at {config.target_size}")
 print(f"{SPLIT}: {settings}; border: {BORDER}; thresholds: quantile {QUANTILE}, cap {CAP}")
 
 # %% [markdown]

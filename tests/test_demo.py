@@ -13,7 +13,9 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 def _parameters(name: str) -> set[str]:
     text = (NOTEBOOKS / f"{name}.py").read_text()
     cell = text.split('# %% tags=["parameters"]', 1)[1].split("# %%", 1)[0]
-    return {target.id for node in ast.parse(cell).body if isinstance(node, ast.Assign) for target in node.targets}
+    body = ast.parse(cell).body
+    return ({target.id for node in body if isinstance(node, ast.Assign) for target in node.targets}
+            | {node.target.id for node in body if isinstance(node, ast.AnnAssign)})
 
 
 @pytest.mark.parametrize("name, parameters", steps("data/demo", Path("outputs/demo")))
@@ -25,7 +27,7 @@ def test_main_job_passes_only_known_parameters(name, parameters):
 def test_main_job_runs_the_notebooks_in_order_into_one_folder():
     plan = steps("data/demo", Path("outputs/demo"))
     assert [name for name, _ in plan] == ["01_eda", "02_labels_and_augment", "03_train", "04_predict"]
-    assert plan[2][1]["METHOD"] == "self_train"
+    assert "METHOD" not in plan[2][1]  # 03's default preset: cpu_demo, whose method is self_train
     assert plan[3][1]["RUN_NAME"] == plan[2][1]["RUN_NAME"] and plan[3][1]["RUNS_DIR"] == plan[2][1]["RUNS_DIR"]
     for _, parameters in plan:
         for key, value in parameters.items():

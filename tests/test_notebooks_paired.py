@@ -50,3 +50,20 @@ def test_pairing_check_detects_problems(tmp_path, edit, expected):
     _write_pair(tmp_path, "a", PY, PY)
     edit(tmp_path)
     assert pairing_problems(tmp_path) == expected
+
+
+@pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.stem)
+def test_papermill_shows_every_parameter_with_its_type_and_comment(path):
+    # papermill --help-notebook reads the parameters cell line by line and silently skips a line it
+    # cannot parse (e.g. an annotation with "|", or a second "=" in the comment)
+    import ast
+
+    import papermill
+
+    cell = next(c for c in jupytext.read(path).cells if "parameters" in c.metadata.get("tags", []))
+    body = ast.parse(cell.source).body
+    assert all(isinstance(node, ast.AnnAssign) for node in body), "every parameter has a type annotation"
+    shown = papermill.inspect_notebook(str(path))
+    assert list(shown) == [node.target.id for node in body]
+    for name, parameter in shown.items():
+        assert parameter["inferred_type_name"] not in ("None", "") and parameter["help"], name

@@ -9,7 +9,9 @@ import pandas as pd
 import papermill
 import pytest
 import torch
+from scratch import SCRATCH
 
+from kit.bench.chain import chain
 from kit.common.files import write_image
 from kit.competition.labels import PSEUDO_LABEL_VALUES
 from kit.competition.layout import read_image, read_label, read_split, read_split_file
@@ -75,7 +77,8 @@ TRAIN_LOSSES = {
 def test_train_notebook(tiny, tmp_path, method):
     out = _run(
         "03_train", tmp_path, DATA_DIR=str(tiny), RUNS_DIR=str(tmp_path / "runs"), RUN_NAME=method, METHOD=method,
-        HEAD_CHANNELS=16, SOURCE_SIZE=[48, 96], TARGET_SIZE=[54, 96], CROP_SIZE=[32, 32], EPOCHS=2, BATCH_SIZE=2,
+        HEAD_CHANNELS=16, SOURCE_SIZE=[48, 96], TARGET_SIZE=[54, 96], CROP_SIZE=[32, 32], EPOCHS=2, STEPS_PER_EPOCH=3,
+        BATCH_SIZE=2,
         WARMUP_STEPS=2, MASK_BLOCK=8, EVAL_LIMIT=2, PREVIEW_COUNT=2,
     )
     run = tmp_path / "runs" / method
@@ -108,11 +111,11 @@ def tiny_runs(tiny, tmp_path_factory):
     """Two one-epoch runs on ``tiny`` (different heads and seeds) in a runs folder; read-only."""
     runs_dir = tmp_path_factory.mktemp("runs")
     for name, arch, seed in [("a", "daformer", 0), ("b", "segformer", 1)]:
-        train(TrainConfig(
-            data_dir=str(tiny), runs_dir=str(runs_dir), run_name=name, arch=arch, seed=seed, method="source_only",
-            head_channels=16, source_size=(48, 96), target_size=(54, 96), crop_size=(32, 32), epochs=1,
-            batch_size=2, warmup_steps=2, eval_limit=2, progress=False,
-        ))
+        train(TrainConfig(**{
+            **SCRATCH, "data_dir": str(tiny), "runs_dir": str(runs_dir), "run_name": name, "arch": arch, "seed": seed,
+            "method": "source_only", "head_channels": 16, "source_size": (48, 96), "target_size": (54, 96),
+            "crop_size": (32, 32), "epochs": 1, "batch_size": 2, "warmup_steps": 2, "eval_limit": 2, "progress": False,
+        }))
     return runs_dir
 
 
@@ -210,7 +213,7 @@ def test_predict_notebook_without_labels_skips_the_scores(tiny, tiny_runs, tmp_p
     ("02_labels_and_augment", {"SAMPLE_INDEX": 10**6}, "SAMPLE_INDEX = 1000000: expected an integer ≥ 0 and ≤"),
     ("03_train", {"CLIP_GRAD": -1}, "clip_grad = -1: expected a finite number > 0 or None"),
     ("04_predict", {"GRID_COUNT": 2.5}, "GRID_COUNT = 2.5: expected an integer ≥ 0"),
-    ("05_ensemble", {"WEIGHTS": [1.0]}, r"WEIGHTS = \[1.0\]: expected one weight per run of RUN_NAMES \(3\)"),
+    ("05_ensemble", {"WEIGHTS": [1.0]}, r"WEIGHTS = \[1.0\]: expected one weight per run of RUN_NAMES \(2\)"),
     ("06_pseudo_label", {"QUANTILE": 2}, "QUANTILE = 2: expected a finite number ≥ 0 and ≤ 1"),
 ])
 def test_notebooks_refuse_a_bad_parameter_before_writing_anything(tiny, tmp_path, name, parameters, message):
@@ -276,3 +279,46 @@ def test_pseudo_label_notebook_with_one_run_passes_its_parameters_and_keeps_the_
         _run("06_pseudo_label", tmp_path, **parameters)
     assert _files(folder) == before  # the first round, byte for byte
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no staging folder
+
+
+# --- the chain (kit.bench.chain) -----------------------------------------------------------------
+
+SMALL = {"source_size": [48, 96], "target_size": [54, 96], "crop_size": [32, 32], "head_channels": 16, "batch_size": 2,
+         "steps_per_epoch": 2, "warmup_steps": 1, "mask_block": 8, "eval_limit": 2, "round_epochs": 1, "rounds": 1}
+
+
+def test_the_chain_is_what_the_notebooks_read_by_default():
+    import ast
+
+    steps = chain("data/demo", "outputs")
+    first_run = steps[2][1]
+    for index, (name, parameters) in enumerate(steps):
+        defaults = {k: ast.literal_eval(v["default"]) for k, v in papermill.inspect_notebook(
+            str(NOTEBOOKS / f"{name}.ipynb")).items() if k in parameters}
+        differ = {k for k, v in parameters.items() if defaults[k] != v}
+        # only the self-training round names what it reads: it cannot be the first run's default too
+        assert differ == ({"RUN_NAME", "METHOD", "INIT_FROM", "PSEUDO_SPLIT"} if index == 5 else set()), name
+    (_, predict), (_, pseudo), (_, round_), (_, ensemble) = steps[3:]
+    assert predict["RUN_NAME"] == first_run["RUN_NAME"] and pseudo["RUN_NAMES"] == [first_run["RUN_NAME"]]
+    assert round_["PSEUDO_SPLIT"] == pseudo["OUTPUT_DIR"] and round_["INIT_FROM"] == f"outputs/runs/{first_run['RUN_NAME']}"
+    assert ensemble["RUN_NAMES"] == [first_run["RUN_NAME"], round_["RUN_NAME"]]
+
+
+def test_the_chain_runs_with_the_notebooks_defaults(tiny, tmp_path):
+    # 03 → 04 → 06 → 03 (a round) → 05 on tiny data: only the folders, the data and the sizes are given
+    out = tmp_path / "chain"
+    steps = chain(str(tiny), out)[2:]
+    for name, parameters in steps:
+        if name == "03_train":
+            parameters = {**parameters, "OVERRIDES": SMALL, "EPOCHS": 1, "PREVIEW_COUNT": 1}
+        papermill.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(tmp_path / f"{name}.ipynb"),
+                                   parameters=parameters, kernel_name="python3", cwd=str(NOTEBOOKS.parent),
+                                   progress_bar=False)
+    assert validate_submission(out / "predict/submission.csv", tiny / "sample_submission.csv") == 2 * 12
+    assert json.loads((out / "predict/metrics.json").read_text())["run"] == "demo"
+    round_ = json.loads((out / "runs/demo_round/config.json").read_text())
+    assert round_["init_from"] == str(out / "runs/demo") and round_["pseudo_split"] == str(out / "pseudo/demo")
+    assert list(pd.read_csv(out / "runs/demo_round/metrics.csv")["round"]) == [1]  # no round 0: warm-started
+    ensemble = json.loads((out / "ensemble/metrics.json").read_text())
+    assert ensemble["runs"] == ["demo", "demo_round"] and set(ensemble["mIoU"]) == {"demo", "demo_round", "ensemble"}
+    assert _is_png(out / "ensemble/members.png") and _is_png(out / "predict/predictions.png")

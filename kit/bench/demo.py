@@ -1,8 +1,8 @@
 """The main job on the embedded default: ``python -m kit.bench.demo`` (``bash scripts/demo.sh`` sets up first).
 
 Synthetic ``demo`` dataset (generated when missing) → ``01_eda`` → ``02_labels_and_augment`` →
-``03_train`` (method :data:`METHOD`, the kit's recommended one, at the notebook's CPU values) →
-``04_predict``, each notebook run by
+``03_train`` (its default preset, cpu_demo: ``self_train``, the kit's recommended method) →
+``04_predict`` (the first steps of ``kit.bench.chain``), each notebook run by
 papermill into ``--out`` (executed notebooks, figures, the run folder, ``submission.csv``), then
 ``metrics.json`` with the fisheye test mIoU and the time each step took.
 
@@ -26,13 +26,13 @@ import papermill
 import zmq
 from jupyter_client.manager import AsyncKernelManager
 
+from kit.bench.chain import RUN_NAME, chain
 from kit.common.files import copy_file, is_output_dir, prepare_output_dir, record_output, write_json
 from kit.competition.layout import has_split
 from kit.synth import generate
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository: kit/bench/demo.py
-METHOD = "self_train"  # the kit's recommended method (docs/RESULTS.md: chosen on validation cameras)
-RUN_NAME = METHOD
+STEPS = 4  # of the notebook chain (kit.bench.chain): 01 → 02 → 03 → 04
 
 
 class QuietKernelManager(AsyncKernelManager):
@@ -115,14 +115,9 @@ def execute(notebook, output, parameters: dict | None = None, **kwargs):
 
 
 def steps(data: str, out: Path) -> list[tuple[str, dict]]:
-    """(notebook, parameters) in order; every notebook writes below ``out``."""
-    return [
-        ("01_eda", {"DATA_DIR": data, "OUTPUT_DIR": str(out / "01_eda")}),
-        ("02_labels_and_augment", {"DATA_DIR": data, "OUTPUT_DIR": str(out / "02_labels_and_augment")}),
-        ("03_train", {"DATA_DIR": data, "RUNS_DIR": str(out / "runs"), "RUN_NAME": RUN_NAME, "METHOD": METHOD}),
-        ("04_predict", {"DATA_DIR": data, "RUNS_DIR": str(out / "runs"), "RUN_NAME": RUN_NAME,
-                        "OUTPUT_DIR": str(out / "04_predict")}),
-    ]
+    """(notebook, parameters) in order: the chain's first :data:`STEPS` steps, every one writing below
+    ``out``; 03_train runs its default preset (cpu_demo: self_train)."""
+    return chain(data, out)[:STEPS]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -151,13 +146,14 @@ def main(argv: list[str] | None = None) -> None:
         seconds[name] = round(time.perf_counter() - start, 1)
         print(f"== {name} done in {seconds[name]:.0f} s", flush=True)
 
-    predicted = json.loads((out / "04_predict" / "metrics.json").read_text())
-    copy_file(out / "04_predict" / "submission.csv", out / "submission.csv")
+    predicted = json.loads((out / "predict" / "metrics.json").read_text())
+    copy_file(out / "predict" / "submission.csv", out / "submission.csv")
     seconds["total"] = round(time.perf_counter() - started, 1)
-    summary = {"fisheye_test_mIoU": predicted["mIoU"], "iou": predicted["iou"], "method": METHOD,
+    method = json.loads((out / "runs" / RUN_NAME / "config.json").read_text())["method"]
+    summary = {"fisheye_test_mIoU": predicted["mIoU"], "iou": predicted["iou"], "method": method,
                "run": str(out / "runs" / RUN_NAME), "seconds": seconds}
     write_json(out / "metrics.json", summary)
-    print(f"\nfisheye test mIoU ({METHOD}): {predicted['mIoU']:.4f}")
+    print(f"\nfisheye test mIoU ({method}): {predicted['mIoU']:.4f}")
     print(f"results in {out.resolve()}: submission.csv, metrics.json, executed notebooks 01–04 and their figures")
     print(f"total {seconds['total'] / 60:.1f} min")
 

@@ -16,6 +16,8 @@ start=$(date +%s)
 [[ -x "$venv/bin/python" ]] || "$python" -m venv "$venv"
 "$venv/bin/python" -m pip install --upgrade --quiet pip
 "$venv/bin/python" -m pip install --progress-bar off -r "$root/requirements.txt"
+# kit itself, editable: importable wherever a kernel starts (Jupyter starts it in notebooks/)
+"$venv/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e "$root"
 # timm imports torchvision; a torch/torchvision mismatch only shows up on import.
 "$venv/bin/python" -c "import torch, torchvision, timm; print('[setup] torch', torch.__version__, 'torchvision', torchvision.__version__, 'timm', timm.__version__)" >&2
 echo "$want" > "$stamp"

@@ -15,10 +15,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from kit.competition.labels import (
-    VALID_LABEL_VALUES,
-    check_label_values,
-)
+from kit.competition.labels import VALID_LABEL_VALUES, check_label_values
 
 # Columns of each split's CSV; "id" plus the path columns.
 SPLIT_COLUMNS: dict[str, tuple[str, ...]] = {

@@ -20,19 +20,9 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from kit.competition.labels import (
-    IGNORE_INDEX,
-    VALID_LABEL_VALUES,
-    VOID_INDEX,
-)
-from kit.competition.layout import (
-    read_image,
-    read_label,
-)
-from kit.data.stats import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-)
+from kit.competition.labels import IGNORE_INDEX, VALID_LABEL_VALUES, VOID_INDEX
+from kit.competition.layout import read_image, read_label
+from kit.data.stats import IMAGENET_MEAN, IMAGENET_STD
 
 
 def normalize(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

@@ -15,16 +15,8 @@ import numpy as np
 import pandas as pd
 
 from kit.common.files import write_json
-from kit.competition.labels import (
-    IGNORE_INDEX,
-    NUM_CLASSES,
-)
-from kit.competition.layout import (
-    evenly_spread,
-    read_image,
-    read_label,
-    read_split,
-)
+from kit.competition.labels import IGNORE_INDEX, NUM_CLASSES
+from kit.competition.layout import evenly_spread, read_image, read_label, read_split
 
 # Per-domain statistics measured on the competition data by reference solution A (RGB, 0..1).
 SOURCE_MEAN = (0.5897, 0.5953, 0.5790)

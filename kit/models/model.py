@@ -31,13 +31,8 @@ import torch
 from torch import nn
 
 from kit.competition.labels import NUM_CLASSES
-from kit.models.encoders import (
-    create_encoder,
-)
-from kit.models.heads import (
-    HEADS,
-    _resize,
-)
+from kit.models.encoders import create_encoder
+from kit.models.heads import HEADS, _resize
 from kit.models.mask2former import Mask2FormerHead, MaskClassificationModel
 
 MASK_HEADS = ("mask2former",)  # mask classification: kit.models.mask2former.MaskClassificationModel

@@ -10,12 +10,7 @@ import torch
 from kit.competition.labels import IGNORE_INDEX, NUM_CLASSES
 from kit.data.datasets import denormalize
 from kit.train.config import TrainConfig
-from kit.train.recipes import (
-    build_data,
-    build_model,
-    epoch_batches,
-    seed_all,
-)
+from kit.train.recipes import build_data, build_model, epoch_batches, seed_all
 from kit.train.uda import EMATeacher, block_mask
 
 

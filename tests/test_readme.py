@@ -1,0 +1,146 @@
+"""Every command in README.md's bash blocks runs, as written, at tiny scale where it trains: a recipe
+shown in the README cannot rot. Each command kind has one handler below; a command no handler knows
+fails the test, so a new README command comes with a way to run it."""
+
+import dataclasses
+import json
+import re
+import shlex
+from pathlib import Path
+
+import papermill
+import pytest
+import torch
+from papermill.cli import _resolve_type
+
+import kit.bench.cli
+import kit.synth.dataset
+from kit.models.internimage import create_internimage
+from kit.predict.runs import RunConfig
+from kit.train.cli import parse_command_line
+from kit.train.config import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+# the scale-down: the sizes of the tiny synthetic data (crops of the whole frame, so that a slide
+# prediction is one window) and one step; nothing about the recipe itself
+SMALL = {"source_size": [64, 96], "target_size": [64, 96], "crop_size": [64, 96], "epochs": 1, "steps_per_epoch": 1,
+         "batch_size": 2, "warmup_steps": 1, "mask_block": 8, "eval_limit": 1, "num_workers": 0, "round_epochs": 1,
+         "rounds": 1, "amp": "none"}  # amp: the CPU trains in float32 whatever it says
+
+
+def readme_commands(text: str) -> list[list[str]]:
+    """The commands of every ```bash block (continuation lines joined, comments dropped)."""
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                commands.append(shlex.split(line))
+    return commands
+
+
+def papermill_parameters(args: list[str]) -> dict:
+    """``-p NAME VALUE`` / ``-y "NAME: yaml"`` as papermill's command line reads them."""
+    import yaml
+
+    parameters, i = {}, 0
+    while i < len(args):
+        if args[i] in ("-p", "--parameters"):
+            parameters[args[i + 1]] = _resolve_type(args[i + 2])
+            i += 3
+        elif args[i] in ("-y", "--parameters_yaml"):
+            parameters.update(yaml.safe_load(args[i + 1]))
+            i += 2
+        else:
+            raise AssertionError(f"papermill argument {args[i]!r} is not handled by this test")
+    return parameters
+
+
+COMMANDS = readme_commands((ROOT / "README.md").read_text())
+
+
+def test_the_readme_shows_the_two_commands_and_the_presets():
+    assert ["bash", "scripts/demo.sh"] in COMMANDS and ["bash", "scripts/test.sh"] in COMMANDS
+    presets = {c[c.index("PRESET") + 1] for c in COMMANDS if "PRESET" in c}
+    assert {"solution_a", "t4", "solution_b"} <= presets, presets
+    assert (ROOT / ".ci/run").read_text().strip().splitlines()[-1] == "bash scripts/test.sh"  # CI runs the README's
+
+
+@pytest.fixture
+def workplace(tiny, tmp_path, monkeypatch):
+    """A folder in which the README's relative paths exist: data/open is the tiny synthetic dataset."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/open").symlink_to(tiny)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the notebooks' kernels import kit from this checkout
+    return tmp_path
+
+
+def _weights(path: str) -> None:
+    """A random checkpoint with the official key names where a command names one (e.g. InternImage-T)."""
+    if not Path(path).exists():
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        torch.save(create_internimage("internimage_t").state_dict(), path)
+
+
+def _scaled_down(parameters: dict) -> dict:
+    """The command's parameters with :data:`SMALL` on top (as OVERRIDES, replacing any name it sets)."""
+    config = TrainConfig.from_parameters(parameters)  # the recipe as written, before the scale-down
+    small = dict(SMALL)
+    if config.pretrained is True:  # no internet here: random weights instead of the hub's
+        small["pretrained"] = False
+    if config.border_threshold is not None:  # the real data's 108 does not fit the synthetic mean image: Otsu
+        small["border_threshold"] = None
+    parameters = {k: v for k, v in parameters.items() if k.lower() not in small}
+    return {**parameters, "OVERRIDES": {**parameters.get("OVERRIDES", {}), **small}}
+
+
+def _key(config: TrainConfig) -> str:
+    return json.dumps({k: v for k, v in dataclasses.asdict(config).items() if k != "run_name"}, sort_keys=True, default=str)
+
+
+def test_every_readme_command_runs(workplace, monkeypatch):
+    trained: dict[str, TrainConfig] = {}  # run name → the recipe as the README writes it
+    ran: dict[str, str] = {}  # the scaled-down recipe → the run that trained it
+    for command in COMMANDS:
+        if command[0] == "bash":  # the two commands: the tests are CI itself; the main job is the chain's
+            assert (ROOT / command[1]).is_file() and command[1] in ("scripts/test.sh", "scripts/demo.sh"), command
+            # first steps, which tests/test_notebooks_run.py runs at tiny scale
+        elif command[0] == "papermill":
+            notebook, out, parameters = command[1], workplace / "outputs" / Path(command[2]).name, papermill_parameters(command[3:])
+            out.parent.mkdir(parents=True, exist_ok=True)
+            if notebook == "notebooks/03_train.ipynb":
+                small = _scaled_down(parameters)
+                key = _key(TrainConfig.from_parameters(small))
+                if key not in ran:  # t4 is solution_a at other sizes: at tiny sizes the two are one run
+                    if small.get("WEIGHTS"):
+                        _weights(small["WEIGHTS"])
+                    papermill.execute_notebook(str(ROOT / notebook), str(out), parameters={**small, "PREVIEW_COUNT": 1},
+                                               kernel_name="python3", cwd=str(workplace), progress_bar=False)
+                    ran[key] = small.get("RUN_NAME", "demo")
+                trained[parameters.get("RUN_NAME", "demo")] = TrainConfig.from_parameters(parameters)
+            else:
+                papermill.execute_notebook(str(ROOT / notebook), str(out), parameters=parameters, kernel_name="python3",
+                                           cwd=str(workplace), progress_bar=False)
+        elif command[:4] == ["torchrun", command[1], "-m", "kit.train"] and command[1].startswith("--nproc_per_node="):
+            config = parse_command_line(command[4:])  # what every process would train
+            if config.run_name in trained:  # the same recipe as the README's papermill command of that run
+                assert config == trained[config.run_name], config.run_name
+        elif command[1:3] == ["-m", "kit.synth"]:
+            args = command[3:]
+            args[args.index("--preset") + 1] = "tiny"
+            args[args.index("--out") + 1] = str(workplace / "synth")
+            kit.synth.dataset.main(args)
+            assert (workplace / "synth/test.csv").is_file()
+        elif command[1:3] == ["-m", "kit.bench"]:
+            calls = []
+            for name in ("bench_quality", "bench_tune", "bench_ladder"):
+                monkeypatch.setattr(kit.bench.cli, name, lambda *a, name=name, **k: calls.append(name))
+            kit.bench.cli.main(command[3:])
+            assert calls, command
+        else:
+            pytest.fail(f"README command {shlex.join(command)!r} is run by no handler of tests/test_readme.py")
+    assert trained, "no training command in the README"
+    for name in ran.values():  # the runs exist and predict as their recipe says
+        config = RunConfig.from_dict(json.loads((workplace / "outputs/runs" / name / "config.json").read_text()))
+        assert (config.predict_mode, config.predict_scales) == (trained[name].predict_mode, trained[name].predict_scales)

@@ -96,3 +96,17 @@ def test_03s_cell_is_a_dozen_typed_names_papermill_can_show():
     assert shown["METHOD"]["inferred_type_name"] == "Optional[str]" and shown["OVERRIDES"]["inferred_type_name"] == "dict"
     # every name but the notebook's own is a TrainConfig field
     assert {n.lower() for n in names} - FIELDS == {"preset", "overrides", "preview_count"}
+
+
+def test_the_torchrun_command_names_the_preset_and_parses_back():
+    import shlex
+
+    from kit.train.cli import parse_command_line, torchrun_command
+
+    config = TrainConfig.from_parameters({"PRESET": "solution_b", "RUN_NAME": "m2f_t", "EPOCHS": 9,
+                                          "OVERRIDES": {"crop_size": [512, 512]}})
+    command = torchrun_command(config, nproc_per_node=8, preset="solution_b")
+    argv = shlex.split(command)
+    assert argv[:6] == ["torchrun", "--nproc_per_node=8", "-m", "kit.train", "--preset", "solution_b"]
+    assert sorted(argv[7::2]) == ["CROP_SIZE=[512, 512]", "EPOCHS=9", "RUN_NAME=\"m2f_t\""]  # only what differs
+    assert parse_command_line(argv[4:]) == config

@@ -1,12 +1,19 @@
 """EMA teacher, MIC block masking, DACS class-mix masks and the UDA step."""
 
+import dataclasses
 import math
 
 import pytest
 import torch
 from torch import nn
 
+from kit.train.config import TrainConfig
 from kit.train.uda import EMATeacher, UDAConfig, block_mask, class_mix_masks, frozen_norm_stats, uda_step
+
+
+def _uda(**values) -> UDAConfig:
+    """uda's knobs as TrainConfig sets them, with ``values`` on top."""
+    return dataclasses.replace(UDAConfig.from_train_config(TrainConfig(method="uda")), **values)
 
 
 def _net(seed: int) -> nn.Module:
@@ -101,7 +108,7 @@ def test_uda_step_reports_every_phase_and_fills_gradients():
         "distorted": torch.randn(2, 3, 16, 16, generator=g), "distorted_label": torch.randint(0, 13, (2, 16, 16), generator=g),
         "target": torch.randn(2, 3, 16, 16, generator=g),
     }
-    config = UDAConfig(pseudo_threshold=0.0, mask_ratio=0.5, mask_block=4, class_mix=True)
+    config = _uda(pseudo_threshold=0.0, mask_ratio=0.5, mask_block=4, class_mix=True)
     losses = uda_step(student, teacher, batch, config, generator=g)
     assert set(losses) == {"source", "distortion", "mix", "target", "pseudo_weight"}
     assert losses["pseudo_weight"] == pytest.approx(1.0)  # threshold 0: every pixel is confident
@@ -114,7 +121,7 @@ def test_uda_step_without_confident_pixels_has_zero_target_loss():
     student, teacher = _net(0), EMATeacher(_net(1))
     batch = {"source": torch.randn(1, 3, 8, 8), "source_label": torch.zeros(1, 8, 8, dtype=torch.long),
              "target": torch.randn(1, 3, 8, 8)}
-    losses = uda_step(student, teacher, batch, UDAConfig(pseudo_threshold=0.999999, mask_block=2))
+    losses = uda_step(student, teacher, batch, _uda(pseudo_threshold=0.999999, mask_block=2))
     assert losses["pseudo_weight"] == 0.0 and losses["target"] == 0.0
 
 
@@ -129,7 +136,7 @@ def test_uda_step_dice_weight_adds_dice_to_the_supervised_branches():
     }
     batch["distorted_label"][:, :2] = 255  # ignored pixels count in neither loss
     student, teacher = _net(0), EMATeacher(_net(0))
-    losses = uda_step(student, teacher, batch, UDAConfig(mask_block=2, dice_weight=0.5))
+    losses = uda_step(student, teacher, batch, _uda(mask_block=2, dice_weight=0.5))
     with torch.no_grad():
         for name, image, label in (("source", "source", "source_label"), ("distortion", "distorted", "distorted_label")):
             logits = _net(0)(batch[image])
@@ -178,7 +185,7 @@ def test_which_passes_update_the_bn_statistics(bn_stats):
     # the student's running statistics after one step equal those of the passes named by hand
     batch = _uda_batch(2)
     student, teacher = _net(0), EMATeacher(_net(0))
-    uda_step(student, teacher, batch, UDAConfig(mask_block=2, bn_stats=bn_stats))
+    uda_step(student, teacher, batch, _uda(mask_block=2, bn_stats=bn_stats))
     by_hand = _net(0).train()
     with torch.no_grad():
         if bn_stats == "target":
@@ -196,20 +203,20 @@ def test_which_passes_update_the_bn_statistics(bn_stats):
 
 def test_target_bn_statistics_need_the_target_branch():
     with pytest.raises(ValueError, match="needs the target branch"):
-        uda_step(_net(0), EMATeacher(_net(0)), _uda_batch(3, target=False), UDAConfig(mask_block=2, target_branch=False))
+        uda_step(_net(0), EMATeacher(_net(0)), _uda_batch(3, target=False), _uda(mask_block=2, target_branch=False))
     with pytest.raises(ValueError, match="bn_stats = 'some'"):
-        uda_step(_net(0), EMATeacher(_net(0)), _uda_batch(3), UDAConfig(mask_block=2, bn_stats="some"))
+        uda_step(_net(0), EMATeacher(_net(0)), _uda_batch(3), _uda(mask_block=2, bn_stats="some"))
 
 
 def test_without_the_target_branch_the_step_needs_no_target():
     student, teacher = _net(0), EMATeacher(_net(1))
     teacher_before = _params(teacher.model)
     losses = uda_step(student, teacher, _uda_batch(3, target=False),
-                      UDAConfig(mask_block=2, target_branch=False, bn_stats="labelled"))
+                      _uda(mask_block=2, target_branch=False, bn_stats="labelled"))
     assert set(losses) == {"source", "distortion"}
     assert all(math.isfinite(v) and v > 0 for v in losses.values())
     assert all(p.grad is not None for p in student.parameters())
     for name, value in teacher_before.items():
         torch.testing.assert_close(teacher.state_dict()[name], value, rtol=0, atol=0)
     with pytest.raises(KeyError, match="target"):  # the default target branch does need one
-        uda_step(student, teacher, _uda_batch(3, target=False), UDAConfig(mask_block=2))
+        uda_step(student, teacher, _uda_batch(3, target=False), _uda(mask_block=2))

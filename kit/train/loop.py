@@ -23,7 +23,6 @@ from torch import nn
 from kit.common.device import set_cpu_threads
 from kit.common.files import write_csv, write_json
 from kit.common.progress import tqdm
-from kit.competition.labels import IGNORE_INDEX
 from kit.competition.metrics import mean_iou
 from kit.predict.runs import load_checkpoint
 from kit.train.checkpoints import check_run_dir, prepare_run_dir, save_checkpoint
@@ -100,10 +99,7 @@ def _train(config: TrainConfig, run_dir: Path, context: Context, device: torch.d
     plan = round_plan(config)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and config.amp == "fp16")
     autocast = _autocast_factory(config, device)
-    uda_config = UDAConfig(config.pseudo_threshold, config.mask_ratio, config.mask_block, config.class_mix,
-                           ignore_index=IGNORE_INDEX, pseudo_weighting=config.pseudo_weighting,
-                           dice_weight=config.uda_dice_weight, bn_stats=config.bn_stats,
-                           target_branch=config.target_branch)
+    uda_config = UDAConfig.from_train_config(config)
 
     def new_round(round_: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
         """Each round (one for most methods) starts a fresh optimiser and learning-rate schedule."""

@@ -35,7 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kit.train.config import BN_STATS
+from kit.competition.labels import IGNORE_INDEX
+from kit.train.config import BN_STATS, TrainConfig
 from kit.train.losses import cross_entropy, dice_loss, pseudo_label_loss, pseudo_weights
 
 
@@ -145,19 +146,27 @@ def class_mix_masks(
     return torch.stack(masks).unsqueeze(1).float()  # (B, 1, H, W)
 
 
-@dataclass
+@dataclass(frozen=True)
 class UDAConfig:
-    """Knobs of :func:`uda_step` (defaults: solution A, MIC in brackets)."""
+    """The knobs of :func:`uda_step`: the :class:`kit.train.config.TrainConfig` fields of these names
+    (``dice_weight`` is its ``uda_dice_weight``), read by :meth:`from_train_config`; no defaults of its
+    own, so that there is one set of them."""
 
-    pseudo_threshold: float = 0.968  # teacher confidence above which a pixel counts as confident
-    mask_ratio: float = 0.75  # share of target blocks masked for the student (MIC 0.7)
-    mask_block: int = 32  # mask block size in pixels (MIC 64)
-    class_mix: bool = False  # DACS ClassMix of source classes onto target images (solution A dropped it)
-    ignore_index: int = 255
-    pseudo_weighting: str = "image"  # "image": each image's confident share | "batch": the batch's (DAFormer, MIC) | "pixel": only confident pixels | "class": class-balanced
-    dice_weight: float = 0.0  # Dice (solution B) next to CE on the labelled source and distortion branches
-    bn_stats: str = "target"  # passes updating BatchNorm running statistics: target (unmasked, no grad) | labelled (source + distortion) | all (MIC's code)
-    target_branch: bool = True  # False: no teacher, no target loss (an ablation: source branches alone)
+    pseudo_threshold: float  # teacher confidence above which a pixel counts as confident
+    mask_ratio: float  # share of target blocks masked for the student
+    mask_block: int  # mask block size in pixels
+    class_mix: bool  # DACS ClassMix of source classes onto target images
+    pseudo_weighting: str  # "image" | "batch" (DAFormer, MIC) | "pixel" | "class": kit.train.losses.pseudo_weights
+    dice_weight: float  # Dice (solution B) next to CE on the labelled source and distortion branches
+    bn_stats: str  # passes updating BatchNorm running statistics: target | labelled | all (MIC's code)
+    target_branch: bool  # False: no teacher, no target loss (an ablation: source branches alone)
+    ignore_index: int = IGNORE_INDEX  # the label files' background: no class of its own here
+
+    @classmethod
+    def from_train_config(cls, config: TrainConfig) -> UDAConfig:
+        return cls(pseudo_threshold=config.pseudo_threshold, mask_ratio=config.mask_ratio, mask_block=config.mask_block,
+                   class_mix=config.class_mix, pseudo_weighting=config.pseudo_weighting,
+                   dice_weight=config.uda_dice_weight, bn_stats=config.bn_stats, target_branch=config.target_branch)
 
     def __post_init__(self) -> None:
         if self.bn_stats not in BN_STATS:

@@ -2,7 +2,7 @@
 neighbour, with the kit's default (``CPU_THREADS = None``: half the cores) and with torch's own
 default (every core), run by papermill one after the other in one session so that the ratios compare.
 
-    .venv/bin/python scripts/bench_threads.py --runs-dir outputs/demo/runs --run-name uda_geo
+    .venv/bin/python scripts/bench_threads.py --runs-dir outputs/demo/runs --run-name demo
 
 The neighbour is one pure-Python busy loop (one core), the mildest "other job" a user may run.
 Prints seconds per (threads, neighbour) and each slowdown against the same threads alone.
@@ -21,6 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from kit.bench.chain import RUN_NAME  # noqa: E402  (the main job's run)
 from kit.bench.demo import execute  # noqa: E402  (the demo's quiet notebook runner)
 
 
@@ -36,7 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="data/demo")
     parser.add_argument("--runs-dir", default="outputs/demo/runs")
-    parser.add_argument("--run-name", default="uda_geo")
+    parser.add_argument("--run-name", default=RUN_NAME)
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     settings = {"kit default (None: half the cores)": None, f"torch default ({cores}, every core)": cores}

@@ -27,13 +27,13 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kit.common.device import set_cpu_threads  # noqa: E402
-from kit.competition.labels import CLASSES
+from kit.competition.labels import CLASSES  # noqa: E402
 from kit.competition.layout import read_label, read_split  # noqa: E402
 from kit.competition.metrics import iou_table  # noqa: E402
-from kit.data.datasets import SegmentationDataset
-from kit.predict.runs import load_run
+from kit.data.datasets import SegmentationDataset  # noqa: E402
+from kit.predict.runs import load_run  # noqa: E402
 from kit.predict.splits import predict_label_maps, predict_split, run_border  # noqa: E402
-from kit.predict.tta import InferenceSettings
+from kit.predict.tta import InferenceSettings  # noqa: E402
 from kit.report.viz import save_comparison  # noqa: E402
 
 NAMES = [*CLASSES, "background"]

@@ -8,7 +8,13 @@ python="${PYTHON:-python3}"
 stamp="$venv/.requirements.sha256"
 want="$(sha256sum "$root/requirements.txt" | cut -d' ' -f1)"
 
+installed() {  # kit importable from anywhere, and from this checkout (pip install -e)
+  (cd / && "$venv/bin/python" -c "import kit, sys; sys.exit(kit.__file__ != '$root/kit/__init__.py')" 2>/dev/null)
+}
 if [[ -x "$venv/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+  installed && exit 0
+  echo "[setup] installing kit itself into $venv (editable)" >&2
+  "$venv/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e "$root"
   exit 0
 fi
 echo "[setup] installing requirements into $venv (first run: several minutes, ~6 GB)" >&2

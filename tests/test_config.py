@@ -16,7 +16,7 @@ BAD_VALUES = [  # (field, value, the allowed range the message must state)
     ("ema_max_alpha", 1.5, "a finite number ≥ 0 and < 1"),
     ("ema_max_alpha", 1.0, "a finite number ≥ 0 and < 1"),  # a teacher that never moves
     ("mask_block", 0, "an integer ≥ 1 and ≤ 128"),
-    ("mask_block", 300, "an integer ≥ 1 and ≤ 128"),  # larger than the 256×512 crop's side
+    ("mask_block", 300, "an integer ≥ 1 and ≤ 128"),  # larger than the 128×128 crop's side
     ("warmup_steps", -3, "an integer ≥ 0"),
     ("poly_power", -1, "a finite number ≥ 0"),
     ("epochs", 2.5, "an integer ≥ 1"),

@@ -110,3 +110,14 @@ def test_the_torchrun_command_names_the_preset_and_parses_back():
     assert argv[:6] == ["torchrun", "--nproc_per_node=8", "-m", "kit.train", "--preset", "solution_b"]
     assert sorted(argv[7::2]) == ["CROP_SIZE=[512, 512]", "EPOCHS=9", "RUN_NAME=\"m2f_t\""]  # only what differs
     assert parse_command_line(argv[4:]) == config
+
+
+@pytest.mark.parametrize("field", dataclasses.fields(TrainConfig), ids=lambda f: f.name)
+def test_a_field_takes_none_exactly_when_its_type_says_so(field):
+    # from_parameters keeps the preset's value for a None only where the type has no None: the two must agree
+    optional = "None" in str(field.type)
+    if optional:
+        TrainConfig(**{field.name: None})
+    else:
+        with pytest.raises((ValueError, TypeError)):
+            TrainConfig(**{field.name: None})

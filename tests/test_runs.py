@@ -1,4 +1,4 @@
-"""kit.predict.runs: CPU thread defaults that survive a second busy process."""
+"""kit.common.device: CPU thread defaults that survive a second busy process."""
 
 import os
 

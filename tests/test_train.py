@@ -69,6 +69,17 @@ def test_a_run_folder_is_never_overwritten_silently(tiny, tmp_path):
     assert json.loads((run / "config.json").read_text())["seed"] == 4
 
 
+def test_a_run_from_before_a_field_existed_resumes(tiny, tmp_path):
+    # config.json of a run trained before the predict_* fields: a missing field ran with its default
+    run = train(_config(tiny, tmp_path, method="source_only", epochs=2, stop_after_epoch=1))
+    stored = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({k: v for k, v in stored.items() if not k.startswith("predict_")}))
+    train(_config(tiny, tmp_path, method="source_only", epochs=2, resume=True))
+    assert load_checkpoint(run / "last.pt")["epoch"] == 1
+    with pytest.raises(ValueError, match=r"predict_flip: run has False, now True"):  # a real change is still refused
+        train(_config(tiny, tmp_path, method="source_only", epochs=2, resume=True, predict_flip=True))
+
+
 def test_resume_without_a_run_names_the_folder(tiny, tmp_path):
     with pytest.raises(FileNotFoundError, match="no last.pt"):
         train(_config(tiny, tmp_path, resume=True))

@@ -149,6 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     predicted = json.loads((out / "predict" / "metrics.json").read_text())
     copy_file(out / "predict" / "submission.csv", out / "submission.csv")
     seconds["total"] = round(time.perf_counter() - started, 1)
+    # the run's method as its config.json records it (kit.predict.runs would load torch for one field)
     method = json.loads((out / "runs" / RUN_NAME / "config.json").read_text())["method"]
     summary = {"fisheye_test_mIoU": predicted["mIoU"], "iou": predicted["iou"], "method": method,
                "run": str(out / "runs" / RUN_NAME), "seconds": seconds}

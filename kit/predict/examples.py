@@ -34,7 +34,8 @@ def predict_examples(run_dir: str | Path, count: int = 4, checkpoint: str = "las
     state = load_checkpoint(Path(run_dir) / checkpoint, device)
     config = RunConfig.from_dict(state["config"], source=f"{run_dir}/{checkpoint}")
     root = Path(config.data_dir)
-    split = config.fisheye_eval_split if has_split(root, config.fisheye_eval_split) else "train_target"
+    labelled = config.fisheye_eval_split is not None and has_split(root, config.fisheye_eval_split)
+    split = config.fisheye_eval_split if labelled else "train_target"
     th, tw = config.target_size
     networks = {}
     for name, weights in (("student", state["model"]), ("teacher", state["teacher"])):

@@ -42,7 +42,7 @@ class RunConfig:
     method: str | None = None
     stats_limit: int | None = 200  # images its training averaged into the mean target image (the border)
     border_threshold: float | None = None  # its border threshold (None: Otsu)
-    fisheye_eval_split: str = "train_target_gt"
+    fisheye_eval_split: str | None = "train_target_gt"
     pseudo_threshold: float = 0.968  # the teacher's confidence threshold (uda methods)
     predict_mode: str = "whole"  # how the run is predicted unless told otherwise (kit.predict.tta)
     predict_scales: tuple[float, ...] = (1.0,)

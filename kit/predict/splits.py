@@ -1,16 +1,10 @@
-"""Prediction: sliding windows, test-time augmentation, ensembles, border post-processing, and
-whole splits streamed into a submission and/or a confusion matrix.
+"""Whole splits: one run or an ensemble (``kit.predict.tta``: slide windows, multi-scale/flip TTA,
+weighted probabilities) predicts a split image by image, streamed into a submission and/or a
+confusion matrix, with border post-processing.
 
-- :func:`slide_predict` follows mmsegmentation's ``slide_inference`` as solution A (seed 000) used
-  it: crop-sized windows at a stride, the last window of a row or column clamped to the image edge,
-  every window's softmax added into an accumulator with an overlap count, divided by the count.
-  Unlike mmseg, windows of all images are batched together (``batch_size`` per forward pass).
-- :func:`predict_tta` is solution B's (seed 001) multi-scale + flip test-time augmentation
-  (scales 0.8…1.2) on top of whole-image or slide prediction.
-- :func:`ensemble` is solution A's weighted sum of class probabilities (MiT-B3/B4/B5: 0.9, 1.0, 0.8).
 - :func:`run_border` / :func:`apply_border`: background outside the fisheye disc (``kit.data.border``:
   solution A's ellipse, solution B's thresholded mean image), estimated as the runs' training did.
-- :func:`predict_examples`: a run's student and EMA teacher on a few fisheye images (``03_train``).
+- :func:`predict_split` / :func:`predict_label_maps`: a split's submission and scores, or its label maps.
 
 Conventions:
 

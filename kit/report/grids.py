@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
-from typing import NotRequired, TypedDict
+from typing import TypedDict
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -21,13 +21,16 @@ from kit.report.viz import colorize, panel_figure, save_figure
 TITLE_FONTSIZE = 8
 
 
-class PredictionRow(TypedDict):
+class _Optional(TypedDict, total=False):  # typing.NotRequired needs Python 3.11; the kit runs on 3.10
+    truth: np.ndarray | None  # uint8 (H, W), the prediction's shape; absent/None: no truth panels
+    inside: np.ndarray | None  # bool (H, W), False outside the fisheye disc; absent/None: all inside
+
+
+class PredictionRow(_Optional):
     """One row of :func:`save_prediction_grid`."""
 
     image: np.ndarray  # uint8 (H, W, 3)
     prediction: np.ndarray  # uint8 (H, W): 0..11, 255 background
-    truth: NotRequired[np.ndarray | None]  # uint8 (H, W), the prediction's shape; absent/None: no truth panels
-    inside: NotRequired[np.ndarray | None]  # bool (H, W), False outside the fisheye disc; absent/None: all inside
 
 
 def _title(axis: plt.Axes, text: str) -> None:

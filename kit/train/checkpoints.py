@@ -31,7 +31,9 @@ def check_run_dir(config: TrainConfig) -> Path:
             raise FileNotFoundError(
                 f"RESUME = True but {run_dir} holds no last.pt to continue from (found: {found or 'nothing'}){hint}"
             )
-        stored = json.loads((run_dir / "config.json").read_text())
+        # a field the run's config.json lacks did not exist when it was written: its default is what it ran with
+        defaults = json.loads(json.dumps(dataclasses.asdict(type(config)())))
+        stored = {**defaults, **json.loads((run_dir / "config.json").read_text())}
         current = json.loads(json.dumps(dataclasses.asdict(config)))
         changed = {k: (stored.get(k), v) for k, v in current.items() if k not in RESUME_MAY_CHANGE and stored.get(k) != v}
         if changed:

@@ -57,7 +57,7 @@ def parse_command_line(argv: Sequence[str] | None = None) -> TrainConfig:
         if not sep or not name:
             raise ValueError(f"--set {item!r}: expected NAME=VALUE, e.g. EPOCHS=40")
         values[name.upper()] = _parse_value(text)
-    return TrainConfig.from_parameters(values)
+    return TrainConfig.from_parameters(values, notebook_only=("PREVIEW_COUNT",))  # 03_train's own
 
 
 def torchrun_command(config: TrainConfig, nproc_per_node: int | str = "N", preset: str = "cpu_demo") -> str:

@@ -88,12 +88,12 @@ class TrainConfig:
     fix_sky_bonnet: bool = True  # Sky in the bottom third of source labels (the bonnet) is relabelled
     bonnet: str | None = None  # what fix_sky_bonnet makes of it: background (solution A) | void (ignored); None: METHOD_DEFAULTS
     normalization: str = "per_domain"  # per_domain (measured, cached) | reference | imagenet | encoder
-    stats_limit: int = 200  # images per domain for the statistics and the mean target image
+    stats_limit: int | None = 200  # images per domain for the statistics and the mean target image
     border_threshold: float | None = None  # mean-target threshold of the border (real data: 108); None: Otsu
     rare_class_sampling: bool = False  # DAFormer's rare-class sampling of source images
     rcs_temperature: float = 0.01  # rare-class sampling temperature (DAFormer: 0.01)
     eval_limit: int | None = 100  # images per evaluation split (None: all)
-    fisheye_eval_split: str = "train_target_gt"  # labelled fisheye split scored each epoch, if present
+    fisheye_eval_split: str | None = "train_target_gt"  # labelled fisheye split scored each epoch, if present
     monitor: str = "auto"  # metric choosing best.pt: fisheye_miou | source_val_miou | auto
     amp: str = "bf16"  # bf16 | fp16 | none (CUDA only; always off on CPU)
     channels_last: bool = True  # CUDA only
@@ -243,8 +243,10 @@ class TrainConfig:
             elif value is None and "None" not in str(fields[field_name].type):
                 continue  # METHOD = None: the preset's method
             elif field_name in overrides:
+                if value is None:
+                    continue  # WEIGHTS = None in the cell and OVERRIDES["weights"]: the cell did not give it
                 raise ValueError(f"{name} = {value!r} and OVERRIDES[{field_name!r}] = {overrides[field_name]!r}: "
-                                 f"give it once")
+                                 f"give it once (as {name} where the notebook has that parameter)")
             else:
                 values[field_name] = value
         if unknown:

@@ -10,9 +10,8 @@ SyncBatchNorm runs on GPUs only; on the CPU's ``gloo`` backend each rank normali
 Only rank 0 writes files and shows progress; the others wait for it at barriers. Multi-node runs need
 the run folder on a file system every node sees (resuming reads ``last.pt`` on every rank).
 
-:func:`parse_command_line` turns ``--config FILE`` (a run's ``config.json`` or a JSON of 03_train's
-parameters) and ``--set NAME=VALUE`` (VALUE read as JSON, else as text) into a ``TrainConfig``;
-:func:`torchrun_command` writes that command for a config, as ``03_train`` prints it.
+The command line itself (``--preset``, ``--config``, ``--set``, and the command ``03_train`` prints) is
+``kit.train.cli``.
 """
 
 from __future__ import annotations

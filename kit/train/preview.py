@@ -16,7 +16,7 @@ from kit.train.uda import EMATeacher, block_mask
 
 @torch.no_grad()
 def preview_step(config: TrainConfig) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
-    """The first batch of a run as its step sees it, for drawing (``kit.report.viz.save_step_view``); trains nothing.
+    """The first batch of a run as its step sees it, for drawing (``kit.report.viz.step_view_png``); trains nothing.
 
     Returns panels in the step's order, each ``(images uint8 (B, H, W, 3), labels uint8 (B, H, W) or
     None)``, images denormalised with the run's statistics, labels 255 where ignored or background:

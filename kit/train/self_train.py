@@ -10,7 +10,9 @@ from pathlib import Path
 from torch import nn
 
 from kit.data.border import Border
+from kit.predict.pseudo import CSV_NAME, is_pseudo_folder, make_pseudo_labels
 from kit.predict.runs import RunConfig, load_checkpoint
+from kit.predict.tta import InferenceSettings
 from kit.train.config import OUTPUTS, TrainConfig
 from kit.train.recipes import head_kwargs
 
@@ -67,9 +69,6 @@ def round_pseudo_labels(config: TrainConfig, run_dir: Path, round_: int, model: 
     """The pseudo-label CSV round ``round_`` of ``self_train`` trains on: ``pseudo_split`` for round 1
     when given, else ``<run>/pseudo_round<r>/`` labelled by ``model`` as it is now (the end of the round
     before; whole image + flip, ``border``: the run's ellipse), made once and reused when the run resumes."""
-    from kit.predict.pseudo import CSV_NAME, is_pseudo_folder, make_pseudo_labels
-    from kit.predict.tta import InferenceSettings
-
     if round_ == 1 and config.pseudo_split:
         given = Path(config.pseudo_split)
         csv = given / CSV_NAME if given.is_dir() else given

@@ -36,7 +36,7 @@ from kit.bench.variants import LADDER, TUNE_VARIANTS
 from kit.common.files import is_output_dir, make_dirs, prepare_output_dir, write_json, write_text
 from kit.competition.labels import CLASSES
 from kit.competition.layout import has_split
-from kit.train.config import METHODS, UDA_METHODS, TrainConfig
+from kit.train.config import METHODS, UDA_METHODS, TrainConfig, with_later_fields
 
 QUALITY_PRESET = "cpu_demo"  # the benchmark's recipe (kit.train.presets), shared by every method here
 # Where the benchmark departs from 03_train on purpose: it scores last.pt on the test split, so the
@@ -93,14 +93,6 @@ def job_config(job: Job, data_dir: str, base: dict) -> dict:
     compared before a result is reused. How the run was carried out (threads, folders, resume) is
     left out."""
     return _defining(_train_config(job, data_dir, base), job.steps)
-
-
-def _with_later_fields(config: dict) -> dict:
-    """A stored result's configuration with the TrainConfig fields added after it was trained, at their
-    defaults: a field a result lacks did not exist then, and its default keeps the behaviour it had."""
-    defaults = json.loads(json.dumps({f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
-                                      for f in dataclasses.fields(TrainConfig) if f.name not in _HOW}))
-    return {**{k: v for k, v in defaults.items() if k not in config}, **config}
 
 
 # how a run is carried out and predicted, not what it learns (the benchmark predicts whole images itself)
@@ -189,7 +181,7 @@ def run_jobs(data_dir: str, out: str, jobs: list[Job], overwrite: bool, threads:
         out_dir = prepare_output_dir(out_dir, overwrite)  # nothing else; refuses a folder of other files
     done, todo = {}, []
     stored_by_config = {} if overwrite else {
-        json.dumps(_with_later_fields(r.get("config", {})), sort_keys=True): r for r in
+        json.dumps(with_later_fields(r.get("config", {}), leave_out=_HOW), sort_keys=True): r for r in
         (json.loads(p.read_text()) for p in sorted((out_dir / "results").glob("*.json")))}
     for job in jobs:
         path = out_dir / "results" / f"{job.key}.json"
@@ -200,7 +192,7 @@ def run_jobs(data_dir: str, out: str, jobs: list[Job], overwrite: bool, threads:
             write_json(make_dirs(out_dir / "results") / f"{job.key}.json", done[job.key])
         elif path.is_file() and not overwrite:
             stored = json.loads(path.read_text())
-            config = _with_later_fields(stored.get("config", {}))
+            config = with_later_fields(stored.get("config", {}), leave_out=_HOW)
             if config != wanted:
                 changed = sorted(k for k in {**config, **wanted} if config.get(k) != wanted.get(k))
                 raise FileExistsError(f"{path} was trained with other settings ({', '.join(changed)} differ); "

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from kit.common.device import resolve_device
+from kit.data.border import BORDER_IMAGES
 from kit.models.model import create_model
 
 
@@ -40,7 +41,7 @@ class RunConfig:
     crop_size: tuple[int, int] | None = None  # (H, W) training crop: the slide window
     data_dir: str | None = None  # the dataset it trained on
     method: str | None = None
-    stats_limit: int | None = 200  # images its training averaged into the mean target image (the border)
+    stats_limit: int | None = BORDER_IMAGES  # images its training averaged into the mean target image (the border)
     border_threshold: float | None = None  # its border threshold (None: Otsu)
     fisheye_eval_split: str | None = "train_target_gt"
     pseudo_threshold: float = 0.968  # the teacher's confidence threshold (uda methods)

@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from kit.report.palette import error_entries, error_map, error_share, legend_entries
-from kit.report.viz import colorize, panel_figure, save_figure
+from kit.report.viz import colorize, panel_figure, save_comparison, save_figure
 
 TITLE_FONTSIZE = 8
 
@@ -102,7 +102,8 @@ def save_members_grid(
 ) -> plt.Figure:
     """One row per image: image | each entry of ``members`` in order (the members, then the ensemble
     as the caller names it) | truth (when ``truths`` is given and the image's truth is not None), each
-    label map coloured, the legend of the classes shown under the grid. Written atomically as PNG.
+    label map coloured, the legend of the classes shown under the grid: :func:`kit.report.viz.save_comparison`
+    with one panel per member. Written atomically as PNG.
 
     ``images``: ``uint8 (H, W, 3)`` each; ``members``: column title → one ``uint8 (H, W)`` label map per
     image; ``titles`` name the rows (on the image panel, else "image"). Returns the (closed) figure.
@@ -118,20 +119,6 @@ def save_members_grid(
     if wrong:
         raise ValueError(f"{len(images)} images but {wrong}; expected one per image for every member")
     truths = list(truths) if truths is not None else [None] * len(images)
-    columns = 1 + len(members) + any(truth is not None for truth in truths)
-    shown = [m for maps in members.values() for m in maps]
-    figure, axes = panel_figure([image.shape[0] / image.shape[1] for image in images], columns, width_inches,
-                                [legend_entries([*shown, *(t for t in truths if t is not None)]) if legend else []])
-    for r, image in enumerate(images):
-        panels = [(titles[r] if titles is not None else "image", image)]
-        panels += [(name, colorize(maps[r])) for name, maps in members.items()]
-        if truths[r] is not None:
-            panels.append(("truth", colorize(truths[r])))
-        for axis, (title, picture) in zip(axes[r], panels):
-            axis.imshow(picture)
-            _title(axis, title)
-            axis.set_axis_off()
-        for axis in axes[r, len(panels):]:
-            axis.remove()
-    save_figure(figure, path, dpi, colours)
-    return figure
+    rows = [(image, {**{name: maps[r] for name, maps in members.items()},
+                     **({"truth": truths[r]} if truths[r] is not None else {})}) for r, image in enumerate(images)]
+    return save_comparison(path, rows, titles, width_inches, dpi, colours, legend)

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from kit.common.files import atomic_path, prepare_output_dir, results_in
-from kit.train.config import RESUME_MAY_CHANGE, TrainConfig
+from kit.train.config import RESUME_MAY_CHANGE, TrainConfig, with_later_fields
 
 UNFINISHED = {"config.json", "metrics.csv"}  # what a run leaves that failed before its first checkpoint
 
@@ -31,9 +31,7 @@ def check_run_dir(config: TrainConfig) -> Path:
             raise FileNotFoundError(
                 f"RESUME = True but {run_dir} holds no last.pt to continue from (found: {found or 'nothing'}){hint}"
             )
-        # a field the run's config.json lacks did not exist when it was written: its default is what it ran with
-        defaults = json.loads(json.dumps(dataclasses.asdict(type(config)())))
-        stored = {**defaults, **json.loads((run_dir / "config.json").read_text())}
+        stored = with_later_fields(json.loads((run_dir / "config.json").read_text()))
         current = json.loads(json.dumps(dataclasses.asdict(config)))
         changed = {k: (stored.get(k), v) for k, v in current.items() if k not in RESUME_MAY_CHANGE and stored.get(k) != v}
         if changed:

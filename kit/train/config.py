@@ -6,6 +6,7 @@ method names and per-method defaults. ``notebooks/03_train`` fills it from its p
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -253,3 +254,12 @@ class TrainConfig:
             raise ValueError(f"unknown training parameter(s) {sorted(unknown)}; TrainConfig fields are "
                              f"{', '.join(sorted(f.upper() for f in fields))}")
         return cls.from_preset(preset, **values)
+
+
+def with_later_fields(stored: Mapping[str, object], leave_out: Collection[str] = ()) -> dict:
+    """A stored configuration (a run's ``config.json``, a benchmark result's) with the TrainConfig
+    fields added after it was written at their declared defaults, JSON-normalised: a field it lacks
+    did not exist then, and its default keeps the behaviour it had. ``leave_out``: fields not added."""
+    defaults = json.loads(json.dumps({f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                                      for f in dataclasses.fields(TrainConfig) if f.name not in leave_out}))
+    return {**{k: v for k, v in defaults.items() if k not in stored}, **stored}

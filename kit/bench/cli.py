@@ -29,7 +29,7 @@ import time
 import cv2
 import numpy as np
 
-from kit.bench.scoreboard import QUALITY_STEPS, bench_ladder, bench_quality, bench_tune
+from kit.bench.scoreboard import QUALITY_STEPS, bench_encoders, bench_ladder, bench_quality, bench_tune
 from kit.bench.variants import LADDER, TUNE_VARIANTS
 from kit.competition.labels import IGNORE_INDEX, NUM_CLASSES
 from kit.competition.rle import SUBMISSION_SIZE, encode_label_map
@@ -262,7 +262,11 @@ def main(argv: list[str] | None = None) -> None:
     ladder.add_argument("--out", default="outputs/bench_quality", help="runs/, results/, ladder.md and ladder.json "
                         "(default: quality's, so that rungs equal to a method are trained once)")
     ladder.add_argument("--rung", nargs="+", default=list(LADDER), choices=list(LADDER), help="rungs (default: all)")
-    for command, budget, seeds in ((quality, 1.0, [0, 1, 2]), (tune, 0.5, [0]), (ladder, 1.0, [0, 1, 2])):
+    encoders = sub.add_parser("encoders", help="mit_b0 and pvt_v2_b0 from scratch, tf_efficientnet_lite0 bundled, trained alike")
+    encoders.add_argument("--data", default="data/demo", help="synthetic dataset root (with test_gt.csv)")
+    encoders.add_argument("--out", default="outputs/bench_encoders", help="runs/, results/, encoders.md and encoders.json")
+    for command, budget, seeds in ((quality, 1.0, [0, 1, 2]), (tune, 0.5, [0]), (ladder, 1.0, [0, 1, 2]),
+                                   (encoders, 0.9, [0, 1, 2])):
         command.add_argument("--budget", type=float, default=budget, help=f"scales the {QUALITY_STEPS} training steps per run")
         command.add_argument("--seeds", "--seed", type=int, nargs="+", default=seeds, help="one run per seed")
         command.add_argument("--threads", type=int, default=1, help="torch CPU threads per run (1 was fastest on 2 cores)")
@@ -286,6 +290,9 @@ def main(argv: list[str] | None = None) -> None:
     elif args.name == "tune":
         bench_tune(args.data, args.out, args.variant, args.budget, args.seeds, args.overwrite, args.threads, args.jobs,
                    reference=args.reference, train_missing=not args.report_only)
+    elif args.name == "encoders":
+        bench_encoders(args.data, args.out, args.budget, args.seeds, args.overwrite, args.threads, args.jobs,
+                       train_missing=not args.report_only)
     elif args.name == "ladder":
         bench_ladder(args.data, args.out, args.rung, args.budget, args.seeds, args.overwrite, args.threads, args.jobs,
                      train_missing=not args.report_only)

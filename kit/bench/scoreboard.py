@@ -6,6 +6,8 @@ labelled fisheye test images, summarised as mean ± standard deviation with pair
              another camera), so that no default is chosen on the benchmark's test labels
     ladder   the Car ablation ladder (:data:`LADDER`): from source_only to uda_geo, one component
              added per rung
+    encoders the real MiT-B0, its timm stand-in pvt_v2_b0 and the demo's EfficientNet-Lite0
+             (:data:`ENCODER_VARIANTS`) trained alike
 
 Every (name, seed, steps) trains once. Its result goes to ``<out>/results/<name>_seed<seed>_<steps>.json``
 with the whole configuration it was trained with; a later call that asks for the same name, seed and
@@ -32,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kit.bench.variants import LADDER, TUNE_VARIANTS
+from kit.bench.variants import ENCODER_VARIANTS, LADDER, TUNE_VARIANTS
 from kit.common.files import is_output_dir, make_dirs, prepare_output_dir, write_json, write_text
 from kit.competition.labels import CLASSES
 from kit.competition.layout import has_split
@@ -370,3 +372,15 @@ def bench_ladder(data_dir: str, out: str, rungs: list[str], budget: float, seeds
     title = f"The Car ablation ladder ({setup_line(data_dir, steps, seeds)})."
     return report(Path(out), "ladder", title, results, ("source_only",), "rung", gap=False,
                   notes=["Each rung against the rung before it (paired over seeds):", "", *steps_table, ""])
+
+
+def bench_encoders(data_dir: str, out: str, budget: float, seeds: list[int], overwrite: bool = False,
+                   threads: int | None = 1, processes: int = 1, train_missing: bool = True) -> str:
+    """:data:`ENCODER_VARIANTS`, each seed; ``encoders.md`` / ``encoders.json`` in ``out``, paired with
+    the real MiT-B0."""
+    steps = budget_steps(budget)
+    jobs = [Job(name, overrides, seed, steps) for seed in seeds for name, overrides in ENCODER_VARIANTS.items()]
+    results = run_jobs(data_dir, out, jobs, overwrite, threads, processes, train_missing=train_missing)
+    title = (f"Fisheye test mIoU of three encoders, each with fisheye_tf ({setup_line(data_dir, steps, seeds)}; "
+             f"the encoder and its weights are the variant's).")
+    return report(Path(out), "encoders", title, results, ("mit_b0_scratch",), "variant", gap=False)

@@ -1,5 +1,6 @@
-"""What the tuning sweep and the Car ladder train: variants of ``uda_geo`` and ``self_train`` as diffs
-on the benchmark recipe (``python -m kit.bench tune``, ``ladder``).
+"""What the tuning sweep, the Car ladder and the encoder comparison train: variants of ``uda_geo`` and
+``self_train``, and encoders, as diffs on the benchmark recipe (``python -m kit.bench tune``,
+``ladder``, ``encoders``).
 """
 
 from __future__ import annotations
@@ -66,4 +67,13 @@ LADDER: dict[str, tuple[str, dict]] = {
                   {"method": "uda_geo", "bn_stats": "target", "mask_block": 16}),
     "mask_block_8": ("MIC mask blocks of 8 px instead of 16 (64 px at 1024-px crops scaled to 128)",
                      {"method": "uda_geo", "bn_stats": "target", "mask_block": 8}),
+}
+
+# The encoder comparison (python -m kit.bench encoders): the real MiT-B0 against its timm stand-in, both
+# from scratch (no weights can be downloaded here), and the demo's encoder with its offline ImageNet
+# weights; each with fisheye_tf, self_train's round-0 recipe, so that every run trains alike.
+ENCODER_VARIANTS: dict[str, dict] = {
+    "lite0_bundled": {"method": "fisheye_tf"},
+    "pvt_v2_b0_scratch": {"method": "fisheye_tf", "encoder": "pvt_v2_b0", "pretrained": False},
+    "mit_b0_scratch": {"method": "fisheye_tf", "encoder": "mit_b0", "pretrained": False},
 }

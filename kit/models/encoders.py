@@ -1,5 +1,6 @@
-"""Encoders: any timm model with ``features_only`` (its last four levels), or ``internimage_*``;
-name checks, offline or hub weights, and the normalisation an encoder's weights expect.
+"""Encoders: any timm model with ``features_only`` (its last four levels), the real MiT
+(``mit_b0`` … ``mit_b5``, ``kit.models.segformer``) or ``internimage_*``; name checks, offline or hub
+weights, and the normalisation an encoder's weights expect.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from torch import nn
 
 from kit.data.stats import IMAGENET_MEAN, IMAGENET_STD
 from kit.models.internimage import create_internimage
+from kit.models.segformer import MIT_VARIANTS, create_mit, is_mit
 from kit.models.weights import _bundled_spec, bundled_state_dict, load_encoder_weights, load_state_into
 
 ENCODER_EXAMPLES = (
-    "pvt_v2_b0 … pvt_v2_b5 (MiT-B0 … B5 stand-ins)",
+    "mit_b0 … mit_b5 (SegFormer's MiT, transformers)",
+    "pvt_v2_b0 … pvt_v2_b5 (timm's PVTv2: MiT's shape, other MLP ratios)",
     "resnet50",
     "convnext_tiny",
     "tf_efficientnet_lite0",
@@ -59,14 +62,14 @@ def _is_internimage(name: str) -> bool:
 
 
 def check_encoder_name(name: str) -> None:
-    """Raise ValueError (with close matches and examples) unless ``name`` is a timm model or InternImage."""
-    if _is_internimage(name) or timm.is_model(name):
+    """Raise ValueError (with close matches and examples) unless ``name`` is a timm model, MiT or InternImage."""
+    if _is_internimage(name) or is_mit(name) or timm.is_model(name):
         return
-    close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
+    close = difflib.get_close_matches(name, [*MIT_VARIANTS, *timm.list_models()], n=5, cutoff=0.6)
     hint = f"; close timm names: {close}" if close else ""
     raise ValueError(
         f"unknown encoder {name!r}: expected any timm model that supports features_only "
-        f"(timm.list_models()) or an internimage_* name, e.g. {', '.join(ENCODER_EXAMPLES)}{hint}"
+        f"(timm.list_models()), mit_b0 … mit_b5 or an internimage_* name, e.g. {', '.join(ENCODER_EXAMPLES)}{hint}"
     )
 
 
@@ -78,10 +81,12 @@ def create_encoder(
     """Build an encoder whose forward gives 4 feature maps and which has ``channels``/``reductions``.
 
     Args:
-        name: a timm model name (``pvt_v2_b2``, ``resnet50``, …) or ``internimage_*``.
-        pretrained: True downloads timm's weights; ``"bundled"`` loads offline weights from an
-            installed package (``kit.models.weights.BUNDLED_WEIGHTS``).
-        weights: a local checkpoint loaded into the encoder afterwards (:func:`load_encoder_weights`).
+        name: a timm model name (``pvt_v2_b2``, ``resnet50``, …), ``mit_b0`` … ``mit_b5`` or ``internimage_*``.
+        pretrained: True downloads the hub's weights (timm's; MiT: ``nvidia/mit-b*``); ``"bundled"``
+            loads offline weights from an installed package (``kit.models.weights.BUNDLED_WEIGHTS``).
+        weights: a local checkpoint loaded into the encoder afterwards (:func:`load_encoder_weights`);
+            for MiT also a Hugging Face model id or a ``save_pretrained`` folder
+            (:func:`kit.models.segformer.read_segformer`).
     """
     check_encoder_name(name)
     if pretrained not in (True, False, "bundled"):
@@ -90,6 +95,8 @@ def create_encoder(
         _bundled_spec(name)  # fail before building anything
     if _is_internimage(name):
         return create_internimage(name, pretrained=pretrained, weights=weights)
+    if is_mit(name):
+        return create_mit(name, pretrained=pretrained is True, weights=weights)
     encoder = TimmEncoder(name, pretrained=pretrained is True)
     if pretrained == "bundled":
         source = f"package {_bundled_spec(name)['package']}"
@@ -106,12 +113,12 @@ def encoder_normalisation(
     """The input ``(mean, std)`` (RGB, 0..1) an encoder's pretrained weights expect.
 
     Bundled EfficientNet-Lite weights expect 0.5/0.5; timm models use their pretrained config;
-    InternImage uses ImageNet statistics.
+    InternImage and MiT (SegFormer's image processor) use ImageNet statistics.
     """
     if pretrained == "bundled":
         spec = _bundled_spec(encoder)
         return tuple(spec["mean"]), tuple(spec["std"])
-    if _is_internimage(encoder):
+    if _is_internimage(encoder) or is_mit(encoder):
         return IMAGENET_MEAN, IMAGENET_STD
     cfg = timm.models.get_pretrained_cfg(encoder)
     return tuple(cfg.mean), tuple(cfg.std)

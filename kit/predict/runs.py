@@ -22,6 +22,7 @@ from torch import nn
 
 from kit.common.device import resolve_device
 from kit.data.border import BORDER_IMAGES
+from kit.models.cityscapes import CITYSCAPES_ARCH, cityscapes_model_from_config
 from kit.models.model import create_model
 
 
@@ -87,7 +88,10 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu")
 
 
 def model_from_config(config: RunConfig) -> nn.Module:
-    """The network a run's config describes, without pretrained weights (a checkpoint follows)."""
+    """The network a run's config describes, without pretrained weights (a checkpoint follows); a
+    zero-shot Cityscapes run (``kit.predict.zero_shot``) is its network wrapped with the class map."""
+    if config.arch == CITYSCAPES_ARCH:
+        return cityscapes_model_from_config(**config.head_kwargs)
     return create_model(config.arch, config.encoder, num_classes=config.num_classes, **config.head_kwargs)
 
 

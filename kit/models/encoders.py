@@ -10,6 +10,7 @@ import os
 
 import timm
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from kit.data.stats import IMAGENET_MEAN, IMAGENET_STD
@@ -27,34 +28,89 @@ ENCODER_EXAMPLES = (
     "internimage_t",
 )
 
+STRIDES = (4, 8, 16, 32)  # the feature levels every head takes
+PROBE_SIZE = (97, 130)  # (H, W): odd and non-square, as a slide window or a TTA scale may be
 
 # --------------------------------------------------------------------------- encoders
 
 
 class TimmEncoder(nn.Module):
-    """A timm ``features_only`` model returning its last 4 feature levels.
+    """A timm ``features_only`` model returning its last 4 feature levels, channels first, at any input size.
+
+    Encoders differ in what they give and take; the kit makes every one it accepts look alike:
+    channels-last features (Swin, MambaOut) are permuted to (B, C, H, W); an encoder that needs
+    inputs of a multiple of 32 (HRNet, Swin's patches) gets its input zero-padded to one and its
+    features cropped back to the unpadded extent; a fixed input size (Swin, ViT) is lifted with timm's
+    ``dynamic_img_size`` where the model has it. Which of these an encoder needs is found by a probe
+    forward at an odd size when it is built; one that still fails, or whose levels are not at
+    strides 4/8/16/32, is refused with the reason.
 
     Attributes:
         model: the timm features model (its state_dict keys are timm's).
         channels: channels of the 4 levels, e.g. ``[32, 64, 160, 256]`` for pvt_v2_b0.
-        reductions: their strides, ``[4, 8, 16, 32]`` for every encoder tested here.
+        reductions: their strides, ``[4, 8, 16, 32]``.
+        pad_to: inputs are padded to a multiple of this (1: not padded).
     """
 
     def __init__(self, name: str, pretrained: bool = False) -> None:
         super().__init__()
         # Negative indices: ResNet/MobileNet/EfficientNet have 5 levels (the first at stride 2),
         # pvt_v2/ConvNeXt have 4; the last 4 are the strides 4..32 every head expects.
-        self.model = timm.create_model(
-            name,
-            features_only=True,
-            pretrained=pretrained,
-            out_indices=(-4, -3, -2, -1),
-        )
+        self.model = self._build(name, pretrained)
         self.channels: list[int] = list(self.model.feature_info.channels())
         self.reductions: list[int] = list(self.model.feature_info.reduction())
+        if self.reductions != list(STRIDES):
+            raise ValueError(f"encoder {name!r} gives its last four feature levels at strides {self.reductions}; the "
+                             f"kit's heads take four levels at strides {list(STRIDES)} (a hierarchical encoder)")
+        self.channels_last = str(getattr(self.model, "output_fmt", "NCHW")).endswith("NHWC")
+        self.pad_to = 1
+        error = self._probe()
+        if error is not None:
+            self.pad_to = STRIDES[-1]
+            error = self._probe()
+        if error is not None:
+            try:
+                self.model = self._build(name, pretrained, dynamic_img_size=True)
+            except TypeError:
+                pass  # the model has no dynamic size: refused below
+            else:
+                error = self._probe()
+        if error is not None:
+            raise ValueError(f"encoder {name!r} does not run at other input sizes than its own ({type(error).__name__}: "
+                             f"{error}); the kit feeds crops, slide windows and test-time scales of any size, so it "
+                             f"supports encoders that take them (with padding to a multiple of {STRIDES[-1]})")
+
+    @staticmethod
+    def _build(name: str, pretrained: bool, **kwargs) -> nn.Module:
+        return timm.create_model(name, features_only=True, pretrained=pretrained, out_indices=(-4, -3, -2, -1), **kwargs)
+
+    def _probe(self) -> Exception | None:
+        """Run one forward at an odd, non-square size; the error it raised, or None."""
+        training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                features = self(torch.zeros(1, 3, *PROBE_SIZE))
+            expected = [(-(-PROBE_SIZE[0] // r), -(-PROBE_SIZE[1] // r)) for r in self.reductions]
+            got = [tuple(f.shape[-2:]) for f in features]
+            if any(abs(g[0] - e[0]) > 1 or abs(g[1] - e[1]) > 1 for g, e in zip(got, expected)):
+                return ValueError(f"levels of {got} at input {PROBE_SIZE}, expected about {expected}")
+            return None
+        except (AssertionError, RuntimeError, ValueError) as error:
+            return error
+        finally:
+            self.train(training)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return list(self.model(x))  # 4 × (B, C_i, H/r_i, W/r_i)
+        height, width = x.shape[-2:]
+        if self.pad_to > 1:
+            x = F.pad(x, (0, -width % self.pad_to, 0, -height % self.pad_to))
+        features = list(self.model(x))  # 4 × (B, C_i, H/r_i, W/r_i), or (B, H/r_i, W/r_i, C_i)
+        if self.channels_last:
+            features = [f.permute(0, 3, 1, 2) for f in features]
+        if self.pad_to > 1:  # the levels' extent of the unpadded input
+            features = [f[..., : -(-height // r), : -(-width // r)] for f, r in zip(features, self.reductions)]
+        return features
 
 
 def _is_internimage(name: str) -> bool:

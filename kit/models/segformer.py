@@ -49,7 +49,8 @@ def mit_config(name: str, **values) -> SegformerConfig:
     if not is_mit(name):
         raise ValueError(f"unknown MiT encoder {name!r}; expected one of {', '.join(MIT_VARIANTS)}")
     hidden, depths, decoder = MIT_VARIANTS[name]
-    return SegformerConfig(hidden_sizes=list(hidden), depths=list(depths), decoder_hidden_size=decoder, **values)
+    return SegformerConfig(**{"hidden_sizes": list(hidden), "depths": list(depths), "decoder_hidden_size": decoder,
+                              **values})
 
 
 class MiTEncoder(nn.Module):

@@ -10,6 +10,7 @@ import papermill
 import pytest
 import torch
 from scratch import SCRATCH
+from transformers import SegformerForSemanticSegmentation
 
 from kit.bench.chain import chain
 from kit.common.files import write_image
@@ -17,6 +18,8 @@ from kit.competition.labels import PSEUDO_LABEL_VALUES
 from kit.competition.layout import read_image, read_label, read_split, read_split_file
 from kit.competition.metrics import confusion_matrix, iou_table
 from kit.competition.rle import SUBMISSION_SIZE, resize_nearest, rle_decode, validate_submission
+from kit.models.segformer import mit_config
+from kit.predict.zero_shot import write_zero_shot_run
 from kit.train.config import TrainConfig
 from kit.train.loop import train
 
@@ -108,7 +111,8 @@ def test_train_notebook_refuses_a_misspelt_parameter(tiny, tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_runs(tiny, tmp_path_factory):
-    """Two one-epoch runs on ``tiny`` (different heads and seeds) in a runs folder; read-only."""
+    """Two one-epoch runs on ``tiny`` (different heads and seeds) and a zero-shot Cityscapes SegFormer
+    (random weights of SegFormer-B0's configuration) in a runs folder; read-only."""
     runs_dir = tmp_path_factory.mktemp("runs")
     for name, arch, seed in [("a", "daformer", 0), ("b", "segformer", 1)]:
         train(TrainConfig(**{
@@ -116,6 +120,9 @@ def tiny_runs(tiny, tmp_path_factory):
             "method": "source_only", "head_channels": 16, "source_size": (48, 96), "target_size": (54, 96),
             "crop_size": (32, 32), "epochs": 1, "batch_size": 2, "warmup_steps": 2, "eval_limit": 2, "progress": False,
         }))
+    cityscapes = tmp_path_factory.mktemp("segformer-b0-cityscapes")
+    SegformerForSemanticSegmentation(mit_config("mit_b0", num_labels=19)).save_pretrained(cityscapes)
+    write_zero_shot_run(str(cityscapes), tiny, "zero_shot", runs_dir, size=(54, 96))
     return runs_dir
 
 
@@ -178,7 +185,7 @@ def test_ensemble_notebook_with_weights_one_and_zero_is_its_first_member(tiny, t
 
 def test_pseudo_label_notebook_writes_a_round_and_never_replaces_it(tiny, tiny_runs, tmp_path):
     folder = tmp_path / "round1"
-    parameters = dict(DATA_DIR=str(tiny), RUNS_DIR=str(tiny_runs), RUN_NAMES=["a", "b"], OUTPUT_DIR=str(folder),
+    parameters = dict(DATA_DIR=str(tiny), RUNS_DIR=str(tiny_runs), RUN_NAMES=["a", "zero_shot"], OUTPUT_DIR=str(folder),
                       GRID_COUNT=2, SCALES=[0.75, 1.0])
     _run("06_pseudo_label", tmp_path, **parameters)
     pseudo = read_split_file(folder / "pseudo.csv")
@@ -195,13 +202,14 @@ def test_pseudo_label_notebook_writes_a_round_and_never_replaces_it(tiny, tiny_r
 
 
 def test_predict_notebook_without_labels_skips_the_scores(tiny, tiny_runs, tmp_path):
+    """The competition's first day: no fisheye labels, no training, a Cityscapes model predicting zero-shot."""
     root = tmp_path / "unlabelled"  # the real data's layout: no held-out fisheye labels
     root.mkdir()
     for entry in tiny.iterdir():
         if entry.name not in ("test_gt.csv", "train_target_gt.csv"):
             (root / entry.name).symlink_to(entry)
-    out = _run("04_predict", tmp_path, DATA_DIR=str(root), RUNS_DIR=str(tiny_runs), RUN_NAME="b", CHECKPOINT="best.pt",
-               BORDER=None, GRID_COUNT=2)
+    out = _run("04_predict", tmp_path, DATA_DIR=str(root), RUNS_DIR=str(tiny_runs), RUN_NAME="zero_shot",
+               CHECKPOINT="best.pt", BORDER=None, GRID_COUNT=2)
     assert validate_submission(out / "submission.csv", root / "sample_submission.csv") == 2 * 12
     metrics = json.loads((out / "metrics.json").read_text())
     assert not metrics["labelled"] and metrics["mIoU"] is None and metrics["iou"] is None

@@ -28,6 +28,7 @@ from kit.models.model import create_model
 from kit.models.segformer import MIT_VARIANTS, mit_config
 from kit.predict.pseudo import make_pseudo_labels
 from kit.predict.runs import load_run
+from kit.predict.zero_shot import main as zero_shot_main
 from kit.predict.zero_shot import write_zero_shot_run
 
 CITYSCAPES_LABELS = dict(num_labels=19, id2label=dict(enumerate(CITYSCAPES_CLASSES)),
@@ -231,7 +232,7 @@ def test_a_zero_shot_segformer_run_gives_the_summed_cityscapes_probabilities(cit
         write_zero_shot_run(str(folder), tiny, "zs", tmp_path / "runs", size=(64, 96))
 
 
-def test_a_zero_shot_mask2former_run_reads_out_as_transformers_does(tiny, tmp_path):
+def test_a_zero_shot_mask2former_run_reads_out_as_transformers_does(tiny, tmp_path, capsys):
     torch.manual_seed(2)
     backbone = SwinConfig(embed_dim=32, depths=[1, 1, 1, 1], num_heads=[1, 2, 4, 8], window_size=7,
                           out_features=["stage1", "stage2", "stage3", "stage4"])
@@ -240,7 +241,10 @@ def test_a_zero_shot_mask2former_run_reads_out_as_transformers_does(tiny, tmp_pa
         decoder_layers=2, encoder_layers=1, dim_feedforward=64, encoder_feedforward_dim=64, num_attention_heads=2,
         **CITYSCAPES_LABELS)).eval()
     network.save_pretrained(tmp_path / "m2f")
-    model, _ = load_run(write_zero_shot_run(str(tmp_path / "m2f"), tiny, "zs", tmp_path / "runs"), device="cpu")
+    zero_shot_main([str(tmp_path / "m2f"), "--data-dir", str(tiny), "--run-name", "zs", "--runs-dir", str(tmp_path / "runs")])
+    assert "RUN_NAME = 'zs'" in capsys.readouterr().out
+    model, run = load_run(tmp_path / "runs" / "zs", "last.pt", device="cpu")
+    assert run.target_size == tuple(read_image(read_split(tiny, "test").img_path[0]).shape[:2])  # the images' own
     with torch.no_grad():
         probs, out = model(X).softmax(1), network(pixel_values=X)
     # transformers' post_process_semantic_segmentation: masks resized first, then sigmoid × class softmax

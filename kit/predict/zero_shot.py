@@ -10,7 +10,7 @@ The model (a ``SegformerForSemanticSegmentation`` or ``Mask2FormerForUniversalSe
 Cityscapes' 19 classes, from the hub or a ``save_pretrained`` folder) is wrapped in
 :class:`kit.models.cityscapes.CityscapesModel`: each competition class's probability is the sum of its
 Cityscapes classes' (``kit.competition.cityscapes``). The run's ``config.json`` holds the network's
-configuration and ``best.pt`` its weights, so the run needs no internet afterwards. Images are
+configuration and ``best.pt`` (``last.pt`` the same file) its weights, so the run needs no internet afterwards. Images are
 normalised with ImageNet statistics, as both families' image processors do. Licences: NVIDIA's
 SegFormer checkpoints and the Mask2Former zoo are for non-commercial use.
 """
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -50,7 +51,7 @@ def write_zero_shot_run(
     border_threshold: float | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Write ``<runs_dir>/<run_name>/`` (``config.json`` + ``best.pt``) for the Cityscapes model ``source``.
+    """Write ``<runs_dir>/<run_name>/`` (``config.json``, ``best.pt`` = ``last.pt``) for the Cityscapes model ``source``.
 
     ``size``: the (H, W) fisheye images are resized to for prediction (None: the dataset's own test
     image size). ``border_threshold``: the fisheye border's (None: Otsu; the real data: 108). An
@@ -73,6 +74,12 @@ def write_zero_shot_run(
     prepare_output_dir(run_dir, overwrite=overwrite)
     with atomic_path(run_dir / "best.pt") as tmp:
         torch.save({"model": model.state_dict(), "zero_shot_source": source}, tmp)
+    with atomic_path(run_dir / "last.pt") as tmp:  # 06's default checkpoint; the same file, linked where possible
+        tmp.unlink()
+        try:
+            os.link(run_dir / "best.pt", tmp)
+        except OSError:
+            shutil.copyfile(run_dir / "best.pt", tmp)
     write_json(run_dir / "config.json", config)
     return run_dir
 

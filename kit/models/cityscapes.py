@@ -78,15 +78,11 @@ def map_classifier_rows(
     return out
 
 
-def load_cityscapes_segformer(
-    model: nn.Module,
-    source: str | os.PathLike,
-    variant: str,
-    two_wheelers: str = "background",
-) -> None:
+def load_cityscapes_segformer(model: nn.Module, source: str | os.PathLike, variant: str) -> None:
     """Copy a whole Cityscapes SegFormer ``source`` (hub id, folder or state-dict file) into ``model``:
     a kit ``segformer`` model on ``variant`` (its ``encoder.model`` and ``decode_head``), mapping the
-    classifier as :func:`map_classifier_rows`. Every tensor of the checkpoint is used."""
+    classifier as :func:`map_classifier_rows`. Every tensor of the checkpoint is used. Where the
+    two-wheelers go does not matter here: no merged class starts from their rows."""
     network = read_segformer(source, variant, whole=True)
     check_cityscapes_labels(network.config, str(source))
     width, ours = network.config.decoder_hidden_size, model.decode_head.config.decoder_hidden_size
@@ -96,7 +92,7 @@ def load_cityscapes_segformer(
     head = network.decode_head.state_dict()
     classifier = {name: head.pop(f"classifier.{name}") for name in ("weight", "bias")}
     fresh = {name: getattr(model.decode_head.classifier, name) for name in ("weight", "bias")}
-    mapped = map_classifier_rows(classifier, fresh, cityscapes_class_map(two_wheelers))
+    mapped = map_classifier_rows(classifier, fresh, cityscapes_class_map())
     model.decode_head.load_state_dict({**head, **{f"classifier.{k}": v for k, v in mapped.items()}}, strict=True)
 
 

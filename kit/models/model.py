@@ -76,15 +76,13 @@ def create_model(
     num_classes: int = NUM_CLASSES + 1,
     pretrained: bool | str = False,
     weights: str | os.PathLike | None = None,
-    two_wheelers: str = "background",
     **head_kwargs,
 ) -> nn.Module:
     """Build ``arch`` (one of ``ARCHS``) on ``encoder`` (see :func:`create_encoder`).
 
     ``weights`` are the encoder's, except for ``segformer`` on ``mit_b*`` when they are a whole
     SegFormer (a Cityscapes checkpoint): then encoder and head load, the classifier mapped onto the
-    competition's classes (``two_wheelers``: where motorcycle and bicycle go,
-    ``kit.competition.cityscapes``).
+    competition's classes (``kit.models.cityscapes.load_cityscapes_segformer``).
 
     ``num_classes`` defaults to 13: the 12 classes plus background (index 12). ``head_kwargs`` go to
     the head, e.g. ``channels=128`` for a CPU-sized decoder; ``mask2former`` also takes ``queries``,
@@ -96,7 +94,7 @@ def create_model(
     if arch == "segformer" and is_mit(encoder) and weights is not None and has_decode_head(weights):
         backbone = create_encoder(encoder)  # random: the checkpoint fills it
         model = SegmentationModel(backbone, HEADS[arch](list(backbone.channels), num_classes, **head_kwargs))
-        load_cityscapes_segformer(model, weights, encoder, two_wheelers)
+        load_cityscapes_segformer(model, weights, encoder)
         return model
     backbone = create_encoder(encoder, pretrained=pretrained, weights=weights)
     if arch in MASK_HEADS:

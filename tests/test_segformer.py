@@ -264,6 +264,9 @@ def test_a_zero_shot_mask2former_run_reads_out_as_transformers_does(tiny, tmp_pa
         backbone_config=backbone, hidden_dim=32, feature_size=32, mask_feature_size=32, num_queries=10,
         decoder_layers=2, encoder_layers=1, dim_feedforward=64, encoder_feedforward_dim=64, num_attention_heads=2,
         **CITYSCAPES_LABELS)).eval()
+    with torch.no_grad():  # mask logits of several units, where resizing before or after the sigmoid differs
+        for parameter in network.model.transformer_module.decoder.mask_predictor.mask_embedder.parameters():
+            parameter.mul_(30)
     network.save_pretrained(tmp_path / "m2f")
     zero_shot_main([str(tmp_path / "m2f"), "--data-dir", str(tiny), "--run-name", "zs", "--runs-dir", str(tmp_path / "runs")])
     assert "RUN_NAME = 'zs'" in capsys.readouterr().out
@@ -272,8 +275,10 @@ def test_a_zero_shot_mask2former_run_reads_out_as_transformers_does(tiny, tmp_pa
     with torch.no_grad():
         probs, out = model(X).softmax(1), network(pixel_values=X)
     # transformers' post_process_semantic_segmentation: masks resized first, then sigmoid × class softmax
+    assert out.masks_queries_logits.std() > 3
     masks = _up(out.masks_queries_logits).sigmoid()
     scores = torch.einsum("bqc,bqhw->bchw", out.class_queries_logits.softmax(-1)[..., :-1], masks)
+    scores = scores.clamp_min(1e-6)  # a pixel no query claims: uniform (the kit's rule), not 0 / 0
     assert torch.allclose(probs, _summed(scores / scores.sum(1, keepdim=True), cityscapes_class_map()), atol=1e-5)
 
 

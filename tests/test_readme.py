@@ -12,10 +12,13 @@ import papermill
 import pytest
 import torch
 from papermill.cli import _resolve_type
+from transformers import SegformerForSemanticSegmentation
 
 import kit.bench.cli
+import kit.predict.zero_shot
 import kit.synth.dataset
 from kit.models.internimage import create_internimage
+from kit.models.segformer import is_mit, mit_config
 from kit.predict.runs import RunConfig
 from kit.train.cli import parse_command_line
 from kit.train.config import TrainConfig
@@ -76,11 +79,17 @@ def workplace(tiny, tmp_path, monkeypatch):
     return tmp_path
 
 
-def _weights(path: str) -> None:
-    """A random checkpoint with the official key names where a command names one (e.g. InternImage-T)."""
-    if not Path(path).exists():
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        torch.save(create_internimage("internimage_t").state_dict(), path)
+def _weights(path: str, encoder: str = "internimage_t") -> None:
+    """Random weights in the published layout where a command names some: InternImage-T's official
+    key names, or for a MiT a Cityscapes SegFormer of its configuration saved as the hub's, in a
+    folder named like the hub id (a local folder wins over the hub)."""
+    if Path(path).exists():
+        return
+    if is_mit(encoder):
+        SegformerForSemanticSegmentation(mit_config(encoder, num_labels=19)).save_pretrained(path)
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    torch.save(create_internimage(encoder).state_dict(), path)
 
 
 def _scaled_down(parameters: dict) -> dict:
@@ -113,8 +122,9 @@ def test_every_readme_command_runs(workplace, monkeypatch):
                 small = _scaled_down(parameters)
                 key = _key(TrainConfig.from_parameters(small))
                 if key not in ran:  # t4 is solution_a at other sizes: at tiny sizes the two are one run
-                    if small.get("WEIGHTS"):
-                        _weights(small["WEIGHTS"])
+                    recipe = TrainConfig.from_parameters(small)
+                    if recipe.weights:
+                        _weights(recipe.weights, recipe.encoder)
                     papermill.execute_notebook(str(ROOT / notebook), str(out), parameters={**small, "PREVIEW_COUNT": 1},
                                                kernel_name="python3", cwd=str(workplace), progress_bar=False)
                     ran[key] = small.get("RUN_NAME", "demo")
@@ -131,6 +141,12 @@ def test_every_readme_command_runs(workplace, monkeypatch):
             args[args.index("--out") + 1] = str(workplace / "synth")
             kit.synth.dataset.main(args)
             assert (workplace / "synth/test.csv").is_file()
+        elif command[1:3] == ["-m", "kit.predict.zero_shot"]:
+            _weights(command[3], "mit_b5" if "segformer-b5" in command[3] else "mit_b0")  # no hub here
+            kit.predict.zero_shot.main(command[3:])
+            name = command[command.index("--run-name") + 1]
+            assert RunConfig.from_dict(json.loads((workplace / "outputs/runs" / name / "config.json").read_text())).arch == \
+                "cityscapes"
         elif command[1:3] == ["-m", "kit.bench"]:
             # parsed into the scoreboard's call (an hour of training; tests/test_scoreboard.py runs it at tiny scale)
             calls = []

@@ -20,6 +20,7 @@ SUPPORTED = {
     "convnextv2_atto": "ConvNeXt: floors odd sizes",
     "pvt_v2_b0": "timm's MiT-shaped transformer",
     "mit_b0": "SegFormer's MiT (transformers)",
+    "hf_swin_tiny": "transformers' Swin backbone (the Cityscapes Mask2Former's)",
     "swin_tiny_patch4_window7_224": "channels-last features, fixed input size, patches of 4",
     "mambaout_femto": "channels-last features",
     "hrnet_w18_small": "needs a multiple of 32",

@@ -7,7 +7,9 @@ Two uses:
   ``nvidia/segformer-b*-finetuned-cityscapes-*`` model): :func:`load_cityscapes_segformer` copies its
   encoder and decode head into the kit's model. The classifier's rows are mapped: a competition class
   starts from its Cityscapes class's row, a merged class (Construction, Nature, Car) from the row of
-  its largest member (building, vegetation, car), background from a new row.
+  its largest member (building, vegetation, car), background from a new row. Likewise a whole
+  Mask2Former (``ARCH = "mask2former"`` on ``hf_swin_*``, ``WEIGHTS`` a
+  ``facebook/mask2former-swin-*-cityscapes-semantic`` model): :func:`load_cityscapes_mask2former`.
 - **Zero-shot prediction** (:class:`CityscapesModel`): a SegFormer or Mask2Former Cityscapes model
   that the kit never trained predicts the competition's classes: each competition class's
   probability is the sum of its Cityscapes classes' probabilities. ``python -m kit.predict.zero_shot``
@@ -94,6 +96,46 @@ def load_cityscapes_segformer(model: nn.Module, source: str | os.PathLike, varia
     fresh = {name: getattr(model.decode_head.classifier, name) for name in ("weight", "bias")}
     mapped = map_classifier_rows(classifier, fresh, cityscapes_class_map())
     model.decode_head.load_state_dict({**head, **{f"classifier.{k}": v for k, v in mapped.items()}}, strict=True)
+
+
+# head options (kit.models.mask2former.Mask2FormerHead) ← a transformers Mask2FormerConfig
+_MASK2FORMER_OPTIONS = {"queries": "num_queries", "encoder_layers": "encoder_layers", "heads": "num_attention_heads",
+                        "feedforward": "dim_feedforward"}
+
+
+def mask2former_head_options(config: Mask2FormerConfig) -> dict[str, int]:
+    """``HEAD_CHANNELS`` (as ``channels``) and the ``HEAD_OPTIONS`` a kit head needs to hold ``config``'s weights."""
+    return {"channels": config.hidden_dim, "layers": config.decoder_layers - 1,
+            **{ours: getattr(config, theirs) for ours, theirs in _MASK2FORMER_OPTIONS.items()}}
+
+
+def load_cityscapes_mask2former(model: nn.Module, source: str | os.PathLike) -> None:
+    """Copy a whole Cityscapes Mask2Former ``source`` (hub id or folder) into ``model``: a kit
+    ``mask2former`` on the matching ``hf_swin_*`` (its backbone, pixel decoder, transformer decoder
+    and class predictor; every tensor of the checkpoint but the loss's no-object weight, a setting).
+    Class rows are mapped as :func:`map_classifier_rows`; "no object" keeps its row."""
+    from kit.models.hf_swin import read_mask2former
+
+    network = read_mask2former(source)
+    check_cityscapes_labels(network.config, str(source))
+    needed, head = mask2former_head_options(network.config), model.decode_head
+    have = mask2former_head_options(head.config)
+    if needed != have:
+        options = {k: v for k, v in needed.items() if k != "channels"}
+        raise ValueError(f"{source}'s Mask2Former is {needed}, the run's head is {have}: set HEAD_CHANNELS = "
+                         f"{needed['channels']} and HEAD_OPTIONS = {options}")
+    try:
+        model.encoder.model.load_state_dict(network.model.pixel_level_module.encoder.state_dict(), strict=True)
+    except RuntimeError as error:
+        raise ValueError(f"the backbone of {source} does not fit the run's encoder: {str(error)[:400]}") from error
+    head.pixel_decoder.load_state_dict(network.model.pixel_level_module.decoder.state_dict(), strict=True)
+    head.transformer.load_state_dict(network.model.transformer_module.state_dict(), strict=True)
+    theirs = {name: getattr(network.class_predictor, name) for name in ("weight", "bias")}
+    fresh = {name: getattr(head.class_predictor, name) for name in ("weight", "bias")}
+    mapped = map_classifier_rows(theirs, fresh, cityscapes_class_map())
+    for name in mapped:  # the last row is "no object" in both
+        mapped[name][-1] = theirs[name][-1]
+    head.class_predictor.load_state_dict(mapped, strict=True)
 
 
 # --------------------------------------------------------------------------- zero-shot

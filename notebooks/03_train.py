@@ -23,9 +23,11 @@
 # | PRESET | recipe |
 # |---|---|
 # | `cpu_demo` | the synthetic demo on a laptop CPU: `self_train`, EfficientNet-Lite0 (offline weights) + DAFormer 64, 540 steps |
-# | `solution_a` | solution A on an A100: `uda`, MiT-shaped `pvt_v2_b4`, 512×1024 images, 256×512 crops, slide prediction |
+# | `solution_a` | solution A on an A100: `uda`, MiT-B4 (ImageNet, from the hub), 512×1024 images, 256×512 crops, slide prediction |
+# | `segformer_cityscapes` | solution A's recipe on a whole Cityscapes SegFormer-B5 (encoder and head, classes mapped) |
 # | `t4` | solution A on a 16 GB T4: 256×512 images, 128×256 crops, fp16 |
 # | `solution_b` | solution B: `fisheye_tf`, InternImage-T + Mask2Former, 960×540 crops, multi-scale flip TTA (give `WEIGHTS`) |
+# | `mask2former_cityscapes` | solution B's recipe on a whole Cityscapes Mask2Former (Swin-T, classes mapped) |
 #
 # | METHOD | what it trains on |
 # |---|---|
@@ -43,10 +45,10 @@
 DATA_DIR: str = "data/demo"  # dataset root in the competition layout (python -m kit.synth makes one)
 RUNS_DIR: str = "outputs/runs"  # runs live in RUNS_DIR/RUN_NAME
 RUN_NAME: str = "demo"  # this run's folder; 04_predict and 06_pseudo_label read "demo" by default
-PRESET: str = "cpu_demo"  # the recipe: cpu_demo | solution_a | t4 | solution_b (kit/train/presets.py)
+PRESET: str = "cpu_demo"  # the recipe: cpu_demo | solution_a | segformer_cityscapes | t4 | solution_b | mask2former_cityscapes (kit/train/presets.py)
 METHOD: "Optional[str]" = None  # source_only | fisheye_tf | uda | uda_geo | self_train | oracle; None: the preset's
-ENCODER: "Optional[str]" = None  # a timm encoder with features_only, or internimage_t/s/b; None: the preset's
-WEIGHTS: "Optional[str]" = None  # a local encoder checkpoint (solution_b: an ImageNet InternImage one)
+ENCODER: "Optional[str]" = None  # a timm encoder with features_only, mit_b0…b5, hf_swin_*, or internimage_t/s/b; None: the preset's
+WEIGHTS: "Optional[str]" = None  # an encoder checkpoint (solution_b: ImageNet InternImage), or a hub id / folder of a MiT or Cityscapes model; None: the preset's
 EPOCHS: "Optional[int]" = None  # epochs of STEPS_PER_EPOCH steps (self_train: of round 0); None: the preset's
 INIT_FROM: "Optional[str]" = None  # a run folder or checkpoint whose weights start this run (same ARCH and ENCODER)
 PSEUDO_SPLIT: "Optional[str]" = None  # self_train: round 1's pseudo-labels, 06_pseudo_label's OUTPUT_DIR; None: its own

@@ -26,7 +26,9 @@
 # relative to the folder), `labels/<id>.png` and `summary.json`, written in a staging folder and
 # renamed into place when complete; an earlier round's folder is never replaced unless `OVERWRITE`.
 # Train on it with `03_train`: `METHOD = "self_train"`, `PSEUDO_SPLIT = OUTPUT_DIR`,
-# `INIT_FROM = <the run that labelled it>`.
+# `INIT_FROM = <the run that labelled it>`. Labels from a zero-shot Cityscapes run
+# (`python -m kit.predict.zero_shot`) train a model of the kit's own instead: no `INIT_FROM`, or
+# `PRESET = "segformer_cityscapes"` / `"mask2former_cityscapes"` to start from that same model.
 
 # %% tags=["parameters"]
 DATA_DIR: str = "data/demo"  # dataset root in the competition layout

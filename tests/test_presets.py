@@ -9,7 +9,7 @@ import nbformat
 import papermill
 import pytest
 
-from kit.train.config import TrainConfig
+from kit.train.config import NONE_KEEPS_PRESET, TrainConfig
 from kit.train.presets import PRESETS, RUN_FIELDS, preset_diff
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks/03_train.ipynb"
@@ -66,6 +66,21 @@ def test_parameters_take_the_preset_then_overrides_then_names():
     config = TrainConfig.from_parameters({"ENCODER": None, "STEPS_PER_EPOCH": None})
     assert (config.encoder, config.steps_per_epoch) == ("tf_efficientnet_lite0", None)
     assert TrainConfig.from_parameters({}) == TrainConfig()
+    # ...and where 03's cell holds a field at None that a preset sets: WEIGHTS = None keeps its hub id
+    hub = "nvidia/segformer-b5-finetuned-cityscapes-1024-1024"
+    assert TrainConfig.from_parameters({"PRESET": "segformer_cityscapes", "WEIGHTS": None}).weights == hub
+    assert TrainConfig.from_parameters({"PRESET": "segformer_cityscapes", "WEIGHTS": None,
+                                        "OVERRIDES": {"weights": None}}).weights is None
+    assert TrainConfig.from_parameters({"PRESET": "solution_a", "BORDER_THRESHOLD": None}).border_threshold is None
+
+
+def test_a_cell_name_at_none_never_drops_what_a_preset_sets():
+    """03's cell passes every name, most at None; a None-able field a preset sets must keep it (NONE_KEEPS_PRESET)."""
+    cell = {name.lower() for name in _cell_names()}
+    for preset in PRESETS:
+        for field_name, value in preset_diff(preset).items():
+            if value is not None and field_name in cell and field_name not in NONE_KEEPS_PRESET:
+                assert "None" not in str(TrainConfig.__dataclass_fields__[field_name].type), (preset, field_name)
 
 
 @pytest.mark.parametrize("namespace, message", [

@@ -160,3 +160,4 @@ def test_every_readme_command_runs(workplace, monkeypatch):
     for name in ran.values():  # the runs exist and predict as their recipe says
         config = RunConfig.from_dict(json.loads((workplace / "outputs/runs" / name / "config.json").read_text()))
         assert (config.predict_mode, config.predict_scales) == (trained[name].predict_mode, trained[name].predict_scales)
+        assert config.values["weights"] == trained[name].weights  # e.g. a Cityscapes preset's hub id reached 03

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from scratch import SCRATCH
 from transformers import (
     Mask2FormerConfig,
+    Mask2FormerImageProcessor,
     Mask2FormerForUniversalSegmentation,
     SegformerForSemanticSegmentation,
     SegformerModel,
@@ -131,6 +132,18 @@ def test_a_save_pretrained_mit_loads_with_every_tensor(tmp_path):
         create_encoder("mit_b0", weights=str(tmp_path))
 
 
+def test_weights_paths_are_read_as_paths_and_other_layouts_refused(cityscapes_b0, tmp_path, monkeypatch):
+    network, folder = cityscapes_b0
+    monkeypatch.setenv("HOME", str(folder.parent))
+    model = create_model("segformer", "mit_b0", channels=256, weights=f"~/{folder.name}")  # a folder, not a hub id
+    assert torch.equal(model.decode_head.linear_fuse.weight, network.decode_head.linear_fuse.weight)
+    with pytest.raises(FileNotFoundError, match="weights 'no/such/segformer.pth' not found"):
+        create_model("segformer", "mit_b0", channels=256, weights="no/such/segformer.pth")
+    torch.save({"backbone.layers.0.0.projection.weight": torch.zeros(32, 3, 7, 7)}, tmp_path / "mmseg1.pth")
+    with pytest.raises(ValueError, match=r"mmsegmentation 1.x's MiT names \(backbone.layers.\*\)"):
+        create_encoder("mit_b0", weights=str(tmp_path / "mmseg1.pth"))
+
+
 def test_without_internet_a_hub_id_fails_with_what_to_pass_instead(monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(OSError, match="(?s)could not read SegFormer weights 'nvidia/mit-b0'.*without internet pass a local folder"):
@@ -182,6 +195,9 @@ def test_an_original_segformer_checkpoint_loads_encoder_and_head(cityscapes_b0, 
     original = _original_names(network)
     assert "backbone.block1.0.attn.kv.weight" in original and "decode_head.linear_fuse.bn.running_var" in original
     torch.save({"state_dict": original}, tmp_path / "segformer_b0_cityscapes.pth")  # mmseg's checkpoint form
+    torch.save({f"module.{k}": v for k, v in original.items()}, tmp_path / "dataparallel.pth")
+    dataparallel = create_model("segformer", "mit_b0", channels=256, weights=str(tmp_path / "dataparallel.pth"))
+    assert torch.equal(dataparallel.decode_head.linear_fuse.weight, network.decode_head.linear_fuse.weight)
     model = create_model("segformer", "mit_b0", channels=256, weights=str(tmp_path / "segformer_b0_cityscapes.pth")).eval()
     with torch.no_grad():
         reference, ours = _up(network(pixel_values=X).logits), model(X)
@@ -299,12 +315,13 @@ def test_a_zero_shot_mask2former_run_reads_out_as_transformers_does(tiny, tmp_pa
     assert "RUN_NAME = 'zs'" in capsys.readouterr().out
     model, run = load_run(tmp_path / "runs" / "zs", "last.pt", device="cpu")
     assert run.target_size == tuple(read_image(read_split(tiny, "test").img_path[0]).shape[:2])  # the images' own
+    # transformers' own read-out, which takes the input to be its processor's 384×384
+    x = torch.randn(1, 3, 384, 384, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
-        probs, out = model(X).softmax(1), network(pixel_values=X)
-    # transformers' post_process_semantic_segmentation: masks resized first, then sigmoid × class softmax
-    assert out.masks_queries_logits.std() > 3
-    masks = _up(out.masks_queries_logits).sigmoid()
-    scores = torch.einsum("bqc,bqhw->bchw", out.class_queries_logits.softmax(-1)[..., :-1], masks)
+        probs, out = model(x).softmax(1), network(pixel_values=x)
+    assert out.masks_queries_logits.std() > 3  # where resizing before or after the sigmoid differs
+    scores = Mask2FormerImageProcessor().post_process_semantic_segmentation(
+        out, target_sizes=[(384, 384)], return_segmentation_scores=True)[0].segmentation_scores[None]
     scores = scores.clamp_min(1e-6)  # a pixel no query claims: uniform (the kit's rule), not 0 / 0
     assert torch.allclose(probs, _summed(scores / scores.sum(1, keepdim=True), cityscapes_class_map()), atol=1e-5)
 
@@ -318,3 +335,33 @@ def test_a_zero_shot_run_pseudo_labels_like_a_trained_one(cityscapes_b0, tiny, t
     for path, image in zip(rows.gt_path, rows.img_path):
         label = read_label(path, PSEUDO_LABEL_VALUES)
         assert label.shape == read_image(image).shape[:2]
+
+
+class _KitSegFormerHeadBefore(torch.nn.Module):
+    """The kit's own SegFormer head before it became transformers' (kit/models/heads.py at 58a004a)."""
+
+    def __init__(self, in_channels, num_classes, channels=256, dropout=0.1):
+        from kit.models.heads import ClassifierHead, ConvBNReLU, LevelEmbedding
+
+        super().__init__()
+        self.embed = LevelEmbedding(in_channels, channels)
+        self.fuse = ConvBNReLU(channels * len(in_channels), channels, 1)
+        self.classifier = ClassifierHead(channels, num_classes, dropout)
+
+    def forward(self, features):
+        return self.classifier(self.fuse(self.embed(features)))
+
+
+def test_a_run_of_the_kits_earlier_segformer_head_still_loads():
+    from kit.models.model import SegmentationModel
+
+    torch.manual_seed(4)
+    before = SegmentationModel(create_encoder("resnet18"), _KitSegFormerHeadBefore([64, 128, 256, 512], 13, 16)).eval()
+    with torch.no_grad():
+        for bn in (before.decode_head.fuse[1],):  # statistics of a trained run, not the initial 0 / 1
+            bn.running_mean.uniform_(-1, 1)
+            bn.running_var.uniform_(0.5, 2)
+    after = create_model("segformer", "resnet18", channels=16).eval()
+    after.load_state_dict(before.state_dict(), strict=True)
+    with torch.no_grad():
+        assert torch.allclose(after(X), before(X), atol=1e-5)

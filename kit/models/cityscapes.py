@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -142,10 +143,11 @@ def load_cityscapes_mask2former(model: nn.Module, source: str | os.PathLike) -> 
 
 
 def cityscapes_probabilities(network: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``(B, 19, H, W)`` class probabilities of a Cityscapes ``network`` at the input's size, read out as
-    ``transformers``' ``post_process_semantic_segmentation`` does: SegFormer's logits resized, then
-    softmax; Mask2Former's mask logits resized, sigmoid, weighted by the class softmax (no-object
-    left out), normalised to sum to 1."""
+    """``(B, 19, H, W)`` class probabilities of a Cityscapes ``network`` at the input's size, in the order
+    of ``transformers``' ``post_process_semantic_segmentation``: SegFormer's logits resized, then
+    softmax; Mask2Former's mask logits resized (to the input's own size, where transformers assumes
+    its processor's 384×384), sigmoid, weighted by the class softmax (no-object left out),
+    normalised to sum to 1."""
     size = x.shape[-2:]
     out = network(pixel_values=x)
     if isinstance(network, SegformerForSemanticSegmentation):
@@ -186,7 +188,7 @@ def read_cityscapes_network(source: str | os.PathLike) -> nn.Module:
     source = str(source)
     try:
         with _quiet_transformers():
-            config = AutoConfig.from_pretrained(source)
+            config = AutoConfig.from_pretrained(str(Path(source).expanduser()) if Path(source).expanduser().exists() else source)
     except OSError as error:
         raise OSError(f"could not read the model {source!r} ({error}); without internet pass a local folder saved "
                       f"with save_pretrained") from error

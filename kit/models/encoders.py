@@ -77,7 +77,11 @@ class TimmEncoder(nn.Module):
             except TypeError:
                 pass  # the model has no dynamic size: refused below
             else:
+                self.pad_to = 1
                 error = self._probe()
+                if error is not None:
+                    self.pad_to = STRIDES[-1]
+                    error = self._probe()
         if error is not None:
             raise ValueError(f"encoder {name!r} does not run at other input sizes than its own ({type(error).__name__}: "
                              f"{error}); the kit feeds crops, slide windows and test-time scales of any size, so it "
@@ -99,7 +103,7 @@ class TimmEncoder(nn.Module):
             if any(abs(g[0] - e[0]) > 1 or abs(g[1] - e[1]) > 1 for g, e in zip(got, expected)):
                 return ValueError(f"levels of {got} at input {PROBE_SIZE}, expected about {expected}")
             return None
-        except (AssertionError, RuntimeError, ValueError) as error:
+        except Exception as error:  # any failure is a reason to refuse, given to the user
             return error
         finally:
             self.train(training)

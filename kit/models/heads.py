@@ -141,6 +141,23 @@ class SegFormerHead(SegformerDecodeHead):
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         return super().forward(list(features))  # (B, K, H/4, W/4)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        """Runs of the kit's own earlier SegFormer head load too: its keys (``embed.embed.i`` 1×1 convs,
+        ``fuse.0/1`` conv + BN over the levels in order 1…4, ``classifier.1``) are renamed and reshaped
+        into ``transformers``' (linear projections, fuse over the levels in order 4…1)."""
+        if f"{prefix}embed.embed.0.weight" in state_dict:
+            levels = len(self.linear_projections)
+            for i in range(levels):
+                weight = state_dict.pop(f"{prefix}embed.embed.{i}.weight")
+                state_dict[f"{prefix}linear_projections.{i}.proj.weight"] = weight.flatten(1)
+                state_dict[f"{prefix}linear_projections.{i}.proj.bias"] = state_dict.pop(f"{prefix}embed.embed.{i}.bias")
+            fuse = state_dict.pop(f"{prefix}fuse.0.weight")  # (ch, levels·ch, 1, 1)
+            state_dict[f"{prefix}linear_fuse.weight"] = torch.cat(fuse.chunk(levels, dim=1)[::-1], dim=1)
+            for old, new in ((f"{prefix}fuse.1.", f"{prefix}batch_norm."), (f"{prefix}classifier.1.", f"{prefix}classifier.")):
+                for key in [k for k in state_dict if k.startswith(old)]:
+                    state_dict[new + key[len(old):]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
 
 class PyramidPooling(nn.Module):
     """PSPNet's pooling module: average-pool to each scale, 1×1 conv, upsample, concat with the input.

@@ -8,7 +8,7 @@ Heads, each written after the mmseg implementation its paper used:
 - ``daformer_up2``: the same with solution A's fix for its stride-4 output: the final 1×1 conv is
   replaced by a 2× bilinear upsample followed by the 1×1 conv, so logits come out at stride 2.
 - ``segformer``: SegFormer's all-MLP decoder (Xie et al., "SegFormer: Simple and Efficient Design
-  for Semantic Segmentation with Transformers", NeurIPS 2021; mmseg ``segformer_head.py``).
+  for Semantic Segmentation with Transformers", NeurIPS 2021), ``transformers``' ``SegformerDecodeHead``.
 - ``upernet``: UPerNet's pyramid pooling + FPN decoder (Xiao et al., "Unified Perceptual Parsing
   for Scene Understanding", ECCV 2018; mmseg ``uper_head.py``). Reference solution B's head.
 - ``mask2former``: Mask2Former's mask-classification head (``kit.models.mask2former``, built from

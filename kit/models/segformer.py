@@ -9,8 +9,9 @@ configuration (Xie et al., NeurIPS 2021, table 6: widths, depths; heads 1/2/5/8,
 
 Weights (:func:`read_segformer`) come from a hub id, a local folder saved with ``save_pretrained``
 (either in the published layout), or a single file: a ``transformers`` state dict, or the original
-SegFormer / mmsegmentation key names (``patch_embed1``, ``block1.0.attn.kv``, ``decode_head.linear_c1``,
-…), converted here to the published layout and loaded by ``transformers`` itself. Every tensor of
+SegFormer key names of NVlabs/SegFormer (``patch_embed1``, ``block1.0.attn.kv``, ``decode_head.linear_c1``,
+…), converted here to the published layout and loaded by ``transformers`` itself. mmsegmentation
+1.x's renamed MiT (``backbone.layers.*``) is refused with a message. Every tensor of
 what is built must come from the weights; the error names the source and what was missing.
 """
 
@@ -111,6 +112,10 @@ def is_original_layout(state: Mapping[str, torch.Tensor]) -> bool:
     return any(re.match(r"^(backbone\.)?(patch_embed\d|block\d)\.", key) for key in state)
 
 
+def _is_mmseg1_layout(state: Mapping[str, torch.Tensor]) -> bool:
+    return any(re.match(r"^(backbone\.)?layers\.\d+\.\d+\.", key) for key in state)
+
+
 def original_to_published(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """An original SegFormer / mmseg state dict under the published ``transformers`` names.
 
@@ -152,10 +157,12 @@ def _published_folder(path: Path, variant: str, folder: Path) -> Path:
     """Write the state dict in ``path`` as a ``save_pretrained`` folder of ``variant``'s config."""
     from safetensors.torch import save_file
 
-    state = _read_state_file(path)
+    state = {k.removeprefix("module."): v.contiguous() for k, v in _read_state_file(path).items()}
+    if _is_mmseg1_layout(state):
+        raise ValueError(f"{path} holds mmsegmentation 1.x's MiT names (backbone.layers.*), which the kit does not convert: "
+                         f"pass the NVlabs/SegFormer checkpoint, a transformers one or its hub id")
     if is_original_layout(state):
         state = original_to_published(state)
-    state = {k.removeprefix("module."): v.contiguous() for k, v in state.items()}
     whole = any(k.startswith("decode_head.") for k in state)
     values = {}
     if whole:
@@ -176,9 +183,11 @@ def from_pretrained_checked(cls: type, source: str, what: str) -> nn.Module:
     """``cls.from_pretrained(source)``, raising unless every tensor of the built model came from
     ``source`` (none missing, none of another shape); without internet, an error that says what to
     pass instead."""
-    if not Path(source).expanduser().exists() and _is_path_like(source):
+    path = Path(source).expanduser()
+    if not path.exists() and _is_path_like(source):
         raise FileNotFoundError(f"{what} {source!r} not found: expected a save_pretrained folder, a state-dict file "
                                 f"or a Hugging Face model id")
+    source = str(path) if path.exists() else source
     try:
         with _quiet_transformers():
             model, info = cls.from_pretrained(source, output_loading_info=True)
@@ -199,6 +208,7 @@ def read_segformer(source: str | os.PathLike, variant: str | None, whole: bool) 
     built model came from ``source`` and, given a ``variant``, its widths and depths are the variant's."""
     source = str(source)
     path = Path(source).expanduser()
+    source = str(path) if path.exists() else source  # a local "~/…" folder, not a hub id
     if path.is_file():
         if variant is None:
             raise ValueError(f"weights {source!r} are a state-dict file: name the MiT variant it holds (mit_b0 … mit_b5)")
@@ -221,9 +231,12 @@ def has_decode_head(source: str | os.PathLike) -> bool:
     if path.is_file():
         state = _read_state_file(path)
         return any(k.removeprefix("module.").startswith("decode_head.") for k in state)
+    if not path.exists() and _is_path_like(str(source)):
+        raise FileNotFoundError(f"weights {str(source)!r} not found: expected a file, a save_pretrained folder or a "
+                                f"Hugging Face model id")
     try:
         with _quiet_transformers():
-            config = SegformerConfig.from_pretrained(str(source))
+            config = SegformerConfig.from_pretrained(str(path) if path.exists() else str(source))
     except OSError as error:
         raise OSError(f"could not read SegFormer weights {str(source)!r} ({error}); without internet pass a local "
                       f"folder saved with save_pretrained, or a state-dict file") from error

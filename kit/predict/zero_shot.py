@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from kit.common.files import atomic_path, prepare_output_dir, write_json
+from kit.common.files import atomic_path, prepare_output_dir, results_in, write_json
 from kit.competition.cityscapes import TWO_WHEELERS, cityscapes_class_map
 from kit.competition.labels import NUM_CLASSES
 from kit.competition.layout import read_image, read_split
@@ -61,6 +61,9 @@ def write_zero_shot_run(
     if len(size) != 2 or not all(isinstance(v, int) and v >= 32 for v in size):
         raise ValueError(f"size = {list(size)}: expected (H, W), two integers ≥ 32")
     run_dir = Path(runs_dir) / run_name
+    if results_in(run_dir) and not overwrite:  # before a download that may take minutes
+        raise FileExistsError(f"run folder {run_dir} already holds a run ({', '.join(results_in(run_dir)[:5])}); choose "
+                              f"another --run-name or set OVERWRITE (--overwrite)")
     network = read_cityscapes_network(source)
     model = CityscapesModel(network, class_map)
     config = {
@@ -85,15 +88,20 @@ def write_zero_shot_run(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m kit.predict.zero_shot", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m kit.predict.zero_shot",
+        description="Write a Cityscapes SegFormer or Mask2Former as a run folder, so that 04_predict, 05_ensemble and "
+                    "06_pseudo_label predict the competition's classes with it before any training.")
     parser.add_argument("source", help="a Cityscapes SegFormer / Mask2Former: Hugging Face id or save_pretrained folder")
-    parser.add_argument("--data-dir", default="data/demo", help="the dataset it will predict (its border, its image size)")
+    parser.add_argument("--data-dir", default="data/demo", help="the dataset it will predict: its test images give the "
+                        "default --size (04/05/06 estimate the border on their own DATA_DIR, with --border-threshold)")
     parser.add_argument("--run-name", required=True, help="the run folder's name (04/05/06 RUN_NAME)")
-    parser.add_argument("--runs-dir", default="outputs/runs")
+    parser.add_argument("--runs-dir", default="outputs/runs", help="where run folders live (04/05/06 RUNS_DIR)")
     parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="prediction input size (default: the images')")
     parser.add_argument("--two-wheelers", default="background", choices=TWO_WHEELERS,
                         help="where Cityscapes' motorcycle and bicycle go")
-    parser.add_argument("--border-threshold", type=float, help="the fisheye border's threshold (default: Otsu; real data: 108)")
+    parser.add_argument("--border-threshold", type=float, help="the fisheye border's threshold on the mean fisheye image "
+                        "(default: Otsu; the real data: 108)")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier run of that name")
     args = parser.parse_args(argv)
     run_dir = write_zero_shot_run(args.source, args.data_dir, args.run_name, args.runs_dir,

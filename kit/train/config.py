@@ -29,6 +29,9 @@ BN_STATS = ("target", "labelled", "all")  # which passes update BatchNorm statis
 OUTPUTS = NUM_CLASSES + 1  # 12 classes + background
 # parameters that may differ when resuming: they change how, not what, is computed
 RESUME_MAY_CHANGE = ("resume", "overwrite", "device", "num_workers", "cpu_threads", "progress", "stop_after_epoch")
+# Fields that can be None, that 03's cell holds at None and that a preset may set (a Cityscapes
+# preset's hub id): None there means "the preset's", as for the fields that cannot be None.
+NONE_KEEPS_PRESET = ("weights",)
 # Values TrainConfig fields left at None take: DEFAULTS, overridden per method by METHOD_DEFAULTS.
 DEFAULTS = {"bonnet": "background", "pseudo_weighting": "image", "uda_dice_weight": 0.0}
 # uda_geo's own values, chosen on a validation dataset (python -m kit.bench tune; docs/RESULTS.md)
@@ -218,8 +221,10 @@ class TrainConfig:
         1. ``PRESET`` (default ``"cpu_demo"``): the named recipe;
         2. ``OVERRIDES``: a dict of fields in lower case, ``{"lr_encoder": 1e-4}``;
         3. every other UPPER_CASE name fills the field of that name in lower case (``LR_ENCODER`` →
-           ``lr_encoder``), as papermill's ``-p NAME value`` sets it. ``None`` for a field that cannot
-           be None (``METHOD = None``) keeps the preset's value.
+           ``lr_encoder``), as papermill's ``-p NAME value`` sets it. ``None`` keeps the preset's
+           value for a field that cannot be None (``METHOD = None``) and for the fields of
+           :data:`NONE_KEEPS_PRESET`, which 03's cell leaves at None (``WEIGHTS = None`` under
+           ``segformer_cityscapes`` keeps its hub id; ``OVERRIDES = {"weights": None}`` drops it).
 
         Names in ``notebook_only`` belong to the notebook itself; any other UPPER_CASE name that is no
         field is an error, so that a misspelt parameter is never silently ignored; so is a field given
@@ -242,8 +247,8 @@ class TrainConfig:
             field_name = name.lower()
             if field_name not in fields:
                 unknown.append(name)
-            elif value is None and "None" not in str(fields[field_name].type):
-                continue  # METHOD = None: the preset's method
+            elif value is None and ("None" not in str(fields[field_name].type) or field_name in NONE_KEEPS_PRESET):
+                continue  # METHOD = None: the preset's method; WEIGHTS = None: the preset's weights, if any
             elif field_name in overrides:
                 if value is None:
                     continue  # WEIGHTS = None in the cell and OVERRIDES["weights"]: the cell did not give it

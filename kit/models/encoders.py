@@ -66,22 +66,14 @@ class TimmEncoder(nn.Module):
             raise ValueError(f"encoder {name!r} gives its last four feature levels at strides {self.reductions}; the "
                              f"kit's heads take four levels at strides {list(STRIDES)} (a hierarchical encoder)")
         self.channels_last = str(getattr(self.model, "output_fmt", "NCHW")).endswith("NHWC")
-        self.pad_to = 1
-        error = self._probe()
-        if error is not None:
-            self.pad_to = STRIDES[-1]
-            error = self._probe()
+        error = self._fit_padding()
         if error is not None:
             try:
                 self.model = self._build(name, pretrained, dynamic_img_size=True)
             except TypeError:
                 pass  # the model has no dynamic size: refused below
             else:
-                self.pad_to = 1
-                error = self._probe()
-                if error is not None:
-                    self.pad_to = STRIDES[-1]
-                    error = self._probe()
+                error = self._fit_padding()
         if error is not None:
             raise ValueError(f"encoder {name!r} does not run at other input sizes than its own ({type(error).__name__}: "
                              f"{error}); the kit feeds crops, slide windows and test-time scales of any size, so it "
@@ -90,6 +82,14 @@ class TimmEncoder(nn.Module):
     @staticmethod
     def _build(name: str, pretrained: bool, **kwargs) -> nn.Module:
         return timm.create_model(name, features_only=True, pretrained=pretrained, out_indices=(-4, -3, -2, -1), **kwargs)
+
+    def _fit_padding(self) -> Exception | None:
+        """No padding if the probe passes without, else padding to a multiple of 32; the error left, or None."""
+        for self.pad_to in (1, STRIDES[-1]):
+            error = self._probe()
+            if error is None:
+                return None
+        return error
 
     def _probe(self) -> Exception | None:
         """Run one forward at an odd, non-square size; the error it raised, or None."""

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from scratch import SCRATCH
 from transformers import (
     Mask2FormerConfig,
-    Mask2FormerImageProcessor,
     Mask2FormerForUniversalSegmentation,
+    Mask2FormerImageProcessor,
     SegformerForSemanticSegmentation,
     SegformerModel,
     SwinConfig,
@@ -32,10 +32,10 @@ from kit.models.segformer import MIT_VARIANTS, mit_config
 from kit.predict.pseudo import make_pseudo_labels
 from kit.predict.runs import load_run
 from kit.predict.zero_shot import main as zero_shot_main
+from kit.predict.zero_shot import write_zero_shot_run
 from kit.train.config import TrainConfig
 from kit.train.loop import train
 from kit.train.recipes import build_model
-from kit.predict.zero_shot import write_zero_shot_run
 
 CITYSCAPES_LABELS = dict(num_labels=19, id2label=dict(enumerate(CITYSCAPES_CLASSES)),
                          label2id={n: i for i, n in enumerate(CITYSCAPES_CLASSES)})

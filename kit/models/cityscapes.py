@@ -90,7 +90,8 @@ def load_cityscapes_segformer(model: nn.Module, source: str | os.PathLike, varia
     check_cityscapes_labels(network.config, str(source))
     width, ours = network.config.decoder_hidden_size, model.decode_head.config.decoder_hidden_size
     if width != ours:
-        raise ValueError(f"{source}'s decode head is {width} channels wide, the run's is {ours}: set HEAD_CHANNELS = {width}")
+        raise ValueError(f"{source}'s decode head is {width} channels wide, the run's is {ours}: "
+                         f"set HEAD_CHANNELS = {width}")
     model.encoder.model.load_state_dict(network.segformer.state_dict(), strict=True)
     head = network.decode_head.state_dict()
     classifier = {name: head.pop(f"classifier.{name}") for name in ("weight", "bias")}
@@ -176,7 +177,8 @@ class CityscapesModel(nn.Module):
 def network_kind(model_type: str) -> str:
     if model_type not in _NETWORKS:
         raise ValueError(f"a {model_type!r} model is no Cityscapes model the kit maps; expected "
-                         f"{' or '.join(_NETWORKS)} (SegformerForSemanticSegmentation, Mask2FormerForUniversalSegmentation)")
+                         f"{' or '.join(_NETWORKS)} (SegformerForSemanticSegmentation, "
+                         f"Mask2FormerForUniversalSegmentation)")
     return model_type
 
 
@@ -185,10 +187,11 @@ def read_cityscapes_network(source: str | os.PathLike) -> nn.Module:
     filled, its 19 classes checked."""
     from transformers import AutoConfig
 
-    source = str(source)
+    path = Path(str(source)).expanduser()
+    source = str(path) if path.exists() else str(source)  # a local "~/…" folder, not a hub id
     try:
         with _quiet_transformers():
-            config = AutoConfig.from_pretrained(str(Path(source).expanduser()) if Path(source).expanduser().exists() else source)
+            config = AutoConfig.from_pretrained(source)
     except OSError as error:
         raise OSError(f"could not read the model {source!r} ({error}); without internet pass a local folder saved "
                       f"with save_pretrained") from error

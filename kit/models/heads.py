@@ -153,9 +153,9 @@ class SegFormerHead(SegformerDecodeHead):
                 state_dict[f"{prefix}linear_projections.{i}.proj.bias"] = state_dict.pop(f"{prefix}embed.embed.{i}.bias")
             fuse = state_dict.pop(f"{prefix}fuse.0.weight")  # (ch, levels·ch, 1, 1)
             state_dict[f"{prefix}linear_fuse.weight"] = torch.cat(fuse.chunk(levels, dim=1)[::-1], dim=1)
-            for old, new in ((f"{prefix}fuse.1.", f"{prefix}batch_norm."), (f"{prefix}classifier.1.", f"{prefix}classifier.")):
-                for key in [k for k in state_dict if k.startswith(old)]:
-                    state_dict[new + key[len(old):]] = state_dict.pop(key)
+            for old, new in (("fuse.1.", "batch_norm."), ("classifier.1.", "classifier.")):
+                for key in [k for k in state_dict if k.startswith(prefix + old)]:
+                    state_dict[prefix + new + key[len(prefix + old):]] = state_dict.pop(key)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 

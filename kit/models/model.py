@@ -36,8 +36,8 @@ from kit.competition.labels import NUM_CLASSES
 from kit.models.cityscapes import load_cityscapes_mask2former, load_cityscapes_segformer
 from kit.models.encoders import create_encoder
 from kit.models.heads import HEADS, _resize
-from kit.models.mask2former import Mask2FormerHead, MaskClassificationModel
 from kit.models.hf_swin import is_hf_swin
+from kit.models.mask2former import Mask2FormerHead, MaskClassificationModel
 from kit.models.segformer import has_decode_head, is_mit
 
 MASK_HEADS = ("mask2former",)  # mask classification: kit.models.mask2former.MaskClassificationModel

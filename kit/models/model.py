@@ -94,23 +94,24 @@ def create_model(
     """
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; valid heads: {sorted(ARCHS)}")
-    if arch == "segformer" and is_mit(encoder) and weights is not None and has_decode_head(weights):
-        backbone = create_encoder(encoder)  # random: the checkpoint fills it
-        model = SegmentationModel(backbone, HEADS[arch](list(backbone.channels), num_classes, **head_kwargs))
-        load_cityscapes_segformer(model, weights, encoder)
-        return model
-    if arch in MASK_HEADS and is_hf_swin(encoder) and weights is not None:  # a whole Mask2Former
-        backbone = create_encoder(encoder, pretrained=pretrained)  # random: the checkpoint fills it
-        model = MaskClassificationModel(backbone, Mask2FormerHead(list(backbone.channels), num_classes,
-                                                                  reductions=list(backbone.reductions), **head_kwargs))
-        load_cityscapes_mask2former(model, weights)
-        return model
-    backbone = create_encoder(encoder, pretrained=pretrained, weights=weights)
+    # a whole Cityscapes model (encoder and head) or only an encoder's weights
+    whole = weights is not None and ((arch == "segformer" and is_mit(encoder) and has_decode_head(weights))
+                                     or (arch in MASK_HEADS and is_hf_swin(encoder)))
+    # with a whole SegFormer the MiT starts random, no hub download: the checkpoint fills it
+    backbone = create_encoder(encoder, pretrained=False if whole and is_mit(encoder) else pretrained,
+                              weights=None if whole else weights)
     if arch in MASK_HEADS:
         head = Mask2FormerHead(list(backbone.channels), num_classes, reductions=list(backbone.reductions),
                                **head_kwargs)
-        return MaskClassificationModel(backbone, head)
-    return SegmentationModel(backbone, HEADS[arch](list(backbone.channels), num_classes, **head_kwargs))
+        model = MaskClassificationModel(backbone, head)
+    else:
+        model = SegmentationModel(backbone, HEADS[arch](list(backbone.channels), num_classes, **head_kwargs))
+    if whole:  # the checkpoint fills the random encoder and the head
+        if arch in MASK_HEADS:
+            load_cityscapes_mask2former(model, weights)
+        else:
+            load_cityscapes_segformer(model, weights, encoder)
+    return model
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +38,7 @@ from transformers import (
 
 from kit.competition.cityscapes import CITYSCAPES_CLASSES, cityscapes_class_map, first_members
 from kit.competition.labels import NUM_CLASSES
-from kit.models.segformer import _quiet_transformers, from_pretrained_checked, read_segformer
+from kit.models.segformer import _quiet_transformers, from_pretrained_checked, local_or_hub, read_segformer, reading
 
 CITYSCAPES_ARCH = "cityscapes"  # a run's arch when it is a zero-shot Cityscapes model (kit.predict.zero_shot)
 _NETWORKS: dict[str, tuple[type[PretrainedConfig], type[nn.Module]]] = {
@@ -187,14 +186,9 @@ def read_cityscapes_network(source: str | os.PathLike) -> nn.Module:
     filled, its 19 classes checked."""
     from transformers import AutoConfig
 
-    path = Path(str(source)).expanduser()
-    source = str(path) if path.exists() else str(source)  # a local "~/…" folder, not a hub id
-    try:
-        with _quiet_transformers():
-            config = AutoConfig.from_pretrained(source)
-    except OSError as error:
-        raise OSError(f"could not read the model {source!r} ({error}); without internet pass a local folder saved "
-                      f"with save_pretrained") from error
+    source = local_or_hub(source, "Cityscapes model")
+    with reading("Cityscapes model", source):
+        config = AutoConfig.from_pretrained(source)
     network = from_pretrained_checked(_NETWORKS[network_kind(config.model_type)][1], source, "Cityscapes model")
     check_cityscapes_labels(network.config, source)
     return network

@@ -18,6 +18,8 @@ what is built must come from the weights; the error names the source and what wa
 from __future__ import annotations
 
 import contextlib
+import itertools
+import operator
 import os
 import re
 import tempfile
@@ -67,8 +69,7 @@ class MiTEncoder(nn.Module):
         super().__init__()
         self.model = model
         self.channels: list[int] = list(model.config.hidden_sizes)
-        strides = list(model.config.strides)
-        self.reductions: list[int] = [int(torch.tensor(strides[: i + 1]).prod()) for i in range(len(strides))]
+        self.reductions: list[int] = list(itertools.accumulate(model.config.strides, operator.mul))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return list(self.model(pixel_values=x, output_hidden_states=True).hidden_states)
@@ -141,16 +142,33 @@ def original_to_published(state: Mapping[str, torch.Tensor]) -> dict[str, torch.
     return out
 
 
-def _read_state_file(path: Path) -> dict[str, torch.Tensor]:
+def _read_state_file(path: Path, mmap: bool = False) -> dict[str, torch.Tensor]:
+    """The state dict in ``path`` (safetensors, or a torch file, maybe under ``state_dict``/``model``);
+    ``mmap``: its tensors are not read from disk until used (torch files in the zip format)."""
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except RuntimeError:
+        if not mmap:
+            raise
+        state = torch.load(path, map_location="cpu", weights_only=True)  # the legacy format cannot be mapped
     for key in ("state_dict", "model"):
         if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
             state = state[key]
     return dict(state)
+
+
+def _state_keys(path: Path) -> list[str]:
+    """The keys of the state dict in ``path``, without reading its tensors."""
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as file:
+            return list(file.keys())
+    return list(_read_state_file(path, mmap=True))
 
 
 def _published_folder(path: Path, variant: str, folder: Path) -> Path:
@@ -175,25 +193,37 @@ def _published_folder(path: Path, variant: str, folder: Path) -> Path:
     return folder
 
 
-def _is_path_like(source: str) -> bool:
-    return source.startswith((".", "/", "~")) or source.endswith((".pth", ".pt", ".bin", ".safetensors"))
+def local_or_hub(source: str | os.PathLike, what: str) -> str:
+    """``source`` as ``from_pretrained`` should read it: an existing local path expanded (``~/…``), else
+    as given (a hub id); a source that looks like a path but does not exist is a FileNotFoundError."""
+    source = str(source)
+    path = Path(source).expanduser()
+    if path.exists():
+        return str(path)
+    if source.startswith((".", "/", "~")) or source.endswith((".pth", ".pt", ".bin", ".safetensors")):
+        raise FileNotFoundError(f"{what} {source!r} not found: expected a save_pretrained folder, a state-dict file "
+                                f"or a Hugging Face model id")
+    return source
+
+
+@contextlib.contextmanager
+def reading(what: str, source: str, instead: str = "a local folder saved with save_pretrained") -> Iterator[None]:
+    """Quiet ``transformers`` while it reads ``source``; without internet, an error that says what to
+    pass ``instead``."""
+    try:
+        with _quiet_transformers():
+            yield
+    except OSError as error:
+        raise OSError(f"could not read {what} {source!r} ({error}); without internet pass {instead}") from error
 
 
 def from_pretrained_checked(cls: type, source: str, what: str) -> nn.Module:
     """``cls.from_pretrained(source)``, raising unless every tensor of the built model came from
     ``source`` (none missing, none of another shape); without internet, an error that says what to
     pass instead."""
-    path = Path(source).expanduser()
-    if not path.exists() and _is_path_like(source):
-        raise FileNotFoundError(f"{what} {source!r} not found: expected a save_pretrained folder, a state-dict file "
-                                f"or a Hugging Face model id")
-    source = str(path) if path.exists() else source
-    try:
-        with _quiet_transformers():
-            model, info = cls.from_pretrained(source, output_loading_info=True)
-    except OSError as error:
-        raise OSError(f"could not read {what} {source!r} ({error}); without internet pass a local folder saved "
-                      f"with save_pretrained") from error
+    source = local_or_hub(source, what)
+    with reading(what, source):
+        model, info = cls.from_pretrained(source, output_loading_info=True)
     problems = {kind: sorted(info[kind]) for kind in ("missing_keys", "mismatched_keys") if info[kind]}
     if problems:
         listed = "; ".join(f"{len(keys)} {kind.replace('_', ' ')}: {keys[:5]}" for kind, keys in problems.items())
@@ -206,9 +236,8 @@ def read_segformer(source: str | os.PathLike, variant: str | None, whole: bool) 
     ``source``: a hub id, a ``save_pretrained`` folder, or a state-dict file (transformers' or the
     original names; it needs ``variant`` for its configuration). Raises unless every tensor of the
     built model came from ``source`` and, given a ``variant``, its widths and depths are the variant's."""
-    source = str(source)
-    path = Path(source).expanduser()
-    source = str(path) if path.exists() else source  # a local "~/…" folder, not a hub id
+    source = local_or_hub(source, "SegFormer weights")
+    path = Path(source)
     if path.is_file():
         if variant is None:
             raise ValueError(f"weights {source!r} are a state-dict file: name the MiT variant it holds (mit_b0 … mit_b5)")
@@ -227,19 +256,11 @@ def read_segformer(source: str | os.PathLike, variant: str | None, whole: bool) 
 def has_decode_head(source: str | os.PathLike) -> bool:
     """Whether SegFormer weights ``source`` hold a whole segmentation model (a decode head), not only
     an encoder: from a file's keys, or a folder's / hub model's ``config.json`` architectures."""
-    path = Path(str(source)).expanduser()
-    if path.is_file():
-        state = _read_state_file(path)
-        return any(k.removeprefix("module.").startswith("decode_head.") for k in state)
-    if not path.exists() and _is_path_like(str(source)):
-        raise FileNotFoundError(f"weights {str(source)!r} not found: expected a file, a save_pretrained folder or a "
-                                f"Hugging Face model id")
-    try:
-        with _quiet_transformers():
-            config = SegformerConfig.from_pretrained(str(path) if path.exists() else str(source))
-    except OSError as error:
-        raise OSError(f"could not read SegFormer weights {str(source)!r} ({error}); without internet pass a local "
-                      f"folder saved with save_pretrained, or a state-dict file") from error
+    source = local_or_hub(source, "SegFormer weights")
+    if Path(source).is_file():  # its keys only: the tensors are read once, by read_segformer
+        return any(k.removeprefix("module.").startswith("decode_head.") for k in _state_keys(Path(source)))
+    with reading("SegFormer weights", source, instead="a local folder saved with save_pretrained, or a state-dict file"):
+        config = SegformerConfig.from_pretrained(source)
     return any("SemanticSegmentation" in name for name in (config.architectures or ()))
 
 

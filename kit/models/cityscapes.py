@@ -38,6 +38,7 @@ from transformers import (
 
 from kit.competition.cityscapes import CITYSCAPES_CLASSES, cityscapes_class_map, first_members
 from kit.competition.labels import NUM_CLASSES
+from kit.models.mask2former import semantic_probabilities
 from kit.models.segformer import _quiet_transformers, from_pretrained_checked, local_or_hub, read_segformer, reading
 
 CITYSCAPES_ARCH = "cityscapes"  # a run's arch when it is a zero-shot Cityscapes model (kit.predict.zero_shot)
@@ -115,7 +116,7 @@ def load_cityscapes_mask2former(model: nn.Module, source: str | os.PathLike) -> 
     ``mask2former`` on the matching ``hf_swin_*`` (its backbone, pixel decoder, transformer decoder
     and class predictor; every tensor of the checkpoint but the loss's no-object weight, a setting).
     Class rows are mapped as :func:`map_classifier_rows`; "no object" keeps its row."""
-    from kit.models.hf_swin import read_mask2former
+    from kit.models.hf_swin import load_mask2former_backbone, read_mask2former
 
     network = read_mask2former(source)
     check_cityscapes_labels(network.config, str(source))
@@ -125,10 +126,7 @@ def load_cityscapes_mask2former(model: nn.Module, source: str | os.PathLike) -> 
         options = {k: v for k, v in needed.items() if k != "channels"}
         raise ValueError(f"{source}'s Mask2Former is {needed}, the run's head is {have}: set HEAD_CHANNELS = "
                          f"{needed['channels']} and HEAD_OPTIONS = {options}")
-    try:
-        model.encoder.model.load_state_dict(network.model.pixel_level_module.encoder.state_dict(), strict=True)
-    except RuntimeError as error:
-        raise ValueError(f"the backbone of {source} does not fit the run's encoder: {str(error)[:400]}") from error
+    load_mask2former_backbone(model.encoder, network, str(source))
     head.pixel_decoder.load_state_dict(network.model.pixel_level_module.decoder.state_dict(), strict=True)
     head.transformer.load_state_dict(network.model.transformer_module.state_dict(), strict=True)
     theirs = {name: getattr(network.class_predictor, name) for name in ("weight", "bias")}
@@ -153,9 +151,7 @@ def cityscapes_probabilities(network: nn.Module, x: torch.Tensor) -> torch.Tenso
     if isinstance(network, SegformerForSemanticSegmentation):
         return F.interpolate(out.logits.float(), size=size, mode="bilinear", align_corners=False).softmax(dim=1)
     masks = F.interpolate(out.masks_queries_logits.float(), size=size, mode="bilinear", align_corners=False)
-    classes = out.class_queries_logits.float().softmax(dim=-1)[..., :-1]  # (B, Q, 19)
-    scores = torch.einsum("bqc,bqhw->bchw", classes, masks.sigmoid()).clamp_min(1e-6)
-    return scores / scores.sum(dim=1, keepdim=True)
+    return semantic_probabilities(out.class_queries_logits, masks)  # the masks already at the input's size
 
 
 class CityscapesModel(nn.Module):

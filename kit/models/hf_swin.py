@@ -70,9 +70,14 @@ def create_hf_swin(name: str, pretrained: bool | str = False, weights: str | os.
                          f"Mask2Former as WEIGHTS; for ImageNet Swin use timm's swin_* names with PRETRAINED = True")
     encoder = HFBackboneEncoder(SwinBackbone(hf_swin_config(name)))
     if weights is not None:
-        backbone = read_mask2former(weights).model.pixel_level_module.encoder
-        try:
-            encoder.model.load_state_dict(backbone.state_dict(), strict=True)
-        except RuntimeError as error:
-            raise ValueError(f"the backbone of {weights!s} is no {name}: {str(error)[:400]}") from error
+        load_mask2former_backbone(encoder, read_mask2former(weights), str(weights))
     return encoder
+
+
+def load_mask2former_backbone(encoder: HFBackboneEncoder, network: Mask2FormerForUniversalSegmentation,
+                              source: str) -> None:
+    """Copy the backbone of ``network`` (read from ``source``) into ``encoder``, every tensor."""
+    try:
+        encoder.model.load_state_dict(network.model.pixel_level_module.encoder.state_dict(), strict=True)
+    except RuntimeError as error:
+        raise ValueError(f"the backbone of {source} does not fit the encoder: {str(error)[:400]}") from error

@@ -113,30 +113,40 @@ def make_dirs(folder: str | os.PathLike) -> Path:
     return target
 
 
+def check_output_dir(path: str | os.PathLike, overwrite: bool = False) -> list[str]:
+    """The refusals of :func:`prepare_output_dir`, without writing anything (to check before long work):
+    a file in the way, earlier results without ``overwrite``, or ``overwrite`` on a folder the kit did
+    not write. Returns the earlier results (empty if none)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"output folder {path} is a file; choose a folder name")
+    earlier = results_in(path) if path.is_dir() else []
+    if earlier and not overwrite:
+        raise FileExistsError(
+            f"output folder {path} already holds an earlier run's results ({', '.join(earlier[:5])}"
+            f"{', ...' if len(earlier) > 5 else ''}); choose another folder or set OVERWRITE = True"
+        )
+    if earlier and not is_output_dir(path):
+        raise FileExistsError(
+            f"OVERWRITE = True, but {path} holds files the kit did not write ({', '.join(earlier[:5])}"
+            f"{', ...' if len(earlier) > 5 else ''}; it has no {MANIFEST} listing the kit's outputs): it is not "
+            f"one of the kit's output folders, so nothing was removed. Choose another folder or empty it yourself"
+        )
+    return earlier
+
+
 def prepare_output_dir(path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Create ``path`` as a kit output folder (with a manifest) and return it.
 
     A folder that already holds results (any entry but executed ``.ipynb`` notebooks, which papermill
     writes before the notebook runs) is refused unless ``overwrite``; then the kit's own earlier
     outputs are removed (:func:`clear_outputs`) and anything else in it is kept. ``overwrite`` on a
-    non-empty folder without a manifest is refused: it is not one of the kit's output folders.
+    non-empty folder without a manifest is refused: it is not one of the kit's output folders
+    (:func:`check_output_dir`).
     """
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise NotADirectoryError(f"output folder {path} is a file; choose a folder name")
+    check_output_dir(path, overwrite)
     if path.is_dir():
-        earlier = results_in(path)
-        if earlier and not overwrite:
-            raise FileExistsError(
-                f"output folder {path} already holds an earlier run's results ({', '.join(earlier[:5])}"
-                f"{', ...' if len(earlier) > 5 else ''}); choose another folder or set OVERWRITE = True"
-            )
-        if earlier and not is_output_dir(path):
-            raise FileExistsError(
-                f"OVERWRITE = True, but {path} holds files the kit did not write ({', '.join(earlier[:5])}"
-                f"{', ...' if len(earlier) > 5 else ''}; it has no {MANIFEST} listing the kit's outputs): it is not "
-                f"one of the kit's output folders, so nothing was removed. Choose another folder or empty it yourself"
-            )
         clear_outputs(path)
     make_dirs(path)
     if not is_output_dir(path):

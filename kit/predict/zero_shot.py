@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from kit.common.files import atomic_path, prepare_output_dir, results_in, write_json
+from kit.common.files import atomic_path, check_output_dir, prepare_output_dir, write_json
 from kit.competition.cityscapes import TWO_WHEELERS, cityscapes_class_map
 from kit.competition.labels import NUM_CLASSES
 from kit.competition.layout import read_image, read_split
@@ -61,9 +61,7 @@ def write_zero_shot_run(
     if len(size) != 2 or not all(isinstance(v, int) and v >= 32 for v in size):
         raise ValueError(f"size = {list(size)}: expected (H, W), two integers ≥ 32")
     run_dir = Path(runs_dir) / run_name
-    if results_in(run_dir) and not overwrite:  # before a download that may take minutes
-        raise FileExistsError(f"run folder {run_dir} already holds a run ({', '.join(results_in(run_dir)[:5])}); choose "
-                              f"another --run-name or set OVERWRITE (--overwrite)")
+    check_output_dir(run_dir, overwrite)  # before a download that may take minutes
     network = read_cityscapes_network(source)
     model = CityscapesModel(network, class_map)
     config = {

@@ -22,12 +22,13 @@ seen: dict = {"writes": [], "losses": []}
 
 def spy(name, function):
     def recorded(path, *args, **kwargs):
-        seen["writes"].append(f"{name} {Path(path).name}")
+        written = args[0] if name == "link_file" else path  # link_file(source, destination)
+        seen["writes"].append(f"{name} {Path(written).name}")
         return function(path, *args, **kwargs)
     return recorded
 
 
-for name in ("save_checkpoint", "write_json", "write_csv"):
+for name in ("save_checkpoint", "link_file", "write_json", "write_csv"):
     setattr(kit.train.loop, name, spy(name, getattr(kit.train.loop, name)))
 wrap, teacher_class, supervised_step = kit.train.loop.wrap, kit.train.loop.EMATeacher, kit.train.steps.supervised_step
 

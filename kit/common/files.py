@@ -13,18 +13,22 @@ know what the kit wrote into them.
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import contextlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import cv2
 import numpy as np
 import pandas as pd
 
+T = TypeVar("T")
 MANIFEST = ".kit-outputs"
 _HEADER = "# written by fisheye-da-kit; OVERWRITE removes exactly the entries below (folders end in /)\n"
 _UMASK = os.umask(0)
@@ -179,6 +183,18 @@ def copy_file(source: str | os.PathLike, destination: str | os.PathLike) -> None
         shutil.copyfile(source, tmp)
 
 
+def link_file(source: str | os.PathLike, destination: str | os.PathLike) -> None:
+    """Make ``destination`` the same file as ``source`` atomically: a hard link (no second copy of a
+    checkpoint of a gigabyte), or a copy where the file system has no hard links (some network drives).
+    Replacing ``source`` later (:func:`atomic_path` renames a new file onto it) leaves ``destination`` as it was."""
+    with atomic_path(destination) as tmp:
+        tmp.unlink()
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+
+
 def _strict_json(obj):
     """NaN and ±inf (e.g. the IoU of a class absent from truth and prediction) become null: strict
     JSON has no such numbers, and other readers reject Python's ``NaN``."""
@@ -219,3 +235,15 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
         if not ok:
             raise ValueError(f"could not encode image for {path}")
         tmp.write_bytes(encoded.tobytes())
+
+
+def prefetched(read: Callable[[str], T], paths: Sequence[str], ahead: int = 2) -> Iterator[T]:
+    """``read(path)`` for each of ``paths`` in order, up to ``ahead`` of them read in a background thread
+    before they are asked for (OpenCV's decoders release the GIL: decoding overlaps the model's work)."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        pending = collections.deque(pool.submit(read, p) for p in paths[:ahead])
+        for path in paths[ahead:]:
+            pending.append(pool.submit(read, path))
+            yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()

@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 from pathlib import Path
 
 import torch
 
-from kit.common.files import atomic_path, check_output_dir, prepare_output_dir, write_json
+from kit.common.files import atomic_path, check_output_dir, link_file, prepare_output_dir, write_json
 from kit.competition.cityscapes import TWO_WHEELERS, cityscapes_class_map
 from kit.competition.labels import NUM_CLASSES
 from kit.competition.layout import read_image, read_split
@@ -75,12 +74,7 @@ def write_zero_shot_run(
     prepare_output_dir(run_dir, overwrite=overwrite)
     with atomic_path(run_dir / "best.pt") as tmp:
         torch.save({"model": model.state_dict(), "zero_shot_source": source}, tmp)
-    with atomic_path(run_dir / "last.pt") as tmp:  # 06's default checkpoint; the same file, linked where possible
-        tmp.unlink()
-        try:
-            os.link(run_dir / "best.pt", tmp)
-        except OSError:
-            shutil.copyfile(run_dir / "best.pt", tmp)
+    link_file(run_dir / "best.pt", run_dir / "last.pt")  # 06's default checkpoint; the same file
     write_json(run_dir / "config.json", config)
     return run_dir
 

@@ -26,7 +26,7 @@ BAD_VALUES = [  # (field, value, the allowed range the message must state)
     ("eval_limit", 0, "an integer ≥ 1 or None"),  # 0 made the monitored mIoU NaN
     ("stats_limit", -5, "an integer ≥ 1 or None"),
     ("cpu_threads", 0, "an integer ≥ 1 or None"),
-    ("num_workers", -1, "an integer ≥ 0"),
+    ("num_workers", -1, "'auto' or an integer ≥ 0"),
     ("head_channels", 0, "an integer ≥ 1"),
     ("mix_background", 1.2, "a finite number ≥ 0 and ≤ 1"),
     ("src_hfov_deg", 180, "a finite number > 0 and < 180"),

@@ -14,7 +14,6 @@ from scratch import SCRATCH
 from kit.train.cli import parse_command_line, torchrun_command
 from kit.train.config import TrainConfig
 from kit.train.distributed import Context
-from kit.train.recipes import RankSlice
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,15 +41,6 @@ def _rank_log(logs: Path, rank: int) -> str:
     return "".join(p.read_text() for p in sorted(logs.rglob(f"{rank}/std*.log")))
 
 
-def test_rank_slices_of_one_order_are_the_batches_of_one_process_with_twice_the_batch():
-    order = list(range(11))
-    slices = [list(RankSlice(order, batch_size=2, rank=r, world_size=2)) for r in (0, 1)]
-    assert slices == [[0, 1, 4, 5], [2, 3, 6, 7]]  # 8..10: an incomplete global batch of 4, dropped
-    assert [len(RankSlice(order, 2, r, 2)) for r in (0, 1)] == [4, 4]
-    together = [slices[r][2 * b:2 * b + 2] for b in range(2) for r in (0, 1)]
-    assert sum(together, []) == order[:8]
-
-
 def test_two_ranks_keep_identical_weights_and_only_rank_0_writes(tiny, tmp_path):
     run, (rank0, rank1), logs = _launch(tmp_path, "uda2", 2, data_dir=str(tiny), method="uda", batch_size=1)
     for part in ("model", "teacher"):
@@ -61,14 +51,14 @@ def test_two_ranks_keep_identical_weights_and_only_rank_0_writes(tiny, tmp_path)
     for name, value in rank0["teacher"].items():  # the teacher moved away from its start, and was saved
         torch.testing.assert_close(saved["teacher"][name], value, rtol=0, atol=0)
     assert rank1["writes"] == []
-    assert sorted(set(rank0["writes"])) == ["save_checkpoint best.pt", "save_checkpoint last.pt",
+    assert sorted(set(rank0["writes"])) == ["link_file best.pt", "save_checkpoint last.pt",
                                             "write_csv metrics.csv", "write_json config.json"]
     assert sorted(p.name for p in run.iterdir()) == [".kit-outputs", "best.pt", "config.json", "last.pt", "metrics.csv"]
     assert "epoch 2/2" in _rank_log(logs, 0) and "epoch" not in _rank_log(logs, 1)
 
 
 def test_two_ranks_reach_the_loss_of_one_process_with_twice_the_batch(tiny, tmp_path):
-    """The ranks draw the halves of the global batches one process draws (RankSlice). What still
+    """The ranks draw the halves of the global batches one process draws (SeededDraws). What still
     differs: each rank's augmentation stream, and BatchNorm normalising each half on its own (the
     CPU has no SyncBatchNorm). Tolerance: 2 % on the mean loss of 6 steps (measured 0.8 %), which
     another seed of the single process misses (measured 4.5 %)."""

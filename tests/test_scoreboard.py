@@ -299,14 +299,16 @@ def test_the_benchmark_trains_03s_default_preset():
 
 
 @pytest.mark.parametrize("name, overrides, key", [
-    ("source_only", {"method": "source_only"}, "10507abfa9bb2c31"),
-    ("self_train", {"method": "self_train"}, "a32151da26f12b80"),
-    ("uda_geo", {"method": "uda_geo"}, "15e41fdaffbb6a63"),
-    ("uda_geo_untuned", kit.bench.variants.TUNE_VARIANTS["uda_geo_untuned"], "4ca038376181cbca"),
+    ("source_only", {"method": "source_only"}, "e05df20c44999a44"),
+    ("self_train", {"method": "self_train"}, "3a0cf211846cff2d"),
+    ("uda_geo", {"method": "uda_geo"}, "599d66baa104411b"),
+    ("uda_geo_untuned", kit.bench.variants.TUNE_VARIANTS["uda_geo_untuned"], "b25a3c67f6dd8878"),
 ])
-def test_a_jobs_configuration_is_what_it_was_before_the_presets(name, overrides, key):
+def test_a_jobs_configuration_changes_only_when_what_it_trains_changes(name, overrides, key):
     # results already trained into a --out folder are reused by their configuration: the move from a
-    # hand copy of 03's cell (QUALITY_CONFIG, commit a332dd8) to the cpu_demo preset must not change it
+    # hand copy of 03's cell (QUALITY_CONFIG, commit a332dd8) to the cpu_demo preset did not change it;
+    # issue 25 did on purpose (amp "auto", val_holdout: other draws, other data), so that a result
+    # trained before it is trained again, not reused
     import hashlib
 
     config = kit.bench.scoreboard.job_config(kit.bench.scoreboard.Job(name, overrides, 1, 150), "data/demo",

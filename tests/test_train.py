@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 from scratch import SCRATCH
+from torch.utils.data import DataLoader
 
 import kit.data.stats
 import kit.train.config
@@ -45,7 +46,8 @@ def test_resume_equals_an_uninterrupted_run(tiny, tmp_path):
     interrupted = _config(tiny, tmp_path, run_name="resumed", epochs=4, stop_after_epoch=2)
     train(interrupted)
     assert load_checkpoint(tmp_path / "runs/resumed/last.pt")["epoch"] == 1
-    resumed = train(_config(tiny, tmp_path, run_name="resumed", epochs=4, resume=True))
+    # the resumed half loads its data in 2 worker processes: the batches are those of the training process
+    resumed = train(_config(tiny, tmp_path, run_name="resumed", epochs=4, resume=True, num_workers=2))
     a, b = load_checkpoint(straight / "last.pt"), load_checkpoint(resumed / "last.pt")
     assert a["epoch"] == b["epoch"] == 3
     for part in ("model", "teacher"):
@@ -176,7 +178,7 @@ def test_evaluation_ignores_void_pixels_but_scores_background():
 
     import contextlib
 
-    cm = kit.train.steps.evaluate(AlwaysRoad(), dataset, torch.device("cpu"), 1, contextlib.nullcontext)
+    cm = kit.train.steps.evaluate(AlwaysRoad(), DataLoader(dataset, batch_size=1), torch.device("cpu"), contextlib.nullcontext)
     assert cm.sum() == 3  # the void pixel is not counted at all
     assert cm[0, 0] == 2 and cm[BACKGROUND_CLASS, 0] == 1  # Road on background is a false positive
 
@@ -335,3 +337,26 @@ def test_head_options_are_the_heads_own_arguments():
                                                 "no_object_weight", "points")
     assert head_option_names("upernet") == ("pool_scales", "dropout")
     assert head_option_names("daformer_up2") == ()
+
+
+def test_best_pt_is_never_chosen_on_images_the_run_trains_on(tiny, tmp_path):
+    from kit.competition.layout import read_split
+    from kit.train.recipes import build_data, source_splits
+
+    config = _config(tiny, tmp_path, method="source_only", fisheye_eval_split=None)  # the real data: no fisheye labels
+    assert "val_source" in config.train_splits  # the default: solution A trained on it
+    val, train_ids = read_split(tiny, "val_source"), set(read_split(tiny, "train_source")["id"])
+    trained, monitored = source_splits(config)
+    assert len(monitored) == int(np.ceil(0.2 * len(val))) >= 1
+    assert set(monitored["id"]).isdisjoint(trained["id"])
+    assert set(trained["id"]) | set(monitored["id"]) == train_ids | set(val["id"])
+    data = build_data(config)
+    assert data.monitor == "source_val_miou" and list(data.evals["source_val"].frame["id"]) == list(monitored["id"])
+    assert set(data.train.frame["id"]) == set(trained["id"])
+    only_train = _config(tiny, tmp_path, train_splits=("train_source",))  # val not trained on: all of it monitors
+    assert source_splits(only_train)[1]["id"].tolist() == val["id"].tolist()
+    assert set(source_splits(only_train)[0]["id"]) == train_ids
+    everything = _config(tiny, tmp_path, method="source_only", fisheye_eval_split=None, val_holdout=0.0)
+    assert build_data(everything).monitor is None  # nothing left to monitor: best.pt follows last.pt
+    with pytest.raises(ValueError, match="val_holdout = 0.0 keeps no val_source image out of training"):
+        build_data(_config(tiny, tmp_path, method="source_only", val_holdout=0.0, monitor="source_val_miou"))

@@ -13,6 +13,7 @@ datasets add held-out fisheye labels as ``train_target_gt.csv`` / ``test_gt.csv`
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
@@ -93,7 +94,10 @@ class SegmentationDataset(Dataset):
         return image, label
 
     def __getitem__(self, index: int) -> dict:
-        image, label = self.load(index)
+        return self.prepare(index, *self.load(index))
+
+    def prepare(self, index: int, image: np.ndarray, label: np.ndarray | None) -> dict:
+        """Row ``index``'s item from its loaded ``image`` and ``label``: transformed and normalised."""
         if self.transform is not None:
             out = self.transform(image=image, mask=label) if label is not None else self.transform(image=image)
             image, label = out["image"], out.get("mask", label)
@@ -108,23 +112,111 @@ class SegmentationDataset(Dataset):
 
 
 class ZipDataset(Dataset):
-    """Items of several datasets over the same rows, keys prefixed: ``{"source": ..., "distorted": ...}``."""
+    """Items of several :class:`SegmentationDataset` over the same rows, keys prefixed: ``{"source": ...,
+    "distorted": ..., "source_label": ...}``. Each row is read once and goes through every dataset's
+    own transform (at 2048×1024, decoding a PNG costs as much as the rest of a sample)."""
 
-    def __init__(self, **datasets: Dataset) -> None:
+    def __init__(self, **datasets: SegmentationDataset) -> None:
+        first = next(iter(datasets.values()))
+        for name, dataset in datasets.items():
+            same = (dataset.frame[["img_path"]].equals(first.frame[["img_path"]]) and dataset.labelled == first.labelled
+                    and dataset.label_fn is first.label_fn and dataset.label_values == first.label_values)
+            if not same:
+                raise ValueError(f"ZipDataset: {name!r} does not read the rows (images, labels, label_fn) of "
+                                 f"{next(iter(datasets))!r}; each row is read once for all")
         self.datasets = datasets
-        self.length = len(next(iter(datasets.values())))
+        self.length = len(first)
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, index: int) -> dict:
+        image, label = next(iter(self.datasets.values())).load(index)
         out = {}
         for name, dataset in self.datasets.items():
-            item = dataset[index]
+            item = dataset.prepare(index, image, label)
             out[name] = item["image"]
             if "label" in item:
                 out[f"{name}_label"] = item["label"]
         return out
+
+
+def pipelines(dataset: Dataset) -> list:
+    """The augmentation pipelines (``A.Compose``) a dataset's items go through, in a fixed order."""
+    if isinstance(dataset, ZipDataset):
+        return [p for d in dataset.datasets.values() for p in pipelines(d)]
+    transform = getattr(dataset, "transform", None)
+    return [transform] if hasattr(transform, "set_random_state") else []
+
+
+def draw_seed(*key: int) -> int:
+    """A 32-bit seed from a tuple of non-negative integers, well mixed (numpy's ``SeedSequence``):
+    nearby keys (consecutive draws, epochs, streams) give unrelated seeds."""
+    return int(np.random.SeedSequence(list(key)).generate_state(1)[0])
+
+
+class Reseeded(Dataset):
+    """``dataset`` read by ``(index, seed)`` draws (:class:`SeededDraws`): before each item, every
+    augmentation pipeline in it restarts from the draw's own seed. An item's crop, flip, jitter, donor
+    image and warp camera are then a function of the draw alone, whichever data-loading worker makes
+    it, however many there are, and in whatever order.
+
+    All transforms of a pipeline share one generator (``set_random_state``); albumentations'
+    ``set_random_seed`` would give each transform its own generator with the same seed, so that, e.g.,
+    the first draws of a horizontal and a vertical flip coincide.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+        self.pipelines = pipelines(dataset)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, draw: tuple[int, int]) -> dict:
+        index, seed = draw
+        for i, pipeline in enumerate(self.pipelines):
+            pipeline.set_random_state(np.random.default_rng([seed, i]), random.Random(seed * 64 + i))
+        return self.dataset[index]
+
+
+class SeededDraws(Sampler[tuple[int, int]]):
+    """An endless stream of ``(index, seed)`` draws for :class:`Reseeded`, restarted by :meth:`set_epoch`.
+
+    ``order`` draws the indices (a ``RandomSampler`` or :class:`RareClassSampler`; its ``generator`` is
+    replaced by this stream's own, so that nothing else, e.g. a training step drawing from another
+    generator while data-loading workers prefetch, moves it); passes over it follow each other without
+    a gap. The ``n``-th draw of an epoch has the seed ``draw_seed(key, stream, n)``. On ``world_size``
+    processes every rank walks the same global stream and keeps, of every ``batch_size · world_size``
+    consecutive draws, its own ``batch_size``: together the ranks draw exactly the batches (and the
+    augmentations) of one process with the global batch.
+    """
+
+    def __init__(self, order: Sampler, stream: int, batch_size: int = 1, rank: int = 0, world_size: int = 1) -> None:
+        self.order, self.stream = order, stream
+        self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
+        self.key: int | None = None
+
+    def set_epoch(self, key: int) -> None:
+        """Start the stream over from ``key`` (the kit uses ``seed · 100003 + epoch``) at the next iteration."""
+        self.key = key
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        if self.key is None:
+            raise RuntimeError("SeededDraws.set_epoch(key) was not called before drawing")
+        key = self.key
+        self.order.generator = torch.Generator().manual_seed(draw_seed(key, self.stream))
+        size = self.batch_size * self.world_size
+        mine = range(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
+        n = 0
+        while True:
+            start = n
+            for index in self.order:
+                if n % size in mine:
+                    yield int(index), draw_seed(key, self.stream, n)
+                n += 1
+            if n == start:
+                raise ValueError("a training loader drew no image: the split is empty")
 
 
 class RareClassSampler(Sampler[int]):

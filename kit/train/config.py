@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 
 from kit.common.checks import check_bool, check_choice, check_device, check_int, check_name, check_number
+from kit.common.device import AMP_CHOICES
 from kit.competition.labels import NUM_CLASSES
 from kit.models.encoders import check_encoder_name
 from kit.models.model import ARCHS, MASK_HEADS, head_option_names
@@ -89,6 +90,7 @@ class TrainConfig:
     src_hfov_deg: float = 80.0  # source camera's horizontal FOV, for the uda_geo warp (synthetic source: 80)
     fisheye_fov_deg: tuple[float, float] = (190.0, 210.0)  # range of the warp's fisheye FOV
     train_splits: tuple[str, ...] = ("train_source", "val_source")  # solution A also trained on val
+    val_holdout: float = 0.2  # share of val_source kept out of training (evenly spread) as the source monitor when train_splits holds val_source
     fix_sky_bonnet: bool = True  # Sky in the bottom third of source labels (the bonnet) is relabelled
     bonnet: str | None = None  # what fix_sky_bonnet makes of it: background (solution A) | void (ignored); None: METHOD_DEFAULTS
     normalization: str = "per_domain"  # per_domain (measured, cached) | reference | imagenet | encoder
@@ -99,10 +101,10 @@ class TrainConfig:
     eval_limit: int | None = 100  # images per evaluation split (None: all)
     fisheye_eval_split: str | None = "train_target_gt"  # labelled fisheye split scored each epoch, if present
     monitor: str = "auto"  # metric choosing best.pt: fisheye_miou | source_val_miou | auto
-    amp: str = "bf16"  # bf16 | fp16 | none (CUDA only; always off on CPU)
+    amp: str = "auto"  # auto (bf16 where the GPU has it, else fp16) | bf16 | fp16 | none; the CPU computes in float32
     channels_last: bool = True  # CUDA only
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    num_workers: int = 0  # data-loading processes (0: in the training process)
+    num_workers: int | str = "auto"  # data-loading processes; "auto": 0 on the CPU, on a GPU one per free core (≤ 8)
     cpu_threads: int | None = None  # torch threads on the CPU (None: half the cores, kit.common.device.default_cpu_threads)
     seed: int = 0
     resume: bool = False
@@ -161,10 +163,16 @@ class TrainConfig:
             raise ValueError(f"pseudo_split = {self.pseudo_split!r}: pseudo-labels are trained on by METHOD 'self_train' "
                              f"only, not {self.method!r}")
         check_number("pseudo_quantile", self.pseudo_quantile, low=0, high=1)
+        check_number("val_holdout", self.val_holdout, low=0, high=1, high_open=True)
         check_number("pseudo_cap", self.pseudo_cap, low=0, high=1, low_open=True)
         check_choice("self_train_source", self.self_train_source, SELF_TRAIN_SOURCES)
-        for name in ("warmup_steps", "num_workers", "seed"):
+        for name in ("warmup_steps", "seed"):
             check_int(name, getattr(self, name), low=0)
+        if self.num_workers != "auto":
+            try:
+                check_int("num_workers", self.num_workers, low=0)
+            except ValueError:
+                raise ValueError(f"num_workers = {self.num_workers!r}: expected 'auto' or an integer ≥ 0") from None
         for name in ("source_size", "target_size", "crop_size"):
             size = getattr(self, name)
             if len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in size):
@@ -196,7 +204,7 @@ class TrainConfig:
             check_bool(name, getattr(self, name))
         check_choice("normalization", self.normalization, NORMALIZATIONS)
         check_choice("ema_per", self.ema_per, ("step", "epoch"))
-        check_choice("amp", self.amp, ("bf16", "fp16", "none"))
+        check_choice("amp", self.amp, AMP_CHOICES)
         check_choice("monitor", self.monitor, ("auto", "fisheye_miou", "source_val_miou"))
         check_choice("bonnet", self.bonnet, ("background", "void"))
         check_choice("pseudo_weighting", self.pseudo_weighting, PSEUDO_WEIGHTINGS)
@@ -262,10 +270,15 @@ class TrainConfig:
         return cls.from_preset(preset, **values)
 
 
+# Fields whose default is not what a run made before the field existed did: the value that was.
+BEFORE_IT_EXISTED = {"val_holdout": 0.0}  # val_source was trained on whole
+
+
 def with_later_fields(stored: Mapping[str, object], leave_out: Collection[str] = ()) -> dict:
     """A stored configuration (a run's ``config.json``, a benchmark result's) with the TrainConfig
-    fields added after it was written at their declared defaults, JSON-normalised: a field it lacks
-    did not exist then, and its default keeps the behaviour it had. ``leave_out``: fields not added."""
+    fields added after it was written, at the value that keeps the behaviour it had (their declared
+    defaults, or :data:`BEFORE_IT_EXISTED`), JSON-normalised. ``leave_out``: fields not added."""
     defaults = json.loads(json.dumps({f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
                                       for f in dataclasses.fields(TrainConfig) if f.name not in leave_out}))
+    defaults.update({k: v for k, v in BEFORE_IT_EXISTED.items() if k in defaults})
     return {**{k: v for k, v in defaults.items() if k not in stored}, **stored}

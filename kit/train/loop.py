@@ -20,8 +20,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from kit.common.device import set_cpu_threads
-from kit.common.files import write_csv, write_json
+from kit.common.device import data_workers, describe_device, resolve_amp, set_cpu_threads
+from kit.common.files import link_file, write_csv, write_json
 from kit.common.progress import tqdm
 from kit.competition.metrics import mean_iou
 from kit.predict.runs import load_checkpoint
@@ -29,10 +29,10 @@ from kit.train.checkpoints import check_run_dir, prepare_run_dir, save_checkpoin
 from kit.train.config import OUTPUTS, UDA_METHODS, TrainConfig
 from kit.train.distributed import Context, average_buffers, barrier, start, stop, unwrap, wrap
 from kit.train.recipes import (
+    Batches,
     TrainData,
     build_data,
     build_model,
-    epoch_batches,
     head_kwargs,
     pseudo_dataset,
     seed_all,
@@ -41,7 +41,7 @@ from kit.train.recipes import (
 from kit.train.self_train import load_init_weights, round_plan, round_pseudo_labels
 from kit.train.steps import (
     TrainingDiverged,
-    _autocast_factory,
+    autocast_factory,
     evaluate,
     lr_factor,
     make_optimizer,
@@ -97,8 +97,12 @@ def _train(config: TrainConfig, run_dir: Path, context: Context, device: torch.d
     teacher = EMATeacher(net, config.ema_max_alpha) if config.method in UDA_METHODS else None
     steps = steps_per_epoch(config, data, context.world_size)
     plan = round_plan(config)
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and config.amp == "fp16")
-    autocast = _autocast_factory(config, device)
+    amp = resolve_amp(config.amp, device)
+    if context.main:
+        print(f"training {config.run_name} ({config.method}, {config.encoder} + {config.arch}): "
+              f"{describe_device(device, amp)}, {data_workers(config.num_workers, device)} data-loading workers", flush=True)
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and amp == "fp16")
+    autocast = autocast_factory(amp, device)
     uda_config = UDAConfig.from_train_config(config)
 
     def new_round(round_: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
@@ -125,6 +129,7 @@ def _train(config: TrainConfig, run_dir: Path, context: Context, device: torch.d
     def backward(loss: torch.Tensor) -> None:
         scaler.scale(loss).backward()
 
+    loaders = Batches(data, config, device, context.rank, context.world_size)
     model.train()
     optimizer = scheduler = None
     for epoch in range(start_epoch, len(plan)):
@@ -140,7 +145,7 @@ def _train(config: TrainConfig, run_dir: Path, context: Context, device: torch.d
                 barrier(context)
                 csv = round_pseudo_labels(config, run_dir, round_, net, run_config, data.border.border("ellipse"))
                 data.target = pseudo_dataset(config, data, csv)
-        batches, targets, generator = epoch_batches(data, config, epoch, context.rank, context.world_size)
+        batches, targets, generator = loaders.epoch(epoch)
         sums: dict[str, float] = {}
         started = time.time()
         bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{len(plan)}", disable=not progress, leave=False)
@@ -190,8 +195,8 @@ def _train(config: TrainConfig, run_dir: Path, context: Context, device: torch.d
                **({"round": round_} if config.method == "self_train" else {}),
                **{(k if k == "pseudo_weight" else f"loss_{k}"): v / steps for k, v in sums.items()},
                "lr_encoder": optimizer.param_groups[0]["lr"], "train_seconds": round(time.time() - started, 2)}
-        for name, dataset in data.evals.items():
-            row[f"{name}_miou"] = mean_iou(evaluate(net, dataset, device, config.batch_size, autocast))
+        for name, batches in loaders.evals.items():
+            row[f"{name}_miou"] = mean_iou(evaluate(net, batches, device, autocast))
         rows.append(row)
         write_csv(run_dir / "metrics.csv", pd.DataFrame(rows))
         score = row[data.monitor] if data.monitor is not None else row["epoch"]  # no metric: the latest
@@ -203,8 +208,8 @@ def _train(config: TrainConfig, run_dir: Path, context: Context, device: torch.d
             "epoch": epoch, "best": best, "monitor": data.monitor, "metrics": row, "config": run_config,
         }
         save_checkpoint(run_dir / "last.pt", state)
-        if improved or epoch == 0:
-            save_checkpoint(run_dir / "best.pt", state)
+        if improved or epoch == 0:  # the same state: one file under two names (a MiT-B4 run's is 1 GB)
+            link_file(run_dir / "last.pt", run_dir / "best.pt")
         if progress:
             shown = ", ".join(f"{k} {v:.4f}" for k, v in row.items()
                               if k.startswith(("loss", "pseudo", "source_val", "fisheye")))

@@ -48,7 +48,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
                source_size=(512, 1024), target_size=(540, 960), crop_size=(256, 512), epochs=100, steps_per_epoch=None,
                lr_encoder=1e-4, lr_decoder=1e-3, warmup_steps=50 * _SOLUTION_A_STEPS_PER_EPOCH,
                ema_per="epoch", mask_block=32, src_hfov_deg=90.0,
-               border_threshold=108.0, num_workers=4, predict_mode="slide")),
+               border_threshold=108.0, predict_mode="slide")),
     Preset("segformer_cityscapes", "solution A's recipe on a whole Cityscapes SegFormer-B5 (nvidia/segformer-b5-finetuned-"
            "cityscapes-1024-1024, non-commercial licence): encoder and all-MLP head start trained, classes mapped; "
            "ImageNet normalisation as it was trained", base="solution_a", values=dict(

@@ -12,16 +12,18 @@ per-epoch batches drawn from them (:func:`epoch_batches`).
                  pseudo-labels of the round before (``kit.predict.pseudo``, :func:`pseudo_dataset`)
     oracle       the held-out fisheye labels (synthetic data only; the upper bound)
 
-Every epoch reseeds all random streams from (seed, epoch), so a resumed run draws the batches an
-uninterrupted run would have drawn.
+Every epoch restarts all random streams from (seed, epoch), so a resumed run draws the batches an
+uninterrupted run would have drawn; every item is augmented from a seed of its own, so the batches
+are the same for any number of data-loading workers (:class:`Batches`).
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import random
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import albumentations as A
@@ -31,6 +33,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler
 
+from kit.common.device import data_workers, one_thread_worker
 from kit.competition.labels import BACKGROUND_CLASS, IGNORE_INDEX, NUM_CLASSES, PSEUDO_LABEL_VALUES, VOID_INDEX
 from kit.competition.layout import evenly_spread, has_split, read_split, read_split_file
 from kit.data.augment import (
@@ -44,7 +47,7 @@ from kit.data.augment import (
     solution_b_pipeline,
 )
 from kit.data.border import BorderEstimate, estimate_border
-from kit.data.datasets import RareClassSampler, SegmentationDataset, ZipDataset
+from kit.data.datasets import RareClassSampler, Reseeded, SeededDraws, SegmentationDataset, ZipDataset
 from kit.data.stats import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -74,8 +77,6 @@ class TrainData:
     monitor: str | None  # the metric picking best.pt (monitor_of); None: best.pt follows last.pt
     border: BorderEstimate | None = None  # at the target size (methods that use target images)
     class_pixels: np.ndarray | None = None
-    transforms: list[A.Compose] = field(default_factory=list)  # reseeded every epoch
-    pseudo_transform: A.Compose | None = None  # self_train: the current round's pseudo-label crops (reseeded too)
 
 
 def seed_all(seed: int) -> None:
@@ -113,16 +114,14 @@ def build_data(config: TrainConfig) -> TrainData:
         label_fn = functools.partial(fix_sky_bonnet, value=VOID_INDEX if config.bonnet == "void" else IGNORE_INDEX)
     th, tw = config.target_size
     crop = config.crop_size
-    transforms: list[A.Compose] = []
 
     def compose(steps) -> A.Compose:
-        pipeline = steps if isinstance(steps, A.Compose) else A.Compose(steps)
-        transforms.append(pipeline)
-        return pipeline
+        return steps if isinstance(steps, A.Compose) else A.Compose(steps)
+
+    trained, monitored = source_splits(config)
 
     def source(transform) -> SegmentationDataset:
-        frame = pd.concat([read_split(root, s) for s in config.train_splits], ignore_index=True)
-        return SegmentationDataset(frame, compose(transform), smean, sstd, BACKGROUND_CLASS, label_fn)
+        return SegmentationDataset(trained, compose(transform), smean, sstd, BACKGROUND_CLASS, label_fn)
 
     border = target_border(config) if config.method in ("fisheye_tf", "self_train", *UDA_METHODS) else None
     target = None
@@ -165,8 +164,8 @@ def build_data(config: TrainConfig) -> TrainData:
     if split and split != "train_target_gt" and not has_split(root, split):  # only the default may be absent
         raise FileNotFoundError(f"fisheye_eval_split = {split!r}, but {root} has no {split}.csv (CSV files there: "
                                 f"{', '.join(sorted(p.name for p in root.glob('*.csv'))) or 'none'})")
-    if has_split(root, "val_source"):
-        frame = evenly_spread(read_split(root, "val_source"), config.eval_limit)
+    if monitored is not None and len(monitored):
+        frame = evenly_spread(monitored, config.eval_limit)
         evals["source_val"] = SegmentationDataset(frame, A.Compose([A.Resize(*config.source_size)]), smean, sstd,
                                                   BACKGROUND_CLASS, label_fn)
     if config.fisheye_eval_split and has_split(root, config.fisheye_eval_split):
@@ -179,48 +178,53 @@ def build_data(config: TrainConfig) -> TrainData:
             raise ValueError("rare-class sampling draws source images; METHOD 'oracle' trains on target images")
         class_pixels = np.concatenate([class_pixel_counts(root, s) for s in config.train_splits])[:, :NUM_CLASSES]
     return TrainData(train, target, evals, (smean, sstd), (tmean, tstd), monitor_of(config, evals), border,
-                     class_pixels, transforms)
+                     class_pixels)
+
+
+def source_splits(config: TrainConfig) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """The labelled source rows a run trains on (``config.train_splits``), and the ``val_source`` rows it
+    evaluates on (None without that split): never an image it trains on. When ``train_splits`` holds
+    ``val_source`` (solution A trained on it), ``config.val_holdout`` of it, evenly spread, is kept out
+    of training to be the source monitor (0: all of it is trained on, and there is no source monitor)."""
+    root = Path(config.data_dir)
+    val = read_split(root, "val_source") if has_split(root, "val_source") else None
+    frames, monitored = [], val
+    for split in config.train_splits:
+        frame = read_split(root, split)
+        if split == "val_source":
+            count = math.ceil(config.val_holdout * len(frame))
+            monitored = evenly_spread(frame, count) if count else frame.iloc[:0]
+            frame = frame[~frame["id"].isin(monitored["id"])]
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True), monitored
 
 
 def pseudo_dataset(config: TrainConfig, data: TrainData, csv: str | Path) -> SegmentationDataset:
     """The pseudo-labelled target images of ``csv`` (``kit.predict.pseudo``; 254 ignored) as ``self_train``
-    trains on them: the oracle's target crops. Its pipeline replaces the previous round's as
-    ``data.pseudo_transform``, which every epoch reseeds after ``data.transforms``."""
+    trains on them: the oracle's target crops."""
     th, tw = config.target_size
     pipeline = A.Compose([A.Resize(th, tw), A.HorizontalFlip(p=0.5), A.ColorJitter(p=0.25),
                           A.RandomCrop(*config.crop_size)])
-    data.pseudo_transform = pipeline
     return SegmentationDataset(read_split_file(csv), pipeline, *data.target_stats, BACKGROUND_CLASS,
                                label_values=PSEUDO_LABEL_VALUES)
 
 
 def monitor_of(config: TrainConfig, evals: dict[str, Dataset]) -> str | None:
     """The metric that picks ``best.pt``: ``config.monitor``, or for ``"auto"`` the fisheye mIoU where
-    the data has fisheye labels, else the source validation mIoU, else None (best.pt = last.pt)."""
+    the data has fisheye labels, else the source validation mIoU (on ``val_source`` images the run does not
+    train on: :func:`source_splits`), else None (best.pt = last.pt)."""
     wanted = {"fisheye_miou": "fisheye", "source_val_miou": "source_val"}
     if config.monitor == "auto":
         return next((m for m in ("fisheye_miou", "source_val_miou") if wanted[m] in evals), None)
+    if config.monitor == "source_val_miou" and "source_val" not in evals and "val_source" in config.train_splits:
+        raise ValueError(f"monitor = 'source_val_miou', but val_holdout = {config.val_holdout} keeps no val_source "
+                         f"image out of training (train_splits {list(config.train_splits)}): best.pt would be chosen "
+                         f"on images the run trains on; set val_holdout > 0 or take val_source out of train_splits")
     if wanted[config.monitor] not in evals:
         source = f"{config.fisheye_eval_split}.csv" if config.monitor == "fisheye_miou" else "val_source.csv"
         raise ValueError(f"monitor = {config.monitor!r}, but {config.data_dir} has no {source} to compute it from "
                          f"(the real competition data has no fisheye labels); use 'auto' or 'source_val_miou'")
     return config.monitor
-
-
-def _loader(dataset: Dataset, config: TrainConfig, sampler: Sampler) -> DataLoader:
-    return DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.num_workers,
-                      drop_last=len(dataset) >= config.batch_size, pin_memory=torch.cuda.is_available())
-
-
-def _cycle(make: Callable[[], Iterator]) -> Iterator:
-    """Iterate a loader endlessly, restarting it when exhausted."""
-    while True:
-        yielded = False
-        for batch in make():
-            yielded = True
-            yield batch
-        if not yielded:
-            raise ValueError("a training loader yielded no batch: the split is empty")
 
 
 def steps_per_epoch(config: TrainConfig, data: TrainData, world_size: int = 1) -> int:
@@ -231,63 +235,63 @@ def steps_per_epoch(config: TrainConfig, data: TrainData, world_size: int = 1) -
     return max(len(data.train) // (config.batch_size * world_size), 1)
 
 
-class RankSlice(Sampler):
-    """Rank ``rank``'s share of ``sampler``: of every global batch of ``batch_size · world_size``
-    consecutive indices, the ``rank``-th ``batch_size``; an incomplete last global batch is dropped.
-    Together the ranks draw exactly the batches one process with ``world_size``× the batch draws."""
+class Batches:
+    """The batches of a run, epoch after epoch, from loaders built once: training, target and (``evals``)
+    evaluation batches; with ``num_workers`` data-loading processes they stay alive across epochs
+    (``persistent_workers``).
 
-    def __init__(self, sampler: Sampler, batch_size: int, rank: int, world_size: int) -> None:
-        self.sampler, self.batch_size, self.rank, self.world_size = sampler, batch_size, rank, world_size
-
-    def __iter__(self) -> Iterator[int]:
-        size = self.batch_size * self.world_size
-        chunk: list[int] = []
-        for index in self.sampler:
-            chunk.append(index)
-            if len(chunk) == size:
-                yield from chunk[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
-                chunk = []
-
-    def __len__(self) -> int:
-        return len(self.sampler) // (self.batch_size * self.world_size) * self.batch_size
-
-
-def epoch_batches(
-    data: TrainData,
-    config: TrainConfig,
-    epoch: int,
-    rank: int = 0,
-    world_size: int = 1,
-) -> tuple[Iterator[dict], Iterator[dict] | None, torch.Generator]:
-    """Endless iterators over the training batches and (uda methods, self_train's rounds) the target
-    batches of ``epoch``, and the generator the step draws its own randomness from (MIC masks, class mix).
-
-    Every random stream restarts from (seed, epoch): a resumed run repeats an uninterrupted one. On
-    ``world_size`` processes (``kit.train.distributed``) every rank draws the same global order of images and
-    takes its :class:`RankSlice` of it; augmentations draw from a stream of their own per rank.
+    :meth:`epoch` restarts every random stream from (seed, epoch), so a resumed run repeats an
+    uninterrupted one. Images are drawn from a generator of their own, and every item is augmented from
+    a seed of its own (:class:`kit.data.datasets.SeededDraws`, :class:`~kit.data.datasets.Reseeded`):
+    the batches are the same for any ``num_workers``. On ``world_size`` processes (``kit.train.distributed``)
+    every rank walks the same global stream of draws and takes its own share of each global batch.
     """
-    epoch_seed = config.seed * 100_003 + epoch
-    seed_all(epoch_seed)
-    pipelines = data.transforms if data.pseudo_transform is None else [*data.transforms, data.pseudo_transform]
-    for i, pipeline in enumerate(pipelines):
-        pipeline.set_random_seed(epoch_seed * 31 + i + 1_000_003 * rank)
-    generator = torch.Generator().manual_seed(epoch_seed)
-    samples = steps_per_epoch(config, data, world_size) * config.batch_size * world_size
 
-    def share(sampler: Sampler) -> Sampler:
-        return RankSlice(sampler, config.batch_size, rank, world_size) if world_size > 1 else sampler
+    def __init__(self, data: TrainData, config: TrainConfig, device: torch.device = torch.device("cpu"), rank: int = 0,
+                 world_size: int = 1) -> None:
+        self.data, self.config, self.rank, self.world_size = data, config, rank, world_size
+        self.workers = data_workers(config.num_workers, device)
+        self.pin_memory = torch.device(device).type == "cuda"
+        samples = steps_per_epoch(config, data, world_size) * config.batch_size * world_size
+        if data.class_pixels is not None:
+            order = RareClassSampler(data.class_pixels, config.rcs_temperature, samples, torch.Generator())
+        else:
+            order = RandomSampler(data.train, generator=torch.Generator())
+        self.train = self._loader(data.train, order, stream=0)
+        self.evals = {name: DataLoader(dataset, batch_size=config.batch_size, num_workers=self.workers,
+                                       persistent_workers=self.workers > 0, pin_memory=self.pin_memory,
+                                       worker_init_fn=one_thread_worker)
+                      for name, dataset in data.evals.items()}  # (workers start at the first evaluation)
+        self.target_dataset: Dataset | None = None
+        self.target: DataLoader | None = None
 
-    if data.class_pixels is not None:
-        sampler = RareClassSampler(data.class_pixels, config.rcs_temperature, samples, generator)
-    else:
-        sampler = RandomSampler(data.train, replacement=False, generator=generator)
-    sampler = share(sampler)
-    batches = _cycle(lambda: iter(_loader(data.train, config, sampler)))
-    targets = None
-    if data.target is not None:
-        target_sampler = share(RandomSampler(data.target, generator=generator))
-        targets = _cycle(lambda: iter(_loader(data.target, config, target_sampler)))
-    return batches, targets, generator
+    def _loader(self, dataset: Dataset, order: Sampler, stream: int) -> DataLoader:
+        draws = SeededDraws(order, stream, self.config.batch_size, self.rank, self.world_size)
+        # generator: the workers' base seed is drawn from it, not from the global stream the model's dropout uses
+        return DataLoader(Reseeded(dataset), batch_size=self.config.batch_size, sampler=draws, num_workers=self.workers,
+                          persistent_workers=self.workers > 0, pin_memory=self.pin_memory,
+                          worker_init_fn=one_thread_worker, generator=torch.Generator().manual_seed(self.config.seed))
+
+    def epoch(self, epoch: int) -> tuple[Iterator[dict], Iterator[dict] | None, torch.Generator]:
+        """Endless iterators over the training batches and (uda methods, self_train's rounds) the target
+        batches of ``epoch``, and the generator the step draws its own randomness from (MIC masks, class mix)."""
+        epoch_seed = self.config.seed * 100_003 + epoch
+        seed_all(epoch_seed)
+        if self.data.target is not self.target_dataset:  # self_train's rounds bring new pseudo-labels
+            self.target_dataset = self.data.target
+            self.target = None if self.data.target is None else self._loader(
+                self.data.target, RandomSampler(self.data.target, generator=torch.Generator()), stream=1)
+        for loader in (self.train, self.target):
+            if loader is not None:
+                loader.sampler.set_epoch(epoch_seed)
+        return iter(self.train), None if self.target is None else iter(self.target), \
+            torch.Generator().manual_seed(epoch_seed)
+
+
+def epoch_batches(data: TrainData, config: TrainConfig, epoch: int) -> tuple[Iterator[dict], Iterator[dict] | None,
+                                                                          torch.Generator]:
+    """:meth:`Batches.epoch` of a new :class:`Batches` on the CPU (one look at one epoch: the step preview)."""
+    return Batches(data, config).epoch(epoch)
 
 
 def build_model(config: TrainConfig) -> nn.Module:

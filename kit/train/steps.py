@@ -6,13 +6,13 @@ head's own losses), the self-training step and the evaluation pass.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
 
+from kit.common.device import AMP_DTYPES
 from kit.competition.labels import IGNORE_INDEX
 from kit.competition.metrics import confusion_matrix
 from kit.train.config import OUTPUTS, TrainConfig
@@ -44,11 +44,11 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
     )
 
 
-def _autocast_factory(config: TrainConfig, device: torch.device) -> Callable:
-    if device.type != "cuda" or config.amp == "none":
+def autocast_factory(amp: str, device: torch.device) -> Callable:
+    """A context-manager factory for ``amp``, a precision of :func:`kit.common.device.resolve_amp`."""
+    if device.type != "cuda" or AMP_DTYPES[amp] is None:
         return contextlib.nullcontext
-    dtype = torch.bfloat16 if config.amp == "bf16" else torch.float16
-    return lambda: torch.autocast("cuda", dtype=dtype)
+    return lambda: torch.autocast("cuda", dtype=AMP_DTYPES[amp])
 
 
 def supervised_step(
@@ -78,8 +78,9 @@ def supervised_step(
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset: Dataset, device: torch.device, batch_size: int, autocast: Callable) -> np.ndarray:
-    """The 13×13 confusion matrix of whole-image predictions at model input size.
+def evaluate(model: nn.Module, batches: Iterable[dict], device: torch.device, autocast: Callable) -> np.ndarray:
+    """The 13×13 confusion matrix of whole-image predictions at model input size, over the labelled
+    ``batches`` (a ``DataLoader``: ``kit.train.recipes.Batches.evals``).
 
     Background is scored (row and column 12) as the competition scores it; pixels the dataset's
     labels make void (``IGNORE_INDEX`` in its items: the bonnet under ``bonnet="void"``, pixels a
@@ -88,7 +89,7 @@ def evaluate(model: nn.Module, dataset: Dataset, device: torch.device, batch_siz
     """
     model.eval()
     cm = np.zeros((OUTPUTS, OUTPUTS), np.int64)
-    for batch in DataLoader(dataset, batch_size=batch_size):
+    for batch in batches:
         with autocast():
             logits = model(batch["image"].to(device))
         label = batch["label"].to(device)

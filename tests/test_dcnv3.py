@@ -109,3 +109,21 @@ def test_module_output_shape_and_initial_average() -> None:
 def test_group_mismatch_names_the_values() -> None:
     with pytest.raises(ValueError, match="channels = 10 is not divisible by group = 4"):
         DCNv3(channels=10, group=4)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_the_sampling_grid_is_float32_whatever_the_input_dtype(dtype):
+    """At 1920 columns a half-precision grid samples pixels away from where it should (bfloat16:
+    steps of 3.75 px): on a pattern that changes every pixel, the result in the low precision must
+    be the float32 result on the same (rounded) inputs, up to the rounding of the output alone."""
+    w, kernel = 1920, 3
+    columns = torch.arange(w, dtype=torch.float32)
+    x = torch.sin(0.7 * columns).view(1, 1, w, 1).expand(1, 3, w, 2).contiguous().to(dtype)  # (B, H, W, C)
+    offset = torch.full((1, 3, w, kernel * kernel * 2), 0.25).to(dtype)
+    mask = torch.full((1, 3, w, kernel * kernel), 1.0 / (kernel * kernel)).to(dtype)
+    args = dict(kernel_size=kernel, stride=1, pad=1, dilation=1, group=1, group_channels=2, offset_scale=1.0)
+    low = dcnv3_core(x, offset, mask, **args)
+    reference = dcnv3_core(x.float(), offset.float(), mask.float(), **args)
+    assert low.dtype == dtype
+    error = (low.float() - reference).abs().max().item()
+    assert error <= 2 * torch.finfo(dtype).eps, error  # |values| ≤ 1: the output's own rounding

@@ -415,7 +415,7 @@ def test_inference_settings_take_the_lists_notebooks_pass():
         ("batch_size", 0, r"an integer ≥ 1"),
         ("batch_size", 2.5, r"an integer ≥ 1"),
         ("batch_size", True, r"an integer ≥ 1"),
-        ("amp", "false", r"True or False"),
+        ("amp", "false", r"one of \('run', 'auto', 'bf16', 'fp16', 'none'\)"),
     ],
 )
 def test_inference_settings_name_the_bad_field(field, value, expected):

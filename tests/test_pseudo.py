@@ -37,7 +37,7 @@ from kit.predict.pseudo import (
 from kit.predict.runs import RunConfig
 from kit.predict.tta import InferenceSettings
 
-WHOLE = InferenceSettings(mode="whole", flip=False, amp=False)
+WHOLE = InferenceSettings(mode="whole", flip=False, amp="none")
 SIZE = (90, 160)  # (h, w) of the tiny dataset's fisheye images: the runs predict at the image's own size
 
 

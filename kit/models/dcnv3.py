@@ -65,26 +65,29 @@ def dcnv3_core(
 
     # Undeformed grid in grid_sample's coordinates: with align_corners=False, pixel i of the
     # unpadded input spans [i, i + 1) of [0, W), i.e. its centre is at (2i + 1) / W - 1.
+    # The grid is float32 whatever the input's dtype, as the official op's reference points: in
+    # bfloat16 a normalised coordinate has 8 significant bits: steps of 3.75 px across a 1920-wide image.
     centre = span // 2
-    taps = (torch.arange(kernel_size, dtype=x.dtype, device=x.device) * dilation - centre) * offset_scale
-    ref_y = torch.arange(h_out, dtype=x.dtype, device=x.device) * stride - pad + centre  # (H_out,)
-    ref_x = torch.arange(w_out, dtype=x.dtype, device=x.device) * stride - pad + centre  # (W_out,)
+    f32 = torch.promote_types(x.dtype, torch.float32)  # float64 stays float64 (gradcheck)
+    taps = (torch.arange(kernel_size, dtype=f32, device=x.device) * dilation - centre) * offset_scale
+    ref_y = torch.arange(h_out, dtype=f32, device=x.device) * stride - pad + centre  # (H_out,)
+    ref_x = torch.arange(w_out, dtype=f32, device=x.device) * stride - pad + centre  # (W_out,)
     loc_y = ref_y[:, None, None, None] + taps[None, None, None, :]  # (H_out, 1, 1, ky)
     loc_x = ref_x[None, :, None, None] + taps[None, None, :, None]  # (1, W_out, kx, 1)
     loc = torch.stack(torch.broadcast_tensors(loc_x, loc_y), dim=-1)  # (H_out, W_out, kx, ky, 2), x-major
-    size = torch.tensor([w, h], dtype=x.dtype, device=x.device)
+    size = torch.tensor([w, h], dtype=f32, device=x.device)
     base = ((2 * loc + 1) / size - 1).view(h_out, w_out, 1, k, 2)
     # One fused pass over the big tensor; adding the offsets as pixels means scaling them by 2/size.
-    grid = torch.addcmul(base, offset.view(b, h_out, w_out, group, k, 2), 2 * offset_scale / size)
+    grid = torch.addcmul(base, offset.view(b, h_out, w_out, group, k, 2).to(f32), 2 * offset_scale / size)
     # (B, H_out, W_out, G, K, 2) -> (B·G, H_out·W_out, K, 2)
     grid = grid.permute(0, 3, 1, 2, 4, 5).reshape(b * group, h_out * w_out, k, 2)
 
     value = x.view(b, h, w, group, group_channels).permute(0, 3, 4, 1, 2)  # (B, G, Cg, H, W)
     value = value.reshape(b * group, group_channels, h, w)
-    sampled = F.grid_sample(value, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    sampled = F.grid_sample(value.to(f32), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     # sampled: (B·G, Cg, H_out·W_out, K)
     weight = mask.view(b, h_out * w_out, group, k).transpose(1, 2).reshape(b * group, h_out * w_out, k)
-    out = (sampled * weight[:, None]).sum(-1)  # (B·G, Cg, H_out·W_out)
+    out = (sampled * weight[:, None].to(f32)).sum(-1).to(x.dtype)  # (B·G, Cg, H_out·W_out)
     out = out.reshape(b, group * group_channels, h_out, w_out)
     return out.permute(0, 2, 3, 1).contiguous()  # (B, H_out, W_out, G·Cg)
 

@@ -50,7 +50,7 @@ def predict_examples(run_dir: str | Path, count: int = 4, checkpoint: str = "las
         resized = cv2.resize(image, (tw, th), interpolation=cv2.INTER_LINEAR)
         example = {"id": row.id, "image": resized, "student": None, "teacher": None, "truth": truth}
         for name, model in networks.items():
-            probs = predict_run((model, config), image, InferenceSettings(mode="whole", amp=False))
+            probs = predict_run((model, config), image, InferenceSettings(mode="whole"))
             example[name] = to_label_map(probs)
             if name == "teacher":  # as a pseudo-label: only confident pixels
                 example[name][(probs.max(dim=0).values <= config.pseudo_threshold).cpu().numpy()] = IGNORE_INDEX

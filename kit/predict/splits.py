@@ -33,6 +33,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from kit.common.device import describe_device
+from kit.common.files import prefetched
 from kit.common.progress import tqdm
 from kit.competition.labels import IGNORE_INDEX, NUM_CLASSES
 from kit.competition.layout import has_split, read_image, read_label, read_split
@@ -97,9 +99,16 @@ def prediction_frame(root: str | os.PathLike, split: str) -> pd.DataFrame:
 
 def _iter_probs(runs: Sequence[Run], frame: pd.DataFrame, weights: Sequence[float] | None, settings: InferenceSettings,
                 progress: bool) -> Iterator[tuple[pd.Series, tuple[int, int], torch.Tensor]]:
-    """(row, the image's (W, H), ensemble probabilities) one image at a time."""
-    for _, row in tqdm(frame.iterrows(), total=len(frame), desc="predict", unit="img", disable=not progress):
-        image = read_image(row["img_path"])
+    """(row, the image's (W, H), ensemble probabilities) one image at a time; the next images are read
+    (decoded) by a thread while the model predicts."""
+    if progress:
+        model, config = runs[0]
+        device = next(model.parameters()).device
+        print(f"predicting {len(frame)} images with {len(runs)} run(s): "
+              f"{describe_device(device, settings.precision(config, device))}", flush=True)
+    rows = [row for _, row in frame.iterrows()]
+    images = prefetched(read_image, [row["img_path"] for row in rows])
+    for row, image in tqdm(zip(rows, images), total=len(rows), desc="predict", unit="img", disable=not progress):
         yield row, (image.shape[1], image.shape[0]), ensemble(runs, image, weights, settings)
 
 

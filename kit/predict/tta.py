@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kit.common.device import AMP_CHOICES, AMP_DTYPES, resolve_amp
 from kit.data.datasets import normalize
 from kit.predict.runs import Run
 
@@ -30,10 +31,11 @@ def _device(model: nn.Module, fallback: torch.device) -> torch.device:
     return parameter.device if parameter is not None else fallback
 
 
-def _forward_probs(model: nn.Module, x: torch.Tensor, amp: bool) -> torch.Tensor:
-    """Softmax of ``model(x)`` as float32 ``(B, C, H, W)`` at the input's size."""
-    use_amp = amp and x.device.type == "cuda"
-    with torch.autocast("cuda", dtype=torch.float16) if use_amp else contextlib.nullcontext():
+def _forward_probs(model: nn.Module, x: torch.Tensor, amp: str) -> torch.Tensor:
+    """Softmax of ``model(x)`` as float32 ``(B, C, H, W)`` at the input's size; ``amp``: ``"bf16"``,
+    ``"fp16"`` (autocast on CUDA; the CPU computes in float32) or ``"none"``."""
+    dtype = AMP_DTYPES[amp] if x.device.type == "cuda" else None
+    with torch.autocast("cuda", dtype=dtype) if dtype is not None else contextlib.nullcontext():
         logits = model(x)
     logits = logits.float()
     if logits.shape[-2:] != x.shape[-2:]:  # a head that predicts at a fraction of the input size
@@ -42,7 +44,7 @@ def _forward_probs(model: nn.Module, x: torch.Tensor, amp: bool) -> torch.Tensor
 
 
 @torch.no_grad()
-def predict_whole(model: nn.Module, images: torch.Tensor, amp: bool = False) -> torch.Tensor:
+def predict_whole(model: nn.Module, images: torch.Tensor, amp: str = "none") -> torch.Tensor:
     """One forward pass: ``images (B, 3, H, W)`` → probabilities ``(B, C, H, W)`` on the model's device."""
     return _forward_probs(model, images.to(_device(model, images.device)), amp)
 
@@ -62,7 +64,7 @@ def slide_predict(
     stride: tuple[int, int],
     batch_size: int = 8,
     num_classes: int | None = None,
-    amp: bool = False,
+    amp: str = "none",
 ) -> torch.Tensor:
     """Sliding-window probabilities ``(B, C, H, W)`` of ``images (B, 3, H, W)``.
 
@@ -110,7 +112,7 @@ def predict_tta(
     window: tuple[int, int] | None = None,
     stride: tuple[int, int] | None = None,
     batch_size: int = 8,
-    amp: bool = False,
+    amp: str = "none",
 ) -> torch.Tensor:
     """Mean probabilities ``(B, C, H, W)`` over ``scales`` × (plain, horizontally flipped).
 
@@ -178,7 +180,7 @@ class InferenceSettings:
     scales: tuple[float, ...] = (1.0,)  # e.g. (0.75, 1.0, 1.25), or solution B's (0.8, 0.9, 1.0, 1.1, 1.2)
     flip: bool = False  # also predict the horizontally flipped image and average
     batch_size: int = 8  # windows per forward pass
-    amp: bool = True  # float16 autocast on CUDA; ignored on the CPU
+    amp: str = "run"  # "run": the precision the run trained in, on this device (kit.common.device.resolve_amp); bf16 | fp16 | none
 
     def __post_init__(self) -> None:
         # notebooks pass lists (papermill parameters are JSON); the settings are hashable tuples
@@ -196,10 +198,15 @@ class InferenceSettings:
              "a non-empty sequence of finite numbers > 0"),
             ("flip", isinstance(self.flip, bool), "True or False"),
             ("batch_size", _number(self.batch_size, numbers.Integral) and self.batch_size >= 1, "an integer ≥ 1"),
-            ("amp", isinstance(self.amp, bool), "True or False"),
+            ("amp", self.amp in ("run", *AMP_CHOICES), f"one of {('run', *AMP_CHOICES)}"),
         ):
             if not valid:
                 raise ValueError(f"InferenceSettings {name}={getattr(self, name)!r}: expected {expected}")
+
+    def precision(self, config, device: torch.device) -> str:
+        """The precision a run (its ``RunConfig``) predicts in on ``device``: ``amp``, or for ``"run"`` the
+        run's own (a run from before ``amp`` was stored predicted in float16)."""
+        return resolve_amp(config.values.get("amp", "fp16") if self.amp == "run" else self.amp, device)
 
 
 def run_settings(
@@ -228,8 +235,9 @@ def predict_run(run: Run, image: np.ndarray, settings: InferenceSettings = Infer
         image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
     x = normalize(image, config.target_mean, config.target_std)[None]  # (1, 3, h, w)
     window = (config.crop_size or config.target_size) if settings.mode == "slide" else None
+    amp = settings.precision(config, _device(model, x.device))
     probs = predict_tta(model, x, scales=settings.scales, flip=settings.flip, window=window,
-                        stride=settings.stride, batch_size=settings.batch_size, amp=settings.amp)
+                        stride=settings.stride, batch_size=settings.batch_size, amp=amp)
     return probs[0]
 
 

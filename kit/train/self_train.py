@@ -78,7 +78,7 @@ def round_pseudo_labels(config: TrainConfig, run_dir: Path, round_: int, model: 
         return csv
     folder = run_dir / f"pseudo_round{round_}"
     if not is_pseudo_folder(folder):
-        settings = InferenceSettings(mode="whole", flip=True, amp=config.amp != "none")
+        settings = InferenceSettings(mode="whole", flip=True)  # in the run's own precision
         model.eval()
         made = make_pseudo_labels([(model, RunConfig.from_dict(run_config))], config.data_dir, folder, settings=settings,
                                   quantile=config.pseudo_quantile, cap=config.pseudo_cap, border=border,

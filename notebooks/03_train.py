@@ -137,7 +137,7 @@ else:
 # methods only), the student's prediction, and the held-out truth when the dataset has it.
 
 # %%
-examples = predict_examples(run_dir, count=PREVIEW_COUNT, checkpoint="last.pt")
+examples = predict_examples(run_dir, count=PREVIEW_COUNT, checkpoint="last.pt", device=DEVICE)
 rows, titles = [], []
 for example in examples:
     for name in ("teacher", "student", "truth"):

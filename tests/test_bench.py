@@ -44,3 +44,34 @@ def test_report_only_trains_nothing(calls):
     kit.bench.cli.main(["quality", "--report-only"])
     kit.bench.cli.main(["ladder", "--report-only", "--budget", "0.25"])
     assert calls == [("bench_quality", "report only"), ("bench_ladder", "report only")]
+
+
+def test_the_gpu_check_runs_its_cases_on_a_cpu_and_fails_on_a_nan(tiny, tmp_path, monkeypatch, capsys):
+    """The GPU check's code at toy sizes on the CPU (no test depends on a GPU): every case trains,
+    the table has a row per case, and a non-finite loss fails the case and the exit code."""
+    import pandas as pd
+
+    import kit.bench.gpu
+
+    args = ["--device", "cpu", "--data-dir", str(tiny), "--out", str(tmp_path / "gpu"), "--size", "32", "--steps", "1",
+            "--images", "3", "--batch-size", "2", "--uda-encoder", "pvt_v2_b0"]
+    assert kit.bench.gpu.main(args) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [row.split(" | ")[0] for row in rows] == [
+        "| uda pvt_v2_b0 32² bf16", "| uda pvt_v2_b0 32² fp16", "| uda pvt_v2_b0 32² none",
+        "| mask2former internimage_t 32² bf16", "| pseudo-label 3 images (whole + flip)"]
+    assert all(row.endswith("| ok |") for row in rows)
+    real_train = kit.bench.gpu.train
+
+    def diverging(config):
+        run = real_train(config)
+        metrics = pd.read_csv(run / "metrics.csv")
+        metrics.loc[0, "loss_ce"] = float("nan")
+        metrics.to_csv(run / "metrics.csv", index=False)
+        return run
+
+    monkeypatch.setattr(kit.bench.gpu, "train", diverging)
+    with pytest.raises(SystemExit) as exit_:  # through python -m kit.bench's command line
+        kit.bench.cli.main(["gpu", *args])
+    assert exit_.value.code == 1
+    assert "FloatingPointError: a loss is not finite" in capsys.readouterr().out

@@ -30,6 +30,7 @@ from kit.predict.pseudo import (
     NAMES,
     candidates,
     class_thresholds,
+    confidence_histograms,
     is_pseudo_folder,
     make_pseudo_labels,
     pseudo_label_map,
@@ -165,9 +166,26 @@ def test_balanced_candidates_prefer_the_class_with_the_larger_share_of_its_thres
     probs = torch.tensor([0.6, 0.35, 0.05])[:, None, None].expand(3, 1, 2).clone()
     thresholds = np.array([0.9, 0.4, 0.9])
     classes, confidence = candidates(probs, thresholds, balanced=False)
-    assert classes.tolist() == [[0, 0]] and classes.dtype == np.uint8 and confidence == pytest.approx(0.6)
+    assert classes.tolist() == [[0, 0]] and classes.dtype == torch.uint8 and confidence.flatten().tolist() == pytest.approx([0.6] * 2)
     classes, confidence = candidates(probs, thresholds, balanced=True)
-    assert classes.tolist() == [[1, 1]] and confidence == pytest.approx(0.35)  # 0.35 / 0.4 > 0.6 / 0.9
+    assert classes.tolist() == [[1, 1]] and confidence.flatten().tolist() == pytest.approx([0.35] * 2)  # 0.35 / 0.4 > 0.6 / 0.9
+
+
+def test_confidence_histograms_count_what_a_per_pixel_count_counts():
+    """The device-side histogram (torch.bincount) against numpy's unbuffered add.at of the same bins."""
+    rng = np.random.default_rng(4)
+    probs = torch.from_numpy(rng.dirichlet(np.ones(13), (37, 41)).astype(np.float32)).permute(2, 0, 1).contiguous()
+    probs[:, 0, :3] = 0.0
+    probs[5, 0, :3] = 1.0  # confidence exactly 1: the last bin
+    inside = rng.random((37, 41)) < 0.7
+    inside[0, :3] = True
+    confidence, classes = (t.numpy() for t in probs.max(dim=0))
+    expected = np.zeros((13, BINS), np.int64)
+    bins = np.minimum((confidence[inside] * np.float32(BINS)).astype(np.int64), BINS - 1)
+    np.add.at(expected, (classes[inside].astype(np.int64), bins), 1)
+    got = confidence_histograms(probs, torch.from_numpy(inside))
+    np.testing.assert_array_equal(got, expected)
+    assert got[5, BINS - 1] >= 3 and got.sum() == inside.sum()
 
 
 # --- fake runs and the independent recomputation ---------------------------------------------------
@@ -524,3 +542,32 @@ def test_a_pseudo_label_split_trains_with_void_ignored_and_background_as_a_class
     expected = np.where(label == 255, 12, np.where(label == VOID_INDEX, 255, label))
     np.testing.assert_array_equal(item["label"].numpy(), expected)
     assert item["id"] == pseudo.id[0] and tuple(item["image"].shape) == (3, *SIZE)
+
+
+def _label_on_two_ranks(rank: int, store: str, tiny: str, out: str) -> None:
+    """One of two gloo processes labelling the tiny split together (``Ranks``)."""
+    torch.distributed.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    try:
+        make_pseudo_labels([run_of(NearestColour())], tiny, out, quantile=0.5, cap=0.9, threshold_images=None,
+                           progress=False)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_two_ranks_label_their_shares_and_write_what_one_process_writes(tiny, tmp_path):
+    """Under torchrun every rank predicts every other image; the histograms and counts are summed, so
+    the thresholds, the label files and the table are those of one process labelling all of them."""
+    one = make_pseudo_labels([run_of(NearestColour())], tiny, tmp_path / "one", quantile=0.5, cap=0.9,
+                             threshold_images=None, progress=False)
+    torch.multiprocessing.spawn(_label_on_two_ranks, args=(str(tmp_path / "store"), str(tiny), str(tmp_path / "two")),
+                                nprocs=2)
+    summary = json.loads((tmp_path / "two/summary.json").read_text())
+    assert summary["thresholds"] == dict(zip(NAMES, one.thresholds.round(4).tolist()))
+    assert summary["table"] == json.loads((one.folder / "summary.json").read_text())["table"]
+    assert (tmp_path / "two" / CSV_NAME).read_text() == (one.folder / CSV_NAME).read_text().replace("/one/", "/two/")
+    names = sorted(p.name for p in (one.folder / "labels").glob("*.png"))
+    assert names == sorted(p.name for p in (tmp_path / "two/labels").glob("*.png")) and len(names) >= 2
+    for name in names:
+        np.testing.assert_array_equal(read_label(tmp_path / "two/labels" / name, PSEUDO_LABEL_VALUES),
+                                      read_label(one.folder / "labels" / name, PSEUDO_LABEL_VALUES))
+    assert not list(tmp_path.glob(".two.*"))  # no staging folder left behind

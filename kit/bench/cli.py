@@ -17,13 +17,21 @@
           benchmark's test labels (tune.md/.json).
     ladder  the Car ablation ladder: source_only → uda_geo one component at a time (ladder.md/.json).
 
+    gpu   the GPU check: uda in bf16/fp16/fp32, mask2former + InternImage in bf16, a pseudo-label round,
+          2-GPU DDP (kit.bench.gpu; scripts/gpu_check.sh on a fresh machine).
+    scale  the competition-scale dry run on a CPU: the notebooks at 2048×1024 / 1920×1080 (kit.bench.scale).
+    loading  one data-loading worker's uda samples at the competition's sizes, and the pseudo-labeller's
+          work per 1080×1920 image (kit.bench.loading).
+
 quality, tune and ladder reuse every (name, seed, steps) result already in --out.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
+import sys
 import time
 
 import cv2
@@ -256,7 +264,17 @@ def bench_infer(
     print(f"slide batched vs one window at a time: max abs probability difference {diff:.2e}")
 
 
+# benchmarks with a module of their own and their own options: ``python -m kit.bench gpu --help``
+MODULES = {"gpu": "kit.bench.gpu", "scale": "kit.bench.scale", "loading": "kit.bench.loading"}
+
+
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in MODULES:
+        code = importlib.import_module(MODULES[argv[0]]).main(argv[1:])
+        if code:
+            raise SystemExit(code)
+        return
     parser = argparse.ArgumentParser(prog="python -m kit.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="name", required=True)

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from kit.common.device import resolve_device
 from kit.competition.labels import IGNORE_INDEX
 from kit.competition.layout import evenly_spread, has_split, read_image, read_label, read_split
 from kit.data.border import Border
@@ -23,14 +24,16 @@ from kit.predict.tta import InferenceSettings, predict_run
 
 @torch.no_grad()
 def predict_examples(run_dir: str | Path, count: int = 4, checkpoint: str = "last.pt",
-                     device: str = "cpu") -> list[dict]:
-    """Whole-image predictions of a run's student (and EMA teacher) on ``count`` fisheye images.
+                     device: str = "auto") -> list[dict]:
+    """Whole-image predictions of a run's student (and EMA teacher) on ``count`` fisheye images, on
+    ``device`` (``"auto"``: the GPU where there is one, as the run trained).
 
     Images (evenly spread) come from the run's labelled fisheye evaluation split when the dataset
     has one, else from ``train_target``. Each example: ``id``, ``image`` uint8 (H, W, 3) at the run's target size,
     ``student`` and ``teacher`` uint8 (H, W) label maps (255 = background; teacher pixels below the
     pseudo-label threshold are 255 too; ``teacher`` None for runs without one) and ``truth`` (or None).
     """
+    device = resolve_device(device)
     state = load_checkpoint(Path(run_dir) / checkpoint, device)
     config = RunConfig.from_dict(state["config"], source=f"{run_dir}/{checkpoint}")
     root = Path(config.data_dir)

@@ -24,7 +24,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +39,7 @@ from kit.common.files import (
     _manifest_entries,
     is_output_dir,
     make_dirs,
+    prefetched,
     prepare_output_dir,
     record_output,
     results_in,
@@ -83,31 +86,50 @@ def class_thresholds(histograms: np.ndarray, quantile: float, cap: float) -> np.
     return thresholds
 
 
-def pseudo_label_map(classes: np.ndarray, confidence: np.ndarray, thresholds: np.ndarray,
-                     inside: np.ndarray | None, background: bool = True) -> np.ndarray:
+def pseudo_label_map(classes, confidence, thresholds: np.ndarray, inside, background: bool = True):
     """The file's label map from the argmax ``classes (H, W)`` (0..12) and its ``confidence (H, W)``:
     kept pixels get their class (background 255), the rest 254; outside ``inside`` everything is 255.
-    ``background`` False: background predicted inside the disc is never kept (254)."""
-    kept = confidence >= thresholds[classes]
+    ``background`` False: background predicted inside the disc is never kept (254). Numpy arrays in,
+    a numpy ``uint8`` array out; torch tensors (on any device) in, a ``uint8`` tensor there out."""
+    if isinstance(classes, np.ndarray):
+        inside = None if inside is None else torch.from_numpy(np.asarray(inside))
+        return pseudo_label_map(torch.from_numpy(classes), torch.from_numpy(np.asarray(confidence)), thresholds,
+                                inside, background).numpy()
+    # a float32 confidence clears a float64 threshold exactly when it clears the threshold rounded up
+    # to float32: the comparison numpy makes, in float32
+    limits = np.asarray(thresholds, np.float64).astype(np.float32)
+    limits = np.where(limits < thresholds, np.nextafter(limits, np.float32(np.inf)), limits)
+    kept = confidence.float() >= torch.from_numpy(limits).to(classes.device)[classes.long()]
     if not background:
         kept &= classes < NUM_CLASSES
-    out = np.where(classes >= NUM_CLASSES, IGNORE_INDEX, classes).astype(np.uint8)
+    out = classes.to(torch.uint8, copy=True)
+    out[out >= NUM_CLASSES] = IGNORE_INDEX
     out[~kept] = VOID_INDEX
     if inside is not None:
         out[~inside] = IGNORE_INDEX
     return out
 
 
-def candidates(probs: torch.Tensor, thresholds: np.ndarray, balanced: bool) -> tuple[np.ndarray, np.ndarray]:
+def candidates(probs: torch.Tensor, thresholds: np.ndarray, balanced: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Each pixel's candidate class ``(H, W)`` uint8 and its probability ``(H, W)`` float32 from
-    ``probs (C, H, W)``: the argmax, or with ``balanced`` the argmax of ``probs / thresholds`` (CBST:
-    Zou et al. 2018), which keeps a pixel exactly when some class clears its own threshold."""
+    ``probs (C, H, W)``, on ``probs``' device: the argmax, or with ``balanced`` the argmax of
+    ``probs / thresholds`` (CBST: Zou et al. 2018), which keeps a pixel exactly when some class clears
+    its own threshold."""
     if balanced:
-        classes = (probs / torch.as_tensor(thresholds, dtype=probs.dtype)[:, None, None]).argmax(dim=0)
+        classes = (probs / torch.as_tensor(thresholds, dtype=probs.dtype, device=probs.device)[:, None, None]).argmax(dim=0)
         confidence = probs.gather(0, classes[None])[0]
     else:
         confidence, classes = probs.max(dim=0)
-    return classes.to(torch.uint8).numpy(), confidence.numpy()
+    return classes.to(torch.uint8), confidence
+
+
+def confidence_histograms(probs: torch.Tensor, inside: torch.Tensor) -> np.ndarray:
+    """``(C, BINS)`` counts of the argmax confidences inside the disc, per argmax class, from ``probs
+    (C, H, W)``; computed on ``probs``' device (``torch.bincount``), only the counts come back."""
+    confidence, classes = probs.max(dim=0)
+    index = (confidence[inside] * BINS).long().clamp_(max=BINS - 1)  # float32 product, truncated
+    counts = torch.bincount(classes[inside] * BINS + index, minlength=probs.shape[0] * BINS)
+    return counts.view(probs.shape[0], BINS).cpu().numpy()
 
 
 def _check_folder(out_dir: Path, overwrite: bool) -> None:
@@ -160,46 +182,73 @@ def make_pseudo_labels(
     frame = read_split(data_dir, split)
     truth = read_split(data_dir, f"{split}_gt").set_index("id")["gt_path"] if has_split(data_dir, f"{split}_gt") else None
 
-    def predicted(path: str) -> tuple[torch.Tensor, np.ndarray]:
-        """Probabilities (C, H, W) at the image's own size, and the disc there (all True without a border)."""
-        image = read_image(path)
+    discs: dict[tuple[int, int], torch.Tensor] = {}
+
+    def predicted(image: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Probabilities (C, H, W) at the image's own size and the disc there (all True without a
+        border), both on the runs' device."""
         size = (image.shape[1], image.shape[0])
         with torch.no_grad():
-            probs = resize_probs(ensemble(runs, image, weights, settings), size).float().cpu()
-        return probs, border.mask(size) if border is not None else np.ones(probs.shape[1:], bool)
+            probs = resize_probs(ensemble(runs, image, weights, settings), size).float()
+        if size not in discs:
+            disc = border.mask(size) if border is not None else np.ones(probs.shape[1:], bool)
+            discs[size] = torch.from_numpy(disc).to(probs.device)
+        return probs, discs[size]
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    ranks = Ranks.of_process_group()
+    progress = progress and ranks.rank == 0
+    staging = None
+    if ranks.rank == 0:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
-        prepare_output_dir(staging)  # a kit output folder: its manifest lists what is written below
+        if ranks.rank == 0:
+            prepare_output_dir(staging)  # a kit output folder: its manifest lists what is written below
+            make_dirs(staging / "labels")
+        staging = ranks.from_rank_0(staging)
         histograms = np.zeros((NUM_CLASSES + 1, BINS), np.int64)
-        for row in tqdm(list(evenly_spread(frame, threshold_images).itertuples()), desc="pseudo-label: thresholds",
-                        unit="img", disable=not progress):
-            probs, inside = predicted(row.img_path)
-            confidence, classes = (t.numpy() for t in probs.max(dim=0))
-            index = np.minimum((confidence[inside] * BINS).astype(np.int64), BINS - 1)
-            np.add.at(histograms, (classes[inside].astype(np.int64), index), 1)
-        thresholds = class_thresholds(histograms, quantile, cap)
+        rows = ranks.share(list(evenly_spread(frame, threshold_images).itertuples()))
+        images = prefetched(read_image, [row.img_path for row in rows])
+        for image in tqdm(images, total=len(rows), desc="pseudo-label: thresholds", unit="img", disable=not progress):
+            histograms += confidence_histograms(*predicted(image))
+        thresholds = class_thresholds(ranks.summed(histograms), quantile, cap)
         stats = np.zeros((NUM_CLASSES + 1, 4), np.int64)  # candidates, kept, kept & correct, truth (inside the disc)
-        labels = make_dirs(staging / "labels")
-        for row in tqdm(list(frame.itertuples()), desc="pseudo-label: write", unit="img", disable=not progress):
-            probs, inside = predicted(row.img_path)
-            classes, confidence = candidates(probs, thresholds, balanced)
-            label = pseudo_label_map(classes, confidence, thresholds, inside, background)
-            write_image(labels / f"{row.id}.png", label)
-            kept = label[inside] != VOID_INDEX
-            candidate = classes[inside].astype(np.int64)
-            stats[:, 0] += np.bincount(candidate, minlength=NUM_CLASSES + 1)
-            stats[:, 1] += np.bincount(candidate[kept], minlength=NUM_CLASSES + 1)
-            if truth is not None:
-                true = read_label(truth[row.id])[inside].astype(np.int64)
-                true = np.where(true >= NUM_CLASSES, BACKGROUND_CLASS, true)
-                stats[:, 2] += np.bincount(candidate[kept & (candidate == true)], minlength=NUM_CLASSES + 1)
-                stats[:, 3] += np.bincount(true, minlength=NUM_CLASSES + 1)
+        labels = staging / "labels"
+        rows = ranks.share(list(frame.itertuples()))
+        images = prefetched(read_image, [row.img_path for row in rows])
+        with ThreadPoolExecutor(max_workers=2) as writer:  # PNG encoding off the main thread
+            pending: deque[Future] = deque()
+            for row, image in tqdm(zip(rows, images), total=len(rows), desc="pseudo-label: write", unit="img",
+                                   disable=not progress):
+                probs, inside = predicted(image)
+                classes, confidence = candidates(probs, thresholds, balanced)
+                label = pseudo_label_map(classes, confidence, thresholds, inside, background)
+                kept = label[inside] != VOID_INDEX
+                candidate = classes[inside].long()
+                stats[:, 0] += torch.bincount(candidate, minlength=NUM_CLASSES + 1).cpu().numpy()
+                stats[:, 1] += torch.bincount(candidate[kept], minlength=NUM_CLASSES + 1).cpu().numpy()
+                label = label.cpu().numpy()  # uint8: all that comes to the host
+                pending.append(writer.submit(write_image, labels / f"{row.id}.png", label))
+                while len(pending) > 4:
+                    pending.popleft().result()
+                if truth is not None:
+                    disc, guess = inside.cpu().numpy(), classes.cpu().numpy()[inside.cpu().numpy()].astype(np.int64)
+                    true = read_label(truth[row.id])[disc].astype(np.int64)
+                    true = np.where(true >= NUM_CLASSES, BACKGROUND_CLASS, true)
+                    right = kept.cpu().numpy() & (guess == true)
+                    stats[:, 2] += np.bincount(guess[right], minlength=NUM_CLASSES + 1)
+                    stats[:, 3] += np.bincount(true, minlength=NUM_CLASSES + 1)
+            for future in pending:
+                future.result()
+        stats = ranks.summed(stats)
+        table = pseudo_table(thresholds, stats, truth is not None)
+        ranks.barrier()  # every rank's labels are written
+        if ranks.rank != 0:
+            ranks.barrier()  # rank 0 moves the folder into place
+            return PseudoLabels(out_dir, out_dir / CSV_NAME, thresholds, table)
         ids, gt_paths = list(frame["id"]), [f"./labels/{id_}.png" for id_ in frame["id"]]
         image_paths = [os.path.relpath(p, out_dir.resolve()) for p in frame["img_path"]]  # as seen from out_dir
         write_csv(staging / CSV_NAME, pd.DataFrame({"id": ids, "img_path": image_paths, "gt_path": gt_paths}))
-        table = pseudo_table(thresholds, stats, truth is not None)
         write_json(staging / "summary.json", {
             "data_dir": str(data_dir), "split": split, "quantile": quantile, "cap": cap, "background": background,
             "balanced": balanced, "threshold_images": threshold_images,
@@ -213,10 +262,50 @@ def make_pseudo_labels(
         os.chmod(staging, 0o777 & ~_UMASK)  # mkdtemp makes it owner-only
         os.rename(staging, out_dir)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        if ranks.rank == 0 and staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
         raise
     record_output(out_dir)
+    ranks.barrier()
     return PseudoLabels(out_dir, out_dir / CSV_NAME, thresholds, table)
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """The processes of a torchrun job (``torch.distributed``'s default group) labelling one split
+    together: each predicts every ``world_size``-th image, the counts are summed, rank 0 writes the CSV
+    and moves the folder into place. One process: rank 0 of 1, and every step is a no-op."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    @classmethod
+    def of_process_group(cls) -> Ranks:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return cls(torch.distributed.get_rank(), torch.distributed.get_world_size())
+        return cls()
+
+    def share(self, items: list) -> list:
+        return items[self.rank::self.world_size]
+
+    def summed(self, counts: np.ndarray) -> np.ndarray:
+        if self.world_size == 1:
+            return counts
+        nccl = torch.distributed.get_backend() == "nccl"
+        total = torch.from_numpy(counts).to(f"cuda:{torch.cuda.current_device()}" if nccl else "cpu")
+        torch.distributed.all_reduce(total)
+        return total.cpu().numpy()
+
+    def from_rank_0(self, value):
+        if self.world_size == 1:
+            return value
+        shared = [value]
+        torch.distributed.broadcast_object_list(shared, src=0)
+        return shared[0]
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            torch.distributed.barrier()
 
 
 def pseudo_table(thresholds: np.ndarray, stats: np.ndarray, has_truth: bool) -> pd.DataFrame:

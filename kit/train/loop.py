@@ -140,9 +140,7 @@ def _train(config: TrainConfig, run_dir: Path, context: Context, device: torch.d
                 optimizer.load_state_dict(state["optimizer"])
                 scheduler.load_state_dict(state["scheduler"])
             if config.method == "self_train" and round_ > 0:
-                if context.main:  # the others wait, then find the folder made
-                    round_pseudo_labels(config, run_dir, round_, net, run_config, data.border.border("ellipse"))
-                barrier(context)
+                # every rank labels its share of the images (kit.predict.pseudo.Ranks); rank 0 writes the folder
                 csv = round_pseudo_labels(config, run_dir, round_, net, run_config, data.border.border("ellipse"))
                 data.target = pseudo_dataset(config, data, csv)
         batches, targets, generator = loaders.epoch(epoch)

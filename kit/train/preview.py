@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from kit.common.device import resolve_device
 from kit.competition.labels import IGNORE_INDEX, NUM_CLASSES
 from kit.data.datasets import denormalize
 from kit.train.config import TrainConfig
@@ -42,8 +43,10 @@ def preview_step(config: TrainConfig) -> dict[str, tuple[np.ndarray, np.ndarray 
     panels = {name: (images(batch[name], data.source_stats), labels(batch[f"{name}_label"]))
               for name in ("source", "distorted")}
     target = next(targets)["image"]
-    model = build_model(config)
-    confidence, pseudo = EMATeacher(model, config.ema_max_alpha)(target).softmax(dim=1).max(dim=1)
+    device = resolve_device(config.device)  # the run's own device: a GPU-scale model on a GPU
+    model = build_model(config).to(device)
+    logits = EMATeacher(model, config.ema_max_alpha)(target.to(device)).float()
+    confidence, pseudo = (t.cpu() for t in logits.softmax(dim=1).max(dim=1))
     pseudo[confidence <= config.pseudo_threshold] = IGNORE_INDEX
     keep = block_mask((target.shape[0], *target.shape[2:]), config.mask_ratio, config.mask_block, generator=generator)
     panels["target"] = (images(target, data.target_stats), None)

@@ -10,7 +10,7 @@ from pathlib import Path
 from torch import nn
 
 from kit.data.border import Border
-from kit.predict.pseudo import CSV_NAME, is_pseudo_folder, make_pseudo_labels
+from kit.predict.pseudo import CSV_NAME, Ranks, is_pseudo_folder, make_pseudo_labels
 from kit.predict.runs import RunConfig, load_checkpoint
 from kit.predict.tta import InferenceSettings
 from kit.train.config import OUTPUTS, TrainConfig
@@ -85,7 +85,7 @@ def round_pseudo_labels(config: TrainConfig, run_dir: Path, round_: int, model: 
                                   background=config.pseudo_background, balanced=config.pseudo_balanced,
                                   overwrite=folder.exists(), progress=config.progress)
         model.train()
-        if config.progress:
+        if config.progress and Ranks.of_process_group().rank == 0:
             print(f"round {round_} pseudo-labels: {made.folder} (disc pixels kept: "
                   f"{(made.table['kept'] * made.table['predicted_share']).sum():.1%})", flush=True)
     return folder / CSV_NAME

@@ -75,3 +75,25 @@ def test_the_gpu_check_runs_its_cases_on_a_cpu_and_fails_on_a_nan(tiny, tmp_path
         kit.bench.cli.main(["gpu", *args])
     assert exit_.value.code == 1
     assert "FloatingPointError: a loss is not finite" in capsys.readouterr().out
+
+
+def test_the_scale_dry_run_passes_each_notebook_parameters_it_has():
+    """``python -m kit.bench scale`` runs at full size only by hand (half an hour): its stages must at
+    least name parameters their notebooks have and TrainConfig fields that exist."""
+    import dataclasses
+    from pathlib import Path
+
+    import papermill
+
+    import kit.bench.scale
+    from kit.train.config import TrainConfig
+
+    root = Path(__file__).resolve().parents[1]
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    stages = kit.bench.scale.stages("data", Path("out"))
+    assert [s[1] for s in stages] == ["01_eda", "02_labels_and_augment", "03_train", "03_train", "06_pseudo_label",
+                                      "04_predict", "05_ensemble"]
+    for _, notebook, parameters, _, _ in stages:
+        known = papermill.inspect_notebook(str(root / f"notebooks/{notebook}.ipynb"))
+        assert set(parameters) <= set(known), (notebook, set(parameters) - set(known))
+        assert set(parameters.get("OVERRIDES", {})) <= fields

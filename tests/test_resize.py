@@ -27,6 +27,8 @@ def test_a_resized_copy_has_the_layout_the_sizes_and_the_exact_label_values(tiny
     assert read_image(test.img_path).shape == read_image(test_was.img_path).shape  # scored at its own size: linked
     assert (out / "sample_submission.csv").read_bytes() == (tiny / "sample_submission.csv").read_bytes()
     assert not (out / "kit_stats.json").exists()  # measured at the other sizes
+    if (tiny / ".kit-outputs").exists():  # the copy's own manifest, not a link to the source's
+        assert (out / ".kit-outputs").stat().st_ino != (tiny / ".kit-outputs").stat().st_ino
     with pytest.raises(FileExistsError):
         resize_dataset(tiny, out, (48, 32))
     resize_dataset(tiny, out, (24, 16), workers=1, overwrite=True)
@@ -41,3 +43,10 @@ def test_bad_sizes_and_roots_are_refused(tmp_path):
         main([str(tmp_path), str(tmp_path / "out"), "--source-size", "1024"])
     with pytest.raises(FileNotFoundError, match="no train_source.csv"):
         resize_dataset(tmp_path, tmp_path / "out", (8, 8))
+
+
+def test_a_copy_inside_its_dataset_or_around_it_is_refused(tiny):
+    for dst in (tiny, tiny / "small", tiny.parent):
+        with pytest.raises(ValueError, match="would be inside the dataset"):
+            resize_dataset(tiny, dst, (8, 8), overwrite=True)
+    assert (tiny / "train_source.csv").is_file()

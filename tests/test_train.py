@@ -356,6 +356,14 @@ def test_best_pt_is_never_chosen_on_images_the_run_trains_on(tiny, tmp_path):
     only_train = _config(tiny, tmp_path, train_splits=("train_source",))  # val not trained on: all of it monitors
     assert source_splits(only_train)[1]["id"].tolist() == val["id"].tolist()
     assert set(source_splits(only_train)[0]["id"]) == train_ids
+    rare = build_data(_config(tiny, tmp_path, method="source_only", rare_class_sampling=True))
+    assert len(rare.class_pixels) == len(rare.train)  # counted over the rows trained on
+    from kit.competition.layout import read_label
+
+    np.testing.assert_array_equal(rare.class_pixels, np.stack([  # the files' own labels, row by row
+        np.bincount(read_label(path).ravel(), minlength=256)[:12] for path in rare.train.frame["gt_path"]]))
+    oracle = build_data(_config(tiny, tmp_path, method="oracle"))
+    assert len(oracle.evals["source_val"]) == len(val)  # the oracle trains on no source image: all of it monitors
     everything = _config(tiny, tmp_path, method="source_only", fisheye_eval_split=None, val_holdout=0.0)
     assert build_data(everything).monitor is None  # nothing left to monitor: best.pt follows last.pt
     with pytest.raises(ValueError, match="val_holdout = 0.0 keeps no val_source image out of training"):

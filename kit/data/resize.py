@@ -8,8 +8,9 @@ faster, in every epoch. Source splits (``train_source``, ``val_source``) are res
 ``--source-size``; fisheye training splits (``train_target``, ``train_target_gt``) to ``--target-size``
 when given. Images are resized with area averaging, labels with nearest neighbours (label values are
 kept exactly). Every other split (``test``: the submission is scored at the test images' own size) and
-every other file at the root (``sample_submission.csv``) is linked (a hard link, or a copy), and the
-statistics caches the kit writes (``kit_stats.json``) are left behind: they belong to the other sizes.
+every other file at the root (``sample_submission.csv``) is linked (a hard link, or a copy); the
+statistics caches the kit writes (``kit_stats.json``) and hidden files (the kit's ``.kit-outputs``
+manifest) are left behind.
 Every split CSV is written anew with paths relative to the copy. The copy is a kit output folder: it is
 never written over unless ``--overwrite``.
 """
@@ -68,6 +69,9 @@ def resize_dataset(src: str | os.PathLike, dst: str | os.PathLike, source_size: 
     src, dst = Path(src).resolve(), Path(dst)
     if not (src / "train_source.csv").is_file():
         raise FileNotFoundError(f"{src} holds no train_source.csv: not a dataset in the competition's layout")
+    target = dst.resolve()
+    if target == src or src in target.parents or target in src.parents:
+        raise ValueError(f"the copy {dst} would be inside the dataset {src}, or contain it: choose a folder beside it")
     sizes = {**dict.fromkeys(SOURCE_SPLITS, source_size), **(dict.fromkeys(TARGET_SPLITS, target_size) if target_size else {})}
     prepare_output_dir(dst, overwrite=overwrite)
     jobs, links = {}, {}
@@ -95,7 +99,7 @@ def resize_dataset(src: str | os.PathLike, dst: str | os.PathLike, source_size: 
     with ProcessPoolExecutor(max_workers=workers or usable_cores()) as pool:
         list(pool.map(_resize_one, jobs.values(), chunksize=8))
     for extra in sorted(src.iterdir()):
-        if extra.is_file() and extra.suffix != ".csv" and extra.name not in CACHES:
+        if extra.is_file() and extra.suffix != ".csv" and extra.name not in CACHES and not extra.name.startswith("."):
             link_file(extra, dst / extra.name)
     return dst
 

@@ -97,9 +97,13 @@ def pseudo_label_map(classes, confidence, thresholds: np.ndarray, inside, backgr
                                 inside, background).numpy()
     # a float32 confidence clears a float64 threshold exactly when it clears the threshold rounded up
     # to float32: the comparison numpy makes, in float32
-    limits = np.asarray(thresholds, np.float64).astype(np.float32)
-    limits = np.where(limits < thresholds, np.nextafter(limits, np.float32(np.inf)), limits)
-    kept = confidence.float() >= torch.from_numpy(limits).to(classes.device)[classes.long()]
+    if confidence.dtype == torch.float64:
+        limits = np.asarray(thresholds, np.float64)
+    else:
+        limits = np.asarray(thresholds, np.float64).astype(np.float32)
+        limits = np.where(limits < thresholds, np.nextafter(limits, np.float32(np.inf)), limits)
+        confidence = confidence.float()
+    kept = confidence >= torch.from_numpy(limits).to(classes.device)[classes.long()]
     if not background:
         kept &= classes < NUM_CLASSES
     out = classes.to(torch.uint8, copy=True)
@@ -127,6 +131,9 @@ def confidence_histograms(probs: torch.Tensor, inside: torch.Tensor) -> np.ndarr
     """``(C, BINS)`` counts of the argmax confidences inside the disc, per argmax class, from ``probs
     (C, H, W)``; computed on ``probs``' device (``torch.bincount``), only the counts come back."""
     confidence, classes = probs.max(dim=0)
+    if not torch.isfinite(confidence).all():
+        raise FloatingPointError("the model's probabilities are not finite (NaN or inf): an fp16 overflow? "
+                                 "predict in float32 (InferenceSettings(amp='none'))")
     index = (confidence[inside] * BINS).long().clamp_(max=BINS - 1)  # float32 product, truncated
     counts = torch.bincount(classes[inside] * BINS + index, minlength=probs.shape[0] * BINS)
     return counts.view(probs.shape[0], BINS).cpu().numpy()

@@ -205,8 +205,9 @@ class InferenceSettings:
 
     def precision(self, config, device: torch.device) -> str:
         """The precision a run (its ``RunConfig``) predicts in on ``device``: ``amp``, or for ``"run"`` the
-        run's own (a run from before ``amp`` was stored predicted in float16)."""
-        return resolve_amp(config.values.get("amp", "fp16") if self.amp == "run" else self.amp, device)
+        precision it trained in (``prediction_precision`` in its config.json; runs from before it was
+        stored, and zero-shot runs, predict in float16 as they always did)."""
+        return resolve_amp(config.values.get("prediction_precision", "fp16") if self.amp == "run" else self.amp, device)
 
 
 def run_settings(

@@ -58,6 +58,7 @@ def _run_config(config: TrainConfig, data: TrainData) -> dict:
         head_kwargs=head_kwargs(config),
         source_mean=list(data.source_stats[0]), source_std=list(data.source_stats[1]),
         target_mean=list(data.target_stats[0]), target_std=list(data.target_stats[1]),
+        prediction_precision=config.amp,  # InferenceSettings(amp="run"); runs without it predicted in float16
     )
     return out
 

@@ -176,7 +176,15 @@ def build_data(config: TrainConfig) -> TrainData:
     if config.rare_class_sampling:
         if config.method == "oracle":
             raise ValueError("rare-class sampling draws source images; METHOD 'oracle' trains on target images")
-        class_pixels = np.concatenate([class_pixel_counts(root, s) for s in config.train_splits])[:, :NUM_CLASSES]
+        counts = []
+        for split in config.train_splits:  # the rows trained on: val_source less its held-out monitor
+            split_counts = class_pixel_counts(root, split)
+            if split == "val_source":
+                split_counts = split_counts[~read_split(root, split)["id"].isin(monitored["id"]).to_numpy()]
+            counts.append(split_counts)
+        class_pixels = np.concatenate(counts)[:, :NUM_CLASSES]
+        if len(class_pixels) != len(train):
+            raise AssertionError(f"rare-class counts for {len(class_pixels)} images, {len(train)} trained on")
     return TrainData(train, target, evals, (smean, sstd), (tmean, tstd), monitor_of(config, evals), border,
                      class_pixels)
 
@@ -191,7 +199,7 @@ def source_splits(config: TrainConfig) -> tuple[pd.DataFrame, pd.DataFrame | Non
     frames, monitored = [], val
     for split in config.train_splits:
         frame = read_split(root, split)
-        if split == "val_source":
+        if split == "val_source" and config.method != "oracle":  # the oracle trains on no source image
             count = math.ceil(config.val_holdout * len(frame))
             monitored = evenly_spread(frame, count) if count else frame.iloc[:0]
             frame = frame[~frame["id"].isin(monitored["id"])]
@@ -238,7 +246,7 @@ def steps_per_epoch(config: TrainConfig, data: TrainData, world_size: int = 1) -
 class Batches:
     """The batches of a run, epoch after epoch, from loaders built once: training, target and (``evals``)
     evaluation batches; with ``num_workers`` data-loading processes they stay alive across epochs
-    (``persistent_workers``).
+    (``persistent_workers``); the evaluation loaders start theirs for each evaluation.
 
     :meth:`epoch` restarts every random stream from (seed, epoch), so a resumed run repeats an
     uninterrupted one. Images are drawn from a generator of their own, and every item is augmented from
@@ -251,25 +259,28 @@ class Batches:
                  world_size: int = 1) -> None:
         self.data, self.config, self.rank, self.world_size = data, config, rank, world_size
         self.workers = data_workers(config.num_workers, device)
+        # one budget of workers: the target batches (uda, self_train's rounds) take a third of it
+        targets = config.method in (*UDA_METHODS, "self_train")
+        self.train_workers = self.workers - (self.workers // 3 if targets else 0)
         self.pin_memory = torch.device(device).type == "cuda"
         samples = steps_per_epoch(config, data, world_size) * config.batch_size * world_size
         if data.class_pixels is not None:
             order = RareClassSampler(data.class_pixels, config.rcs_temperature, samples, torch.Generator())
         else:
             order = RandomSampler(data.train, generator=torch.Generator())
-        self.train = self._loader(data.train, order, stream=0)
+        self.train = self._loader(data.train, order, stream=0, workers=self.train_workers)
+        # evaluation runs while the training loaders wait: all the workers, started for each evaluation
         self.evals = {name: DataLoader(dataset, batch_size=config.batch_size, num_workers=self.workers,
-                                       persistent_workers=self.workers > 0, pin_memory=self.pin_memory,
-                                       worker_init_fn=one_thread_worker)
-                      for name, dataset in data.evals.items()}  # (workers start at the first evaluation)
+                                       pin_memory=self.pin_memory, worker_init_fn=one_thread_worker)
+                      for name, dataset in data.evals.items()}
         self.target_dataset: Dataset | None = None
         self.target: DataLoader | None = None
 
-    def _loader(self, dataset: Dataset, order: Sampler, stream: int) -> DataLoader:
+    def _loader(self, dataset: Dataset, order: Sampler, stream: int, workers: int) -> DataLoader:
         draws = SeededDraws(order, stream, self.config.batch_size, self.rank, self.world_size)
         # generator: the workers' base seed is drawn from it, not from the global stream the model's dropout uses
-        return DataLoader(Reseeded(dataset), batch_size=self.config.batch_size, sampler=draws, num_workers=self.workers,
-                          persistent_workers=self.workers > 0, pin_memory=self.pin_memory,
+        return DataLoader(Reseeded(dataset), batch_size=self.config.batch_size, sampler=draws, num_workers=workers,
+                          persistent_workers=workers > 0, pin_memory=self.pin_memory,
                           worker_init_fn=one_thread_worker, generator=torch.Generator().manual_seed(self.config.seed))
 
     def epoch(self, epoch: int) -> tuple[Iterator[dict], Iterator[dict] | None, torch.Generator]:
@@ -280,7 +291,8 @@ class Batches:
         if self.data.target is not self.target_dataset:  # self_train's rounds bring new pseudo-labels
             self.target_dataset = self.data.target
             self.target = None if self.data.target is None else self._loader(
-                self.data.target, RandomSampler(self.data.target, generator=torch.Generator()), stream=1)
+                self.data.target, RandomSampler(self.data.target, generator=torch.Generator()), stream=1,
+                workers=self.workers - self.train_workers)
         for loader in (self.train, self.target):
             if loader is not None:
                 loader.sampler.set_epoch(epoch_seed)

@@ -61,7 +61,7 @@ from kit.competition.rle import validate_submission
 from kit.data.border import BORDERS
 from kit.predict.examples import prediction_rows
 from kit.predict.runs import load_run
-from kit.predict.splits import predict_label_maps, predict_split, prediction_frame, run_border
+from kit.predict.splits import predict_split, prediction_frame, run_border
 from kit.predict.tta import run_settings
 from kit.report import viz
 from kit.report.grids import save_prediction_grid
@@ -95,7 +95,8 @@ print(f"{len(frame)} images of {SPLIT}; labels: {labelled}; {settings}; border: 
 # %%
 start = time.perf_counter()
 result = predict_split([run], frame, settings=settings, border=border, sample=sample,
-                       submission=out / "submission.csv" if SPLIT == "test" else None)
+                       submission=out / "submission.csv" if SPLIT == "test" else None,
+                       keep=GRID_COUNT, keep_worst=WORST_COUNT)  # the figures' label maps, kept
 seconds_per_image = (time.perf_counter() - start) / len(frame)
 print(f"{seconds_per_image:.3f} s per image")
 if result.submission is not None:
@@ -130,8 +131,7 @@ files.write_json(out / "metrics.json", {
 # %%
 grid = frame.head(GRID_COUNT)
 worst = result.per_image.nsmallest(WORST_COUNT, "mIoU").merge(frame, on="id") if labelled else frame.head(0)
-shown = frame[frame.id.isin(set(grid.id) | set(worst.id))]
-predictions = dict(predict_label_maps([run], shown, settings=settings, border=border, progress=False))
+predictions = result.label_maps  # kept by predict_split: nothing is predicted twice
 save_prediction_grid(out / "predictions.png", prediction_rows(grid, predictions, border), titles=list(grid.id),
                      colours=64)
 display(Image(str(out / "predictions.png")))

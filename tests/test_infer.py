@@ -427,3 +427,21 @@ def test_inference_settings_name_the_bad_field(field, value, expected):
 def test_inference_settings_take_numpy_integers_and_integral_scales():
     settings = InferenceSettings(stride=(np.int64(8), 16), scales=[1, np.float32(0.5)], batch_size=np.int32(2))
     assert settings.stride == (8, 16) and settings.scales == (1, 0.5) and settings.batch_size == 2
+
+
+def test_predict_split_keeps_the_first_and_the_worst_label_maps_for_the_figures(labelled_split, tmp_path):
+    """04's figures show the first GRID_COUNT images and the WORST_COUNT lowest mIoU: predict_split
+    keeps exactly those maps (at each image's size), as predict_label_maps would predict them again."""
+    frame, _, sample = labelled_split
+    runs, settings = [(RedIsClass(), typed_config(54, 96))], InferenceSettings(mode="whole")
+    result = predict_split(runs, frame, settings=settings, progress=False, keep=1, keep_worst=2)
+    worst = result.per_image.nsmallest(2, "mIoU")["id"].tolist()
+    assert set(result.label_maps) == {frame["id"].iloc[0], *worst}
+    again = dict(predict_label_maps(runs, frame[frame["id"].isin(result.label_maps)], settings=settings, progress=False))
+    for image_id, label in result.label_maps.items():
+        np.testing.assert_array_equal(label, again[image_id])
+    assert predict_split(runs, frame, settings=settings, progress=False).label_maps == {}
+    unlabelled = frame.drop(columns="gt_path")
+    kept = predict_split(runs, unlabelled, settings=settings, progress=False, keep=2, keep_worst=2,
+                         submission=tmp_path / "sub.csv", sample=sample).label_maps
+    assert list(kept) == frame["id"].iloc[:2].tolist()  # no labels: no worst

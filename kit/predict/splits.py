@@ -24,9 +24,11 @@ Conventions:
 from __future__ import annotations
 
 import contextlib
+import heapq
+import math
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -136,6 +138,7 @@ class SplitResult:
     confusion: np.ndarray | None  # int64 (13, 13), rows truth, columns prediction, index 12 background
     per_image: pd.DataFrame | None  # columns id, mIoU: each image's own mIoU, in frame order
     submission: Path | None  # the written, validated submission.csv
+    label_maps: dict[str, np.ndarray] = field(default_factory=dict)  # id → uint8 (H, W) at the image's size: kept ones
 
     @property
     def scores(self) -> dict[str, float]:
@@ -155,6 +158,8 @@ def predict_split(
     sample: str | os.PathLike | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    keep: int = 0,
+    keep_worst: int = 0,
 ) -> SplitResult:
     """Predict every image of ``frame`` once with ``runs`` (one run or an ensemble) and
 
@@ -165,7 +170,10 @@ def predict_split(
       ``kit.competition.rle.SubmissionWriter`` in ``sample``'s order, which validates the file before moving it
       into place (on any error nothing is written there and an earlier file stays as it was).
 
-    ``border`` sets pixels outside the fisheye disc to background in both.
+    ``border`` sets pixels outside the fisheye disc to background in both. ``label_maps`` keeps the
+    label maps (at each image's size) of the first ``keep`` images and, on a labelled split, of the
+    ``keep_worst`` with the lowest mIoU, for figures that would otherwise predict them again (at full
+    size with test-time augmentation, as long as the whole split's first pass over them).
     """
     labelled = "gt_path" in frame.columns
     if submission is None and not labelled:
@@ -175,8 +183,10 @@ def predict_split(
     writer = SubmissionWriter(submission, sample, overwrite=overwrite) if submission is not None else None
     confusion = np.zeros((NUM_CLASSES + 1, NUM_CLASSES + 1), np.int64) if labelled else None
     per_image: list[tuple[str, float]] = []
+    first, worst = {}, []  # worst: a heap of (-mIoU, index, id, map), the keep_worst lowest so far
     with writer if writer is not None else contextlib.nullcontext():  # the writer closes, or aborts on an error
-        for row, size, probs in _iter_probs(runs, frame, weights, settings, progress):
+        for index, (row, size, probs) in enumerate(_iter_probs(runs, frame, weights, settings, progress)):
+            pred = None
             if labelled:
                 truth = read_label(row["gt_path"])
                 if truth.shape != (size[1], size[0]):
@@ -186,8 +196,18 @@ def predict_split(
                 image_confusion = confusion_matrix(pred, truth)
                 confusion += image_confusion
                 per_image.append((row["id"], mean_iou(image_confusion)))
+                if keep_worst:
+                    score = per_image[-1][1]
+                    heapq.heappush(worst, (-(score if score == score else math.inf), -index, row["id"], pred))  # ties: the first
+                    if len(worst) > keep_worst:
+                        heapq.heappop(worst)
+            if index < keep:
+                first[row["id"]] = pred if pred is not None else to_label_map(
+                    resize_probs(probs, size), border.mask(size) if border is not None else None)
             if writer is not None:
                 inside = border.mask(SUBMISSION_SIZE) if border is not None else None
                 writer.add(row["id"], to_label_map(resize_probs(probs, SUBMISSION_SIZE), inside))
     per_image_frame = pd.DataFrame(per_image, columns=["id", "mIoU"]) if labelled else None
-    return SplitResult(confusion, per_image_frame, submission=writer.path if writer is not None else None)
+    kept = {**first, **{image_id: label for _, _, image_id, label in worst}}
+    return SplitResult(confusion, per_image_frame, submission=writer.path if writer is not None else None,
+                       label_maps=kept)

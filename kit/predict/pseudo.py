@@ -239,7 +239,8 @@ def make_pseudo_labels(
                 while len(pending) > 4:
                     pending.popleft().result()
                 if truth is not None:
-                    disc, guess = inside.cpu().numpy(), classes.cpu().numpy()[inside.cpu().numpy()].astype(np.int64)
+                    disc = inside.cpu().numpy()
+                    guess = classes.cpu().numpy()[disc].astype(np.int64)
                     true = read_label(truth[row.id])[disc].astype(np.int64)
                     true = np.where(true >= NUM_CLASSES, BACKGROUND_CLASS, true)
                     right = kept.cpu().numpy() & (guess == true)

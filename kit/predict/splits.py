@@ -44,7 +44,7 @@ from kit.competition.metrics import confusion_matrix, iou_table, mean_iou
 from kit.competition.rle import SUBMISSION_SIZE, SubmissionWriter
 from kit.data.border import Border, make_border
 from kit.predict.runs import Run
-from kit.predict.tta import InferenceSettings, ensemble, ensemble_size, resize_probs
+from kit.predict.tta import InferenceSettings, ensemble, ensemble_size, model_device, resize_probs
 
 
 def apply_border(label_map: np.ndarray, inside: np.ndarray) -> np.ndarray:
@@ -105,13 +105,18 @@ def _iter_probs(runs: Sequence[Run], frame: pd.DataFrame, weights: Sequence[floa
     (decoded) by a thread while the model predicts."""
     if progress:
         model, config = runs[0]
-        device = next(model.parameters()).device
+        device = model_device(model, torch.device("cpu"))
         print(f"predicting {len(frame)} images with {len(runs)} run(s): "
               f"{describe_device(device, settings.precision(config, device))}", flush=True)
     rows = [row for _, row in frame.iterrows()]
     images = prefetched(read_image, [row["img_path"] for row in rows])
     for row, image in tqdm(zip(rows, images), total=len(rows), desc="predict", unit="img", disable=not progress):
         yield row, (image.shape[1], image.shape[0]), ensemble(runs, image, weights, settings)
+
+
+def _label_map(probs: torch.Tensor, size: tuple[int, int], border: Border | None) -> np.ndarray:
+    """``probs`` resized to ``size = (W, H)`` as a label map, background outside ``border``'s disc."""
+    return to_label_map(resize_probs(probs, size), border.mask(size) if border is not None else None)
 
 
 def predict_label_maps(
@@ -126,9 +131,7 @@ def predict_label_maps(
     """Yield ``(id, uint8 (H, W) label map)`` for each row of ``frame`` (a split from
     ``kit.competition.layout.read_split``), at ``size = (W, H)`` or each image's own size; 255 is background."""
     for row, image_size, probs in _iter_probs(runs, frame, weights, settings, progress):
-        out_size = tuple(size) if size is not None else image_size
-        inside = border.mask(out_size) if border is not None else None
-        yield row["id"], to_label_map(resize_probs(probs, out_size), inside)
+        yield row["id"], _label_map(probs, tuple(size) if size is not None else image_size, border)
 
 
 @dataclass
@@ -183,7 +186,7 @@ def predict_split(
     writer = SubmissionWriter(submission, sample, overwrite=overwrite) if submission is not None else None
     confusion = np.zeros((NUM_CLASSES + 1, NUM_CLASSES + 1), np.int64) if labelled else None
     per_image: list[tuple[str, float]] = []
-    first, worst = {}, []  # worst: a heap of (-mIoU, index, id, map), the keep_worst lowest so far
+    first, worst = {}, []  # worst: a heap of (-mIoU, -index, id, map), the keep_worst lowest so far
     with writer if writer is not None else contextlib.nullcontext():  # the writer closes, or aborts on an error
         for index, (row, size, probs) in enumerate(_iter_probs(runs, frame, weights, settings, progress)):
             pred = None
@@ -192,21 +195,19 @@ def predict_split(
                 if truth.shape != (size[1], size[0]):
                     raise ValueError(f"label {row['gt_path']} is {truth.shape[1]}x{truth.shape[0]} but image "
                                      f"{row['img_path']} is {size[0]}x{size[1]}")
-                pred = to_label_map(resize_probs(probs, size), border.mask(size) if border is not None else None)
+                pred = _label_map(probs, size, border)
                 image_confusion = confusion_matrix(pred, truth)
                 confusion += image_confusion
                 per_image.append((row["id"], mean_iou(image_confusion)))
                 if keep_worst:
                     score = per_image[-1][1]
-                    heapq.heappush(worst, (-(score if score == score else math.inf), -index, row["id"], pred))  # ties: the first
+                    heapq.heappush(worst, (-(math.inf if math.isnan(score) else score), -index, row["id"], pred))  # ties: the first
                     if len(worst) > keep_worst:
                         heapq.heappop(worst)
             if index < keep:
-                first[row["id"]] = pred if pred is not None else to_label_map(
-                    resize_probs(probs, size), border.mask(size) if border is not None else None)
+                first[row["id"]] = pred if pred is not None else _label_map(probs, size, border)
             if writer is not None:
-                inside = border.mask(SUBMISSION_SIZE) if border is not None else None
-                writer.add(row["id"], to_label_map(resize_probs(probs, SUBMISSION_SIZE), inside))
+                writer.add(row["id"], _label_map(probs, SUBMISSION_SIZE, border))
     per_image_frame = pd.DataFrame(per_image, columns=["id", "mIoU"]) if labelled else None
     kept = {**first, **{image_id: label for _, _, image_id, label in worst}}
     return SplitResult(confusion, per_image_frame, submission=writer.path if writer is not None else None,

@@ -26,7 +26,8 @@ MODES = ("whole", "slide")
 # --- Prediction on tensors -----------------------------------------------------------------------
 
 
-def _device(model: nn.Module, fallback: torch.device) -> torch.device:
+def model_device(model: nn.Module, fallback: torch.device) -> torch.device:
+    """The device of ``model``'s parameters (``fallback`` for a model without any)."""
     parameter = next(model.parameters(), None)
     return parameter.device if parameter is not None else fallback
 
@@ -46,7 +47,7 @@ def _forward_probs(model: nn.Module, x: torch.Tensor, amp: str) -> torch.Tensor:
 @torch.no_grad()
 def predict_whole(model: nn.Module, images: torch.Tensor, amp: str = "none") -> torch.Tensor:
     """One forward pass: ``images (B, 3, H, W)`` → probabilities ``(B, C, H, W)`` on the model's device."""
-    return _forward_probs(model, images.to(_device(model, images.device)), amp)
+    return _forward_probs(model, images.to(model_device(model, images.device)), amp)
 
 
 def window_starts(length: int, window: int, stride: int) -> list[int]:
@@ -79,7 +80,7 @@ def slide_predict(
         raise ValueError(f"window {window}, stride {stride} and batch_size {batch_size} must be positive")
     if sh > h or sw > w:
         raise ValueError(f"stride {stride} is larger than the window {window}: some pixels would be in no window")
-    device = _device(model, images.device)
+    device = model_device(model, images.device)
     images = images.to(device)
     batch, _, height, width = images.shape
     images = F.pad(images, (0, max(w - width, 0), 0, max(h - height, 0)))  # (B, 3, Hp, Wp)
@@ -124,7 +125,7 @@ def predict_tta(
         raise ValueError(f"scales {tuple(scales)} must be a non-empty list of positive factors")
     if window is not None and stride is None:
         stride = (max(window[0] // 2, 1), max(window[1] // 2, 1))
-    images = images.to(_device(model, images.device))
+    images = images.to(model_device(model, images.device))
     height, width = images.shape[-2:]
     total = None
     for scale in scales:
@@ -236,7 +237,7 @@ def predict_run(run: Run, image: np.ndarray, settings: InferenceSettings = Infer
         image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
     x = normalize(image, config.target_mean, config.target_std)[None]  # (1, 3, h, w)
     window = (config.crop_size or config.target_size) if settings.mode == "slide" else None
-    amp = settings.precision(config, _device(model, x.device))
+    amp = settings.precision(config, model_device(model, x.device))
     probs = predict_tta(model, x, scales=settings.scales, flip=settings.flip, window=window,
                         stride=settings.stride, batch_size=settings.batch_size, amp=amp)
     return probs[0]

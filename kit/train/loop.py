@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from kit.common.device import data_workers, describe_device, resolve_amp, set_cpu_threads
+from kit.common.device import describe_device, resolve_amp, set_cpu_threads
 from kit.common.files import link_file, write_csv, write_json
 from kit.common.progress import tqdm
 from kit.competition.metrics import mean_iou
@@ -99,9 +99,10 @@ def _train(config: TrainConfig, run_dir: Path, context: Context, device: torch.d
     steps = steps_per_epoch(config, data, context.world_size)
     plan = round_plan(config)
     amp = resolve_amp(config.amp, device)
+    loaders = Batches(data, config, device, context.rank, context.world_size)
     if context.main:
         print(f"training {config.run_name} ({config.method}, {config.encoder} + {config.arch}): "
-              f"{describe_device(device, amp)}, {data_workers(config.num_workers, device)} data-loading workers", flush=True)
+              f"{describe_device(device, amp)}, {loaders.workers} data-loading workers", flush=True)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and amp == "fp16")
     autocast = autocast_factory(amp, device)
     uda_config = UDAConfig.from_train_config(config)
@@ -130,7 +131,6 @@ def _train(config: TrainConfig, run_dir: Path, context: Context, device: torch.d
     def backward(loss: torch.Tensor) -> None:
         scaler.scale(loss).backward()
 
-    loaders = Batches(data, config, device, context.rank, context.world_size)
     model.train()
     optimizer = scheduler = None
     for epoch in range(start_epoch, len(plan)):
@@ -194,8 +194,8 @@ def _train(config: TrainConfig, run_dir: Path, context: Context, device: torch.d
                **({"round": round_} if config.method == "self_train" else {}),
                **{(k if k == "pseudo_weight" else f"loss_{k}"): v / steps for k, v in sums.items()},
                "lr_encoder": optimizer.param_groups[0]["lr"], "train_seconds": round(time.time() - started, 2)}
-        for name, batches in loaders.evals.items():
-            row[f"{name}_miou"] = mean_iou(evaluate(net, batches, device, autocast))
+        for name, loader in loaders.evals.items():
+            row[f"{name}_miou"] = mean_iou(evaluate(net, loader, device, autocast))
         rows.append(row)
         write_csv(run_dir / "metrics.csv", pd.DataFrame(rows))
         score = row[data.monitor] if data.monitor is not None else row["epoch"]  # no metric: the latest

@@ -118,7 +118,8 @@ def build_data(config: TrainConfig) -> TrainData:
     def compose(steps) -> A.Compose:
         return steps if isinstance(steps, A.Compose) else A.Compose(steps)
 
-    trained, monitored = source_splits(config)
+    every, trained_rows, monitored = _source_rows(config)
+    trained = every[trained_rows].reset_index(drop=True)
 
     def source(transform) -> SegmentationDataset:
         return SegmentationDataset(trained, compose(transform), smean, sstd, BACKGROUND_CLASS, label_fn)
@@ -176,15 +177,8 @@ def build_data(config: TrainConfig) -> TrainData:
     if config.rare_class_sampling:
         if config.method == "oracle":
             raise ValueError("rare-class sampling draws source images; METHOD 'oracle' trains on target images")
-        counts = []
-        for split in config.train_splits:  # the rows trained on: val_source less its held-out monitor
-            split_counts = class_pixel_counts(root, split)
-            if split == "val_source":
-                split_counts = split_counts[~read_split(root, split)["id"].isin(monitored["id"]).to_numpy()]
-            counts.append(split_counts)
-        class_pixels = np.concatenate(counts)[:, :NUM_CLASSES]
-        if len(class_pixels) != len(train):
-            raise AssertionError(f"rare-class counts for {len(class_pixels)} images, {len(train)} trained on")
+        counts = np.concatenate([class_pixel_counts(root, s) for s in config.train_splits])
+        class_pixels = counts[trained_rows][:, :NUM_CLASSES]  # the rows trained on, as source_splits chose them
     return TrainData(train, target, evals, (smean, sstd), (tmean, tstd), monitor_of(config, evals), border,
                      class_pixels)
 
@@ -194,17 +188,26 @@ def source_splits(config: TrainConfig) -> tuple[pd.DataFrame, pd.DataFrame | Non
     evaluates on (None without that split): never an image it trains on. When ``train_splits`` holds
     ``val_source`` (solution A trained on it), ``config.val_holdout`` of it, evenly spread, is kept out
     of training to be the source monitor (0: all of it is trained on, and there is no source monitor)."""
+    every, trained_rows, monitored = _source_rows(config)
+    return every[trained_rows].reset_index(drop=True), monitored
+
+
+def _source_rows(config: TrainConfig) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame | None]:
+    """:func:`source_splits` as every row of ``train_splits`` (concatenated), a mask of those trained
+    on, and the monitored rows."""
     root = Path(config.data_dir)
-    val = read_split(root, "val_source") if has_split(root, "val_source") else None
-    frames, monitored = [], val
+    monitored = read_split(root, "val_source") if has_split(root, "val_source") else None
+    frames, masks = [], []
     for split in config.train_splits:
         frame = read_split(root, split)
+        trained = np.ones(len(frame), bool)
         if split == "val_source" and config.method != "oracle":  # the oracle trains on no source image
             count = math.ceil(config.val_holdout * len(frame))
             monitored = evenly_spread(frame, count) if count else frame.iloc[:0]
-            frame = frame[~frame["id"].isin(monitored["id"])]
+            trained = ~frame["id"].isin(monitored["id"]).to_numpy()
         frames.append(frame)
-    return pd.concat(frames, ignore_index=True), monitored
+        masks.append(trained)
+    return pd.concat(frames, ignore_index=True), np.concatenate(masks), monitored
 
 
 def pseudo_dataset(config: TrainConfig, data: TrainData, csv: str | Path) -> SegmentationDataset:

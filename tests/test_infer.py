@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from kit.common.files import write_image
@@ -17,7 +18,8 @@ from kit.data.border import Border, make_border
 from kit.models.model import create_model
 from kit.predict.runs import RunConfig, load_run
 from kit.predict.splits import apply_border, predict_label_maps, predict_split, prediction_frame, to_label_map
-from kit.predict.tta import InferenceSettings, ensemble, predict_tta, predict_whole, slide_predict, window_starts
+from kit.predict.tta import (InferenceSettings, ensemble, predict_run, predict_tta, predict_whole, slide_predict,
+                             window_starts)
 
 # --- dummy models ------------------------------------------------------------------------------
 
@@ -67,6 +69,65 @@ def conv_model(seed=0, classes=5):
 
 def images(b=2, h=10, w=14, seed=0):
     return torch.randn(b, 3, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+class Skewed(nn.Module):
+    """A 3×3 conv plus a left-to-right ramp on class 0's logit: neither constant nor flip-equivariant,
+    and what it predicts at a pixel depends on the window and the scale it is seen in."""
+
+    def __init__(self, seed=0, classes=4):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.conv = nn.Conv2d(3, classes, 3, padding=1)
+
+    def forward(self, x):
+        logits = self.conv(x)  # (B, C, H, W)
+        ramp = torch.linspace(-2.0, 2.0, x.shape[-1])
+        return torch.cat([logits[:, :1] + ramp, logits[:, 1:]], dim=1)
+
+
+# --- slow references: one window, one view at a time -------------------------------------------
+
+
+def grid(length, window, stride):
+    """Window starts every ``stride`` pixels, and one ending at the edge where they miss it."""
+    starts = list(range(0, length - window + 1, stride))
+    return starts if starts[-1] == length - window else [*starts, length - window]
+
+
+def slide_reference(model, x, window, stride):
+    """Each window's softmax on its own, averaged where windows overlap; an image smaller than the
+    window is padded at the bottom and right with zeros and the result cropped back."""
+    (h, w), (sh, sw) = window, stride
+    height, width = x.shape[-2:]
+    x = F.pad(x, (0, max(w - width, 0), 0, max(h - height, 0)))
+    padded_h, padded_w = x.shape[-2:]
+    total = count = 0
+    for y in grid(padded_h, h, sh):
+        for left in grid(padded_w, w, sw):
+            around = (left, padded_w - left - w, y, padded_h - y - h)  # zeros outside the window
+            total = total + F.pad(model(x[..., y : y + h, left : left + w]).softmax(1), around)
+            count = count + F.pad(torch.ones(h, w), around)
+    return (total / count)[..., :height, :width]
+
+
+def tta_reference(model, x, scales, flip, window=None):
+    """The mean over scales × (plain, flipped) of: resize the input (bilinear), predict (whole, or
+    windows with half-window strides), flip back, resize the probabilities (bilinear) to the input size."""
+    height, width = x.shape[-2:]
+
+    def predict(view):
+        if window is None:
+            return model(view).softmax(1)
+        return slide_reference(model, view, window, (window[0] // 2, window[1] // 2))
+
+    views = []
+    for scale in scales:
+        scaled = F.interpolate(x, size=(round(height * scale), round(width * scale)), mode="bilinear",
+                               align_corners=False)
+        predicted = [predict(scaled)] + ([predict(scaled.flip(-1)).flip(-1)] if flip else [])
+        views += [F.interpolate(p, size=(height, width), mode="bilinear", align_corners=False) for p in predicted]
+    return torch.stack(views).mean(0)
 
 
 # --- sliding windows ---------------------------------------------------------------------------
@@ -132,6 +193,21 @@ def test_slide_image_smaller_than_window_in_both_axes():
     torch.testing.assert_close(probs, predict_whole(pixel_model(), x))  # per-pixel: the padding changes nothing
 
 
+@pytest.mark.parametrize(
+    "size, window, stride",
+    [
+        ((13, 17), (6, 8), (3, 5)),  # smaller in both axes, neither a multiple of the stride: clamped last windows
+        ((10, 17), (10, 8), (5, 3)),  # smaller in the width only
+        ((13, 8), (5, 8), (2, 4)),  # smaller in the height only
+        ((4, 17), (6, 8), (3, 5)),  # taller than the image (padded) and narrower (slides)
+    ],
+)
+def test_slide_equals_a_window_at_a_time(size, window, stride):
+    x, model = images(b=2, h=size[0], w=size[1]), Skewed()
+    probs = slide_predict(model, x, window=window, stride=stride, batch_size=3)
+    torch.testing.assert_close(probs, slide_reference(model, x, window, stride))
+
+
 def test_slide_batched_windows_equal_one_at_a_time():
     x = images(b=2, h=13, w=17)
     one = slide_predict(conv_model(), x, window=(6, 8), stride=(3, 5), batch_size=1)
@@ -152,23 +228,22 @@ def test_slide_checks_num_classes():
 # --- test-time augmentation --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("window", [None, (6, 8)])
-def test_flip_tta_of_a_flip_equivariant_model_equals_plain(window):
-    x = images(h=11, w=15)
-    plain = predict_tta(pixel_model(), x, window=window)
-    torch.testing.assert_close(predict_tta(pixel_model(), x, flip=True, window=window), plain)
-
-
-def test_scale_one_equals_plain_prediction():
-    x = images()
-    torch.testing.assert_close(predict_tta(pixel_model(), x, scales=(1.0,)), predict_whole(pixel_model(), x))
-
-
-def test_multi_scale_flip_of_a_constant_model_is_constant_at_the_input_size():
-    logits = [0.3, -1.0, 2.0]
-    probs = predict_tta(Constant(logits), images(h=10, w=14), scales=(0.5, 0.75, 1.25), flip=True, window=(4, 6))
-    assert probs.shape == (2, 3, 10, 14)
-    torch.testing.assert_close(probs, torch.softmax(torch.tensor(logits), 0).view(1, 3, 1, 1).expand_as(probs))
+@pytest.mark.parametrize(
+    "scales, flip, window",
+    [
+        ((1.0,), False, None),  # a plain prediction
+        ((1.0,), True, None),
+        ((0.5, 0.75, 1.25), False, None),
+        ((0.5, 0.75, 1.25), True, None),
+        ((1.0,), True, (6, 7)),
+        ((0.4, 1.0, 1.25), True, (6, 7)),  # at 0.4 the 5×6 image is smaller than the window
+    ],
+)
+def test_tta_equals_a_view_at_a_time(scales, flip, window):
+    x, model = images(h=12, w=16), Skewed()
+    probs = predict_tta(model, x, scales=scales, flip=flip, window=window, batch_size=4)
+    assert probs.shape == (2, 4, 12, 16)
+    torch.testing.assert_close(probs, tta_reference(model, x, scales, flip, window))
 
 
 # --- label maps and the border -----------------------------------------------------------------
@@ -323,6 +398,16 @@ def test_predict_label_maps_at_a_requested_size(labelled_split):
     for image_id, label in labels.items():
         assert maps[image_id].dtype == np.uint8
         assert np.array_equal(maps[image_id], resize_nearest(label, (192, 108)))
+
+
+@pytest.mark.parametrize("crop", [(12, 7), (5, 16), (5, 7)])  # narrower, shorter, both (not dividing 12×16)
+def test_predict_run_slides_windows_of_its_crop_when_the_crop_is_smaller_than_the_image(crop):
+    image = np.random.default_rng(0).integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    model, config = Skewed(), typed_config(12, 16, crop_size=list(crop), target_mean=[0.5] * 3, target_std=[0.25] * 3)
+    probs = predict_run((model, config), image, InferenceSettings(mode="slide"))
+    x = (torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255 - 0.5) / 0.25  # (1, 3, 12, 16)
+    half = (crop[0] // 2, crop[1] // 2)  # the default stride
+    torch.testing.assert_close(probs, slide_reference(model, x, crop, half)[0])
 
 
 def test_ensemble_is_the_weighted_mean_at_the_largest_image_size():

@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from transformers import Mask2FormerImageProcessor
+from transformers.models.mask2former.modeling_mask2former import Mask2FormerForUniversalSegmentationOutput
 
 from kit.competition.rle import SubmissionWriter, rle_decode
-from kit.models.mask2former import MaskPredictions, label_masks, semantic_probabilities
+from kit.models.mask2former import READ_OUT_QUERIES, MaskPredictions, label_masks, semantic_probabilities
 from kit.models.model import create_model
 from kit.predict.splits import to_label_map
 from kit.predict.tta import predict_whole, slide_predict
@@ -22,29 +24,60 @@ def _model(encoder="internimage_tiny", seed=0):
     return create_model("mask2former", encoder, num_classes=13, **TINY)
 
 
+def read_out_loop(classes, masks, size):
+    """The original's semantic_inference, a query and a class at a time: mask logits upsampled
+    (bilinear) to ``size``, sigmoid, weighted by the class softmax without no-object; then the kit's
+    normalisation over classes."""
+    masks = F.interpolate(masks, size=size, mode="bilinear", align_corners=False)
+    b, q, k = classes.shape[0], classes.shape[1], classes.shape[2] - 1
+    scores = torch.zeros(b, k, *size)
+    for i in range(b):
+        for j in range(q):
+            p = torch.softmax(classes[i, j], 0)
+            for c in range(k):
+                scores[i, c] += p[c] * torch.sigmoid(masks[i, j])
+    scores = scores.clamp_min(1e-6)  # a pixel no query claims: uniform (the kit's rule), not 0 / 0
+    return scores / scores.sum(1, keepdim=True)
+
+
 @pytest.mark.parametrize("encoder", ["internimage_tiny", "resnet18"])
-def test_eval_output_is_log_probabilities_at_the_input_size(encoder):
+def test_eval_output_is_the_log_of_the_last_layers_read_out_at_the_input_size(encoder):
     model = _model(encoder).eval()
+    x = torch.randn(2, 3, 64, 96)
     with torch.no_grad():
-        out = model(torch.randn(2, 3, 64, 96))
+        out, predictions = model(x), model.decode_head(model.encoder(x))
     assert out.shape == (2, 13, 64, 96)
-    torch.testing.assert_close(out.exp().sum(1), torch.ones(2, 64, 96), atol=1e-5, rtol=0)
+    expected = read_out_loop(predictions.classes[-1], predictions.masks[-1], (64, 96))
+    torch.testing.assert_close(out.softmax(1), expected)  # the kit's prediction takes a softmax of the output
 
 
-@pytest.mark.parametrize("size", [None, (12, 20)])
+@pytest.mark.parametrize("size", [None, (12, 20), (9, 7)])  # None: the masks' own 6×10
 def test_semantic_probabilities_equal_a_loop_over_queries(size):
     g = torch.Generator().manual_seed(0)
-    classes, masks = torch.randn(2, 5, 4, generator=g), torch.randn(2, 5, 6, 10, generator=g)  # K = 3 + no-object
-    expected = torch.zeros(2, 3, 6, 10)
-    for b in range(2):
-        for q in range(5):
-            p = torch.softmax(classes[b, q], 0)
-            for k in range(3):
-                expected[b, k] += p[k] * torch.sigmoid(masks[b, q])
-    if size is not None:
-        expected = F.interpolate(expected, size=size, mode="bilinear", align_corners=False)
-    expected = expected / expected.sum(1, keepdim=True)
+    classes, masks = torch.randn(2, 5, 4, generator=g), 4 * torch.randn(2, 5, 6, 10, generator=g)  # K = 3 + no-object
+    expected = read_out_loop(classes, masks, size or (6, 10))
     torch.testing.assert_close(semantic_probabilities(classes, masks, size), expected)
+
+
+def test_semantic_probabilities_read_out_many_queries_a_chunk_at_a_time():
+    """More queries than one chunk of READ_OUT_QUERIES (solution B has 200): every chunk counts once."""
+    g = torch.Generator().manual_seed(2)
+    queries = 2 * READ_OUT_QUERIES + 3
+    classes, masks = torch.randn(1, queries, 4, generator=g), 4 * torch.randn(1, queries, 3, 5, generator=g)
+    torch.testing.assert_close(semantic_probabilities(classes, masks, (7, 9)), read_out_loop(classes, masks, (7, 9)))
+
+
+def test_semantic_probabilities_equal_transformers_post_processing():
+    """transformers reads out at its processor's 384×384: there the two must agree exactly."""
+    g = torch.Generator().manual_seed(1)
+    classes, masks = torch.randn(2, 6, 5, generator=g), 4 * torch.randn(2, 6, 96, 96, generator=g)  # stride 4
+    output = Mask2FormerForUniversalSegmentationOutput(class_queries_logits=classes, masks_queries_logits=masks)
+    processed = Mask2FormerImageProcessor().post_process_semantic_segmentation(
+        output, target_sizes=[(384, 384)] * 2, return_segmentation_scores=True)
+    scores = torch.stack([p.segmentation_scores for p in processed]).clamp_min(1e-6)  # (2, 4, 384, 384)
+    probs = semantic_probabilities(classes, masks, (384, 384))
+    torch.testing.assert_close(probs, scores / scores.sum(1, keepdim=True))
+    assert torch.equal(probs.argmax(1), torch.stack([p.segmentation for p in processed]))
 
 
 def test_label_masks_one_mask_per_class_present_background_included_ignored_in_none():
@@ -88,6 +121,24 @@ def test_the_matching_loss_of_a_perfect_prediction_is_below_a_shuffled_one():
     torch.manual_seed(0)
     bad = sum(head.losses(shuffled, labels).values())
     assert bad > 10 * good, (good, bad)  # measured 3.5 (mask edges at stride 4) against 72
+
+
+def test_an_all_ignored_image_is_only_a_no_object_class_loss():
+    """No class present: every query is matched to nothing, so the loss is the class cross-entropy
+    of "no object" for every query (its weight cancels in a mean over no-object targets alone), no
+    mask or Dice term, and finite gradients that leave the masks alone."""
+    model = _model().train()
+    predictions = model(torch.randn(2, 3, 64, 96))
+    for logits in predictions:  # classes (L, B, Q, 14), masks (L, B, Q, 16, 24)
+        logits.retain_grad()
+    losses = model.decode_head.losses(predictions, torch.full((2, 64, 96), 255))
+    no_object = -predictions.classes.detach().log_softmax(-1)[..., -1]  # (L, B, Q)
+    torch.testing.assert_close(losses["class"], 2.0 * no_object.mean(dim=(1, 2)).sum())
+    assert losses["mask"].item() == 0.0 and losses["dice"].item() == 0.0
+    sum(losses.values()).backward()
+    assert predictions.classes.grad.isfinite().all() and predictions.classes.grad.abs().sum() > 0
+    assert torch.equal(predictions.masks.grad, torch.zeros_like(predictions.masks))
+    assert all(p.grad is None or p.grad.isfinite().all() for p in model.parameters())
 
 
 def test_a_few_steps_learn_one_batch():

@@ -150,8 +150,7 @@ def cityscapes_probabilities(network: nn.Module, x: torch.Tensor) -> torch.Tenso
     out = network(pixel_values=x)
     if isinstance(network, SegformerForSemanticSegmentation):
         return F.interpolate(out.logits.float(), size=size, mode="bilinear", align_corners=False).softmax(dim=1)
-    masks = F.interpolate(out.masks_queries_logits.float(), size=size, mode="bilinear", align_corners=False)
-    return semantic_probabilities(out.class_queries_logits, masks)  # the masks already at the input's size
+    return semantic_probabilities(out.class_queries_logits, out.masks_queries_logits, size)
 
 
 class CityscapesModel(nn.Module):

@@ -14,8 +14,9 @@ What the kit adds:
 - :func:`label_masks`: a label map → one binary mask per class present (background is a class);
   ignored pixels (255, pseudo-labels' 254 once read) belong to no mask, as in the original code and
   mmseg's Mask2Former, so they are negatives of every mask and no class target.
-- :func:`semantic_probabilities`: the semantic read-out (class softmax without no-object × mask
-  sigmoid, summed over queries, normalised to sum to 1 over the classes) at the input size.
+- :func:`semantic_probabilities`: the semantic read-out (mask logits upsampled to the input size,
+  then class softmax without no-object × mask sigmoid, summed over queries, as the original's
+  ``semantic_inference``), normalised to sum to 1 over the classes.
 - :class:`MaskClassificationModel`: in training, ``forward`` returns every decoder layer's class and
   mask logits (:class:`MaskPredictions`) for :meth:`Mask2FormerHead.losses`; in evaluation it returns
   the *log* of the semantic probabilities, so the kit's prediction code (its softmax gives back the
@@ -74,19 +75,29 @@ def label_masks(
     return masks, classes
 
 
+READ_OUT_QUERIES = 25  # queries resized at once: 200 of them at 1080×1920 would hold 1.7 GB
+
+
 def semantic_probabilities(
     classes: torch.Tensor,
     masks: torch.Tensor,
     size: Sequence[int] | None = None,
 ) -> torch.Tensor:
     """Per-class probabilities ``(B, K, H, W)`` summing to 1 per pixel from one layer's
-    ``classes (B, Q, K + 1)`` and ``masks (B, Q, h, w)`` logits, resized (bilinear) to ``size``.
+    ``classes (B, Q, K + 1)`` and ``masks (B, Q, h, w)`` logits, at ``size`` (default: the masks').
 
-    The map Σ_q softmax(class_q)[k] · sigmoid(mask_q) is resized before normalising: resizing is
-    linear, so this equals resizing the unnormalised map of the original, at K instead of Q channels."""
-    scores = torch.einsum("bqk,bqhw->bkhw", classes.float().softmax(-1)[..., :-1], masks.float().sigmoid())
-    if size is not None and tuple(scores.shape[-2:]) != tuple(size):
-        scores = F.interpolate(scores, size=tuple(size), mode="bilinear", align_corners=False)
+    As the original (and ``transformers``' ``post_process_semantic_segmentation``), the mask
+    *logits* are resized (bilinear) before the sigmoid: the sigmoid is not linear, so resizing the
+    map Σ_q softmax(class_q)[k] · sigmoid(mask_q) at stride 4 instead would blur the masks' edges."""
+    size = tuple(masks.shape[-2:] if size is None else size)
+    weights = classes.float().softmax(-1)[..., :-1]  # (B, Q, K): no "no object"
+    scores = None
+    for start in range(0, masks.shape[1], READ_OUT_QUERIES):  # (B, READ_OUT_QUERIES, H, W) at a time, not all Q
+        chunk = masks[:, start:start + READ_OUT_QUERIES].float()
+        if tuple(chunk.shape[-2:]) != size:
+            chunk = F.interpolate(chunk, size=size, mode="bilinear", align_corners=False)
+        part = torch.einsum("bqk,bqhw->bkhw", weights[:, start:start + READ_OUT_QUERIES], chunk.sigmoid())
+        scores = part if scores is None else scores + part
     scores = scores.clamp_min(1e-6)  # a pixel no query claims gets the uniform distribution, not 0/0
     return scores / scores.sum(dim=1, keepdim=True)
 

@@ -3,7 +3,7 @@
 import pytest
 
 from kit.common.checks import check_choice, check_int, check_number
-from kit.train.config import TrainConfig
+from kit.train.config import METHODS, TrainConfig
 
 BAD_VALUES = [  # (field, value, the allowed range the message must state)
     ("clip_grad", -1, "a finite number > 0 or None"),  # clip_grad_norm_(…, -1) flips the gradient
@@ -91,3 +91,30 @@ def test_checkers_for_notebook_parameters():
         check_int("MAX_IMAGES", 2.0, low=1, optional=True)
     with pytest.raises(ValueError, match=r"BORDER = 'circle' is not one of 'ellipse', 'mask', None$"):
         check_choice("BORDER", "circle", ("ellipse", "mask", None))
+
+
+METHOD_DEFAULTS_RESOLVED = {  # method: (bonnet, pseudo_weighting, uda_dice_weight) of fields left at None, by hand
+    "source_only": ("background", "image", 0.0),
+    "fisheye_tf": ("background", "image", 0.0),
+    "uda": ("background", "image", 0.0),
+    "uda_geo": ("void", "image", 0.0),  # uda_geo's own bonnet (docs/RESULTS.md)
+    "self_train": ("background", "image", 0.0),
+    "oracle": ("background", "image", 0.0),
+}
+
+
+def test_every_method_has_a_row_of_resolved_defaults():
+    assert sorted(METHOD_DEFAULTS_RESOLVED) == sorted(METHODS)
+
+
+@pytest.mark.parametrize("method, expected", METHOD_DEFAULTS_RESOLVED.items(), ids=list(METHOD_DEFAULTS_RESOLVED))
+def test_fields_left_at_none_take_the_methods_own_defaults(method, expected):
+    config = TrainConfig(method=method)
+    assert (config.bonnet, config.pseudo_weighting, config.uda_dice_weight) == expected
+
+
+@pytest.mark.parametrize("method", ["uda", "uda_geo"])
+def test_an_explicit_value_wins_over_the_methods_default(method):
+    config = TrainConfig(method=method, bonnet="background", pseudo_weighting="pixel", uda_dice_weight=0.5)
+    assert (config.bonnet, config.pseudo_weighting, config.uda_dice_weight) == ("background", "pixel", 0.5)
+    assert TrainConfig(method=method, bonnet="void").bonnet == "void"

@@ -10,7 +10,7 @@ import torch
 from kit.common.files import write_image
 from kit.competition.labels import CLASSES, IGNORE_INDEX
 from kit.competition.layout import read_image, read_label, read_split
-from kit.data.datasets import SegmentationDataset
+from kit.data.datasets import RareClassSampler, SegmentationDataset
 from kit.data.stats import SOURCE_MEAN, SOURCE_STD, STATS_FILE, channel_stats, class_pixel_counts, domain_stats
 from kit.report.palette import PALETTE
 
@@ -183,3 +183,29 @@ def test_unreadable_or_unfingerprinted_statistics_cache_is_measured_again(layout
     np.testing.assert_allclose(domain_stats(root, "train_source", limit=None)[0], expected[0])  # an old cache
     (root / STATS_FILE).write_text('{"train_source/None": ')
     np.testing.assert_allclose(domain_stats(root, "train_source", limit=None)[1], expected[1])  # a broken one
+
+
+# Rare-class sampling at T = 0.5 on three images; rows: images, columns: pixels of classes 0..3 (3 is absent).
+RCS_PIXELS = [[60, 0, 0, 0], [20, 15, 0, 0], [0, 0, 5, 0]]
+# f = (0.80, 0.15, 0.05); (1 - f) / T = (0.4, 1.7, 1.9); e^… = (1.491825, 5.473947, 6.685894), sum 13.651666
+RCS_CLASS_PROB = [0.109278, 0.400973, 0.489749, 0.0]
+# an image is drawn through each of its classes, uniformly among the images holding that class:
+# image 0: P0 / 2; image 1: P0 / 2 + P1; image 2: P2
+RCS_IMAGE_PROB = [0.054639, 0.455612, 0.489749]
+
+
+def test_rare_class_sampling_draws_classes_by_exp_of_one_minus_frequency_over_t():
+    sampler = RareClassSampler(np.array(RCS_PIXELS), temperature=0.5, num_samples=1, generator=torch.Generator())
+    np.testing.assert_allclose(sampler.class_prob.numpy(), RCS_CLASS_PROB, atol=1e-6)
+
+
+def test_rare_class_sampling_draws_images_as_often_as_their_classes_say():
+    draws = 20_000
+    sampler = RareClassSampler(np.array(RCS_PIXELS), temperature=0.5, num_samples=draws,
+                               generator=torch.Generator().manual_seed(0))
+    drawn = list(sampler)
+    assert len(drawn) == draws
+    share = np.bincount(drawn, minlength=3) / draws
+    expected = np.array(RCS_IMAGE_PROB)
+    tolerance = 4 * np.sqrt(expected * (1 - expected) / draws)  # 4 binomial standard deviations
+    assert (np.abs(share - expected) <= tolerance).all(), f"drawn {share}, expected {expected} ± {tolerance}"

@@ -37,9 +37,23 @@ def test_logits_at_input_size_for_odd_sizes(arch, encoder):
 
 @pytest.mark.parametrize("arch", sorted(HEADS))
 def test_batch_of_one_trains(arch):
-    # the pooled 1×1 branches (UPerNet's PPM scale 1) must not use BatchNorm
+    # the pooled 1×1 branches (UPerNet's PPM scale 1) must not use BatchNorm: it refuses one value per channel
+    torch.manual_seed(0)
     model = create_model(arch, "mobilenetv3_small_100", channels=16).train()
-    model(torch.randn(1, 3, 64, 64)).sum().backward()
+    image, label = torch.randn(1, 3, 64, 64), torch.randint(0, 13, (1, 64, 64))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(3):
+        loss = cross_entropy(model(image), label)
+        optimizer.zero_grad()
+        loss.backward()
+        if not losses:  # the first backward reaches every parameter, finite
+            missed = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+            assert not missed, f"no gradient reaches {missed}"
+            assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[2] < losses[1] < losses[0], losses
 
 
 @pytest.mark.parametrize("arch, stride", [("daformer", 4), ("daformer_up2", 2), ("segformer", 4), ("upernet", 4)])

@@ -10,7 +10,6 @@ from scratch import SCRATCH
 from torch.utils.data import DataLoader
 
 import kit.data.stats
-import kit.train.config
 import kit.train.loop
 import kit.train.recipes
 import kit.train.steps
@@ -252,15 +251,6 @@ def test_without_the_distortion_branch_the_train_items_have_no_distorted_copy(ti
     assert item_keys(distortion_branch=False) == {"source", "source_label"}
 
 
-def test_fields_left_at_none_take_the_methods_own_defaults(tiny, tmp_path):
-    for method in kit.train.config.METHODS:
-        config = _config(tiny, tmp_path, method=method)
-        expected = {**kit.train.config.DEFAULTS, **kit.train.config.METHOD_DEFAULTS.get(method, {})}
-        assert {name: getattr(config, name) for name in expected} == expected
-    assert _config(tiny, tmp_path, method="uda_geo", bonnet="background").bonnet == "background"  # explicit wins
-    assert kit.train.config.METHOD_DEFAULTS["uda_geo"]["bonnet"] == "void" and kit.train.config.DEFAULTS["bonnet"] == "background"
-
-
 def test_from_parameters_maps_upper_case_names_and_refuses_unknown_ones():
     import types
 
@@ -368,3 +358,96 @@ def test_best_pt_is_never_chosen_on_images_the_run_trains_on(tiny, tmp_path):
     assert build_data(everything).monitor is None  # nothing left to monitor: best.pt follows last.pt
     with pytest.raises(ValueError, match="val_holdout = 0.0 keeps no val_source image out of training"):
         build_data(_config(tiny, tmp_path, method="source_only", val_holdout=0.0, monitor="source_val_miou"))
+
+
+def test_best_pt_holds_the_epoch_of_the_best_monitored_score(tiny, tmp_path, monkeypatch):
+    # scripted source-val mIoU per epoch: the best is epoch 1; NaN (epoch 2) never counts as better
+    scores = iter([0.3, 0.5, float("nan"), 0.4])
+    saved = {}  # epoch → the model weights its checkpoint held
+    real_save = kit.train.loop.save_checkpoint
+
+    def record(path, state):
+        saved[state["epoch"]] = {k: v.clone() for k, v in state["model"].items()}
+        real_save(path, state)
+
+    monkeypatch.setattr(kit.train.loop, "evaluate", lambda *args: None)
+    monkeypatch.setattr(kit.train.loop, "mean_iou", lambda cm: next(scores))
+    monkeypatch.setattr(kit.train.loop, "save_checkpoint", record)
+    run = train(_config(tiny, tmp_path, method="source_only", epochs=4, steps_per_epoch=1, fisheye_eval_split=None,
+                        monitor="source_val_miou"))
+    best = load_checkpoint(run / "best.pt")
+    assert (best["epoch"], best["best"], best["metrics"]["source_val_miou"]) == (1, 0.5, 0.5)
+    assert load_checkpoint(run / "last.pt")["epoch"] == 3
+    assert not all(torch.equal(saved[1][k], saved[3][k]) for k in saved[1])  # the epochs' weights differ
+    for name, value in best["model"].items():
+        torch.testing.assert_close(value, saved[1][name], rtol=0, atol=0, msg=lambda m: f"{name}: {m}")
+
+
+def _grads(parameters) -> list:
+    return [p.grad.clone() for p in parameters if p.grad is not None]
+
+
+@pytest.mark.parametrize("clip_grad", [None, 1e-3])
+def test_clip_grad_scales_the_gradient_to_its_norm_and_none_leaves_it(tiny, tmp_path, monkeypatch, clip_grad):
+    seen = {}  # the gradients the step back-propagated, and those the optimiser stepped with
+    real_step, real_optimizer = kit.train.loop.supervised_step, kit.train.loop.make_optimizer
+
+    def step(model, *args):
+        losses = real_step(model, *args)
+        seen["raw"] = _grads(model.parameters())
+        return losses
+
+    def optimizer(model, config):
+        def before_step(*args) -> None:
+            seen["stepped"] = _grads(model.parameters())
+
+        made = real_optimizer(model, config)
+        made.register_step_pre_hook(before_step)
+        return made
+
+    monkeypatch.setattr(kit.train.loop, "supervised_step", step)
+    monkeypatch.setattr(kit.train.loop, "make_optimizer", optimizer)
+    train(_config(tiny, tmp_path, method="source_only", epochs=1, steps_per_epoch=1, clip_grad=clip_grad))
+    raw, stepped = seen["raw"], seen["stepped"]
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in raw])).item()
+    assert len(stepped) == len(raw) and norm > 1.0  # above 1e-3 and TrainConfig's default 1.0: clipping would show
+    scale = 1.0 if clip_grad is None else clip_grad / norm
+    for a, b in zip(raw, stepped):
+        torch.testing.assert_close(b, a * scale, rtol=1e-5, atol=1e-12)
+    if clip_grad is not None:
+        clipped = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in stepped])).item()
+        assert clipped == pytest.approx(clip_grad, rel=1e-4)
+
+
+# the EMA weight at each of 2 epochs × 2 steps, min(0.9, 1 - 1/(t + 1)): the teacher moves after every step,
+# ema_per says what its ramp's t counts (TrainConfig, EMATeacher)
+EMA_ALPHAS = {"step": [0.0, 1 / 2, 2 / 3, 3 / 4], "epoch": [0.0, 0.0, 1 / 2, 1 / 2]}
+
+
+@pytest.mark.parametrize("ema_per", ["step", "epoch"])
+def test_the_teacher_is_the_ema_of_the_students_after_each_step(tiny, tmp_path, monkeypatch, ema_per):
+    students = []  # the student's weights at the start, then after each optimiser step
+    real_optimizer = kit.train.loop.make_optimizer
+
+    def optimizer(model, config):
+        def record(*args) -> None:
+            students.append({k: v.clone() for k, v in model.state_dict().items()})
+
+        record()
+        made = real_optimizer(model, config)
+        made.register_step_post_hook(record)
+        return made
+
+    monkeypatch.setattr(kit.train.loop, "make_optimizer", optimizer)
+    monkeypatch.setattr(kit.train.loop, "evaluate", lambda *args: np.eye(13, dtype=np.int64))  # no evaluation pass
+    run = train(_config(tiny, tmp_path, epochs=2, steps_per_epoch=2, ema_per=ema_per, ema_max_alpha=0.9,
+                        distortion_branch=False))  # one pass fewer per step
+    assert len(students) == 5
+    teacher = load_checkpoint(run / "last.pt")["teacher"]
+    for name, value in teacher.items():
+        if not value.dtype.is_floating_point:
+            continue
+        expected = students[0][name].double()
+        for alpha, student in zip(EMA_ALPHAS[ema_per], students[1:]):
+            expected = alpha * expected + (1 - alpha) * student[name].double()
+        torch.testing.assert_close(value.double(), expected, rtol=1e-5, atol=1e-6, msg=lambda m: f"{name}: {m}")

@@ -220,3 +220,54 @@ def test_without_the_target_branch_the_step_needs_no_target():
         torch.testing.assert_close(teacher.state_dict()[name], value, rtol=0, atol=0)
     with pytest.raises(KeyError, match="target"):  # the default target branch does need one
         uda_step(student, teacher, _uda_batch(3, target=False), _uda(mask_block=2))
+
+
+def test_uda_step_class_mix_and_masked_target_losses_match_a_computation_by_hand():
+    """Source, class-mix and masked-target losses of one step against the same losses written out
+    with torch.nn.functional, on a 1×1 convolution with fixed weights (no BatchNorm: the weights
+    alone say what every pass computes)."""
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(5)
+    source, target = torch.randn(2, 3, 4, 4, generator=g), torch.randn(2, 3, 4, 4, generator=g)
+    # one class per source image, so that ClassMix pastes exactly its non-ignored pixels
+    label = torch.tensor([0, 2]).view(2, 1, 1).repeat(1, 4, 4)
+    label[0, :2, :2] = 255  # an ignored corner: the target shows through, pseudo-labelled
+    label[1, 3] = 255  # an ignored row
+    student, teacher_net = nn.Conv2d(3, 3, 1), nn.Conv2d(3, 3, 1)
+    with torch.no_grad():
+        student.weight.copy_(torch.tensor([[1.0, -0.5, 0.2], [-0.3, 0.8, 0.1], [0.4, 0.3, -0.9]]).view(3, 3, 1, 1))
+        student.bias.copy_(torch.tensor([0.1, -0.2, 0.05]))
+        teacher_net.weight.copy_(torch.tensor([[2.0, 0.5, -1.0], [-1.0, 1.5, 0.5], [0.5, -1.0, 2.0]]).view(3, 3, 1, 1))
+        teacher_net.bias.zero_()
+    seen = []  # the images the student is shown, in order: source, class mix, masked target
+    student.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].detach().clone()))
+
+    with torch.no_grad():  # the teacher's pseudo-labels, and a threshold that leaves both images partly confident
+        confidence, pseudo = torch.softmax(teacher_net(target), dim=1).max(dim=1)  # (B, H, W) each
+    threshold = confidence.median().item()
+    share = (confidence > threshold).float().mean(dim=(1, 2))  # (B,) each image's confident share
+    assert ((share > 0) & (share < 1)).all(), share  # the weights are not all 0 or all 1
+
+    config = _uda(pseudo_threshold=threshold, mask_ratio=0.5, mask_block=2, class_mix=True, pseudo_weighting="image",
+                  dice_weight=0.0, bn_stats="labelled")
+    losses = uda_step(student, EMATeacher(teacher_net), {"source": source, "source_label": label, "target": target},
+                      config, generator=torch.Generator().manual_seed(0))
+    assert len(seen) == 3
+
+    pasted = (label != 255).unsqueeze(1)  # (B, 1, H, W): the source classes, every one of them
+    mixed = torch.where(pasted, source, target)
+    mixed_label = torch.where(pasted[:, 0], label, pseudo)
+    torch.testing.assert_close(seen[1], mixed, rtol=0, atol=0)
+    keep = (seen[2] != 0).all(dim=1, keepdim=True)  # (B, 1, H, W): the unmasked blocks
+    torch.testing.assert_close(seen[2], target * keep, rtol=0, atol=0)
+    assert 0 < keep.float().mean() < 1  # some blocks masked, some kept
+    with torch.no_grad():
+        source_ce = F.cross_entropy(student(source), label, ignore_index=255)  # mean over the non-ignored pixels
+        mix_ce = F.cross_entropy(student(mixed), mixed_label, reduction="none")  # (B, H, W)
+        mix_weight = torch.where(pasted[:, 0], 1.0, share.view(2, 1, 1))  # pasted source pixels weigh 1
+        target_ce = F.cross_entropy(student(target * keep), pseudo, reduction="none").mean(dim=(1, 2))  # (B,)
+    assert losses["source"] == pytest.approx(source_ce.item(), rel=1e-6)
+    assert losses["mix"] == pytest.approx((mix_ce * mix_weight).mean().item(), rel=1e-6)
+    assert losses["target"] == pytest.approx((share * target_ce).mean().item(), rel=1e-6)
+    assert losses["pseudo_weight"] == pytest.approx(share.mean().item(), rel=1e-6)

@@ -13,10 +13,14 @@ import csv
 import json
 import math
 import os
+import shutil
 
+import cv2
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from kit.common.files import MANIFEST, write_image
@@ -36,10 +40,10 @@ from kit.predict.pseudo import (
     pseudo_label_map,
 )
 from kit.predict.runs import RunConfig
-from kit.predict.tta import InferenceSettings
+from kit.predict.tta import InferenceSettings, predict_tta
 
 WHOLE = InferenceSettings(mode="whole", flip=False, amp="none")
-SIZE = (90, 160)  # (h, w) of the tiny dataset's fisheye images: the runs predict at the image's own size
+SIZE = (90, 160)  # (h, w) of the tiny dataset's fisheye images: the runs predict at that size, but RUN_SIZE's
 
 
 # --- class_thresholds ------------------------------------------------------------------------------
@@ -234,10 +238,12 @@ def reference_probs(models, image, weights=None):
 
 
 def reference(tiny, models, quantile, cap, inside=None, background=True, balanced=False, weights=None,
-              threshold_ids=None):
-    """Independently: thresholds (sorting each class's confidences), expected label maps, the table's counts."""
+              threshold_ids=None, probs_of=None):
+    """Independently: thresholds (sorting each class's confidences), expected label maps, the table's counts.
+    ``probs_of(image)``: the probabilities (13, H, W) the labels follow (default :func:`reference_probs`)."""
     frame = read_split(tiny, "train_target_gt")
-    probs = {row.id: reference_probs(models, read_image(row.img_path), weights) for row in frame.itertuples()}
+    probs_of = probs_of or (lambda image: reference_probs(models, image, weights))
+    probs = {row.id: probs_of(read_image(row.img_path)) for row in frame.itertuples()}
     inside = np.ones(SIZE, bool) if inside is None else inside
     values = [[] for _ in range(13)]
     for image_id in threshold_ids or list(frame.id):
@@ -342,6 +348,66 @@ def test_pseudo_labels_match_an_independent_recomputation(tiny, tmp_path, border
     for record, (_, row) in zip(summary["table"], made.table.iterrows()):
         for column in ("precision", "recall", "kept"):
             assert (record[column] is None) if np.isnan(row[column]) else record[column] == pytest.approx(row[column])
+
+
+class Leaning(NearestColour):
+    """NearestColour plus a left-to-right ramp on the logits, rising for the later classes: a model whose
+    prediction of the mirror image, mirrored back, is not its prediction (NearestColour's is)."""
+
+    def forward(self, x):
+        ramp = torch.linspace(-1.0, 1.0, x.shape[-1])  # (W,)
+        return super().forward(x) + 0.05 * (torch.arange(13.0) - 6.0)[:, None, None] * ramp
+
+
+RUN_SIZE = (54, 96)  # (h, w) a run that predicts at less than the images' own size
+
+
+def tta_probs(model, image, flip):
+    """The documented path to a label's probabilities: the image resized to the run's size (bilinear; the
+    run's normalisation passes raw values), kit.predict.tta's TTA there, resized back to the image (bilinear)."""
+    h, w = RUN_SIZE
+    x = torch.from_numpy(cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)).permute(2, 0, 1).float()[None]
+    probs = predict_tta(model, x, flip=flip)  # (1, 13, h, w)
+    return F.interpolate(probs, size=image.shape[:2], mode="bilinear", align_corners=False)[0].numpy()
+
+
+def test_flip_tta_at_another_size_labels_with_both_views_resized_to_the_image(tiny, tmp_path):
+    """As self_train's rounds label: whole image + flip, by a run of another size than the images'."""
+    model = Leaning()
+    made = make_pseudo_labels([run_of(model, RUN_SIZE)], tiny, tmp_path / "tta", threshold_images=None, progress=False,
+                              settings=InferenceSettings(mode="whole", flip=True, amp="none"))
+    thresholds, maps, _ = reference(tiny, [model], 0.5, 0.9, probs_of=lambda image: tta_probs(model, image, True))
+    np.testing.assert_array_equal(made.thresholds, thresholds)
+    labels = _labels(made)
+    assert list(labels) == list(maps)
+    for image_id, label in labels.items():
+        assert label.shape == SIZE  # at the image's size, not the run's
+        np.testing.assert_array_equal(label, maps[image_id], err_msg=f"{image_id}: not the flip TTA's labels")
+    _, unflipped, _ = reference(tiny, [model], 0.5, 0.9, probs_of=lambda image: tta_probs(model, image, False))
+    assert any((unflipped[i] != maps[i]).any() for i in maps)  # the mirrored view changes labels: the test can tell
+    assert json.loads((made.folder / "summary.json").read_text())["settings"]["flip"] is True
+
+
+def test_target_images_without_labels_get_the_labels_labelled_ones_get(tiny, tmp_path):
+    """The competition's data has no train_target_gt: the labels and thresholds are those of the labelled
+    data (the held-out labels only add the table's precision and recall), and nothing fails for their absence."""
+    bare = tmp_path / "bare"  # train_target alone, as the competition gives it
+    shutil.copytree(tiny / "train_target_image", bare / "train_target_image")
+    shutil.copy(tiny / "train_target.csv", bare)
+    labelled = make_pseudo_labels([run_of(NearestColour())], tiny, tmp_path / "labelled", settings=WHOLE,
+                                  progress=False)
+    unlabelled = make_pseudo_labels([run_of(NearestColour())], bare, tmp_path / "unlabelled", settings=WHOLE,
+                                    progress=False)
+    np.testing.assert_array_equal(unlabelled.thresholds, labelled.thresholds)
+    ours, theirs = _labels(unlabelled), _labels(labelled)
+    assert list(ours) == list(theirs) == list(read_split(tiny, "train_target").id)
+    for image_id, label in ours.items():
+        np.testing.assert_array_equal(label, theirs[image_id], err_msg=f"{image_id}: the held-out labels changed it")
+    assert list(unlabelled.table.columns) == ["class", "threshold", "predicted_share", "kept"]
+    assert {"precision", "recall", "true_share"} <= set(labelled.table.columns)
+    pd.testing.assert_frame_equal(unlabelled.table, labelled.table[unlabelled.table.columns])
+    summary = json.loads((unlabelled.folder / "summary.json").read_text())
+    assert [set(r) for r in summary["table"]] == [{"class", "threshold", "predicted_share", "kept"}] * len(NAMES)
 
 
 def test_thresholds_come_from_the_threshold_images_only(tiny, tmp_path):

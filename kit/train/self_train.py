@@ -9,6 +9,7 @@ from pathlib import Path
 
 from torch import nn
 
+from kit.common.files import results_in
 from kit.data.border import Border
 from kit.predict.pseudo import CSV_NAME, Ranks, is_pseudo_folder, make_pseudo_labels
 from kit.predict.runs import RunConfig, load_checkpoint
@@ -77,13 +78,20 @@ def round_pseudo_labels(config: TrainConfig, run_dir: Path, round_: int, model: 
                                     f"(expected 06_pseudo_label's folder or its {CSV_NAME})")
         return csv
     folder = run_dir / f"pseudo_round{round_}"
+    if folder.exists() and not is_pseudo_folder(folder):
+        # the kit's own folder appears complete or not at all (kit.predict.pseudo): this one is someone else's
+        found = results_in(folder)
+        shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+        raise FileExistsError(f"round {round_}'s pseudo-labels go to {folder}, which holds {shown or 'nothing'} but "
+                              f"is no pseudo-label folder of the kit; move it out of the way and resume "
+                              f"(RESUME = True); nothing was removed")
     if not is_pseudo_folder(folder):
         settings = InferenceSettings(mode="whole", flip=True)  # in the run's own precision
         model.eval()
         made = make_pseudo_labels([(model, RunConfig.from_dict(run_config))], config.data_dir, folder, settings=settings,
                                   quantile=config.pseudo_quantile, cap=config.pseudo_cap, border=border,
                                   background=config.pseudo_background, balanced=config.pseudo_balanced,
-                                  overwrite=folder.exists(), progress=config.progress)
+                                  progress=config.progress)
         model.train()
         if config.progress and Ranks.of_process_group().rank == 0:
             print(f"round {round_} pseudo-labels: {made.folder} (disc pixels kept: "

@@ -55,27 +55,45 @@ def test_unproject_inverts_project() -> None:
     assert np.allclose(dirs[valid], expected[valid], atol=1e-9)
 
 
-def test_equidistant_matches_cv2_fisheye() -> None:
-    """cv2.fisheye with D = 0 is the equidistant model (it only handles θ < 90°)."""
-    camera = fisheye_camera(1920, 1080, fov_deg=200.0, projection="equidistant", circle=(1.0, 1.3))
-    points = np.array(
-        [[0.0, 0.0, 5.0], [1.0, 0.5, 3.0], [-2.0, 1.0, 1.0], [0.3, -0.2, 5.0], [4.0, -3.0, 0.5], [-0.1, 2.0, 0.2]]
-    )
+def _view_grid() -> np.ndarray:
+    """Points ``(N, 3)`` on a grid over the half-sphere in front of the lens (θ 0..89.5° by φ all round),
+    at distances from 0.2 to 50: cv2.fisheye.projectPoints only takes θ < 90°."""
+    theta, phi = np.meshgrid(np.radians(np.linspace(0.0, 89.5, 60)), np.linspace(-np.pi, np.pi, 73))
+    directions = np.stack([np.sin(theta) * np.cos(phi), np.sin(theta) * np.sin(phi), np.cos(theta)], axis=-1)
+    return directions.reshape(-1, 3) * np.linspace(0.2, 50.0, theta.size)[:, None]
+
+
+@pytest.mark.parametrize(
+    "projection, k",
+    [
+        ("equidistant", (0.0, 0.0, 0.0, 0.0)),  # cv2.fisheye with D = 0 is the equidistant model
+        ("kannala_brandt", (-0.02, 0.003, -0.001, 0.0002)),
+        ("kannala_brandt", (0.05, -0.01, 0.002, -0.0003)),
+    ],
+)
+def test_projection_matches_cv2_fisheye_over_the_field_of_view(projection: str, k: tuple[float, ...]) -> None:
+    """Both compute in float64 with the same formula: agreement to rounding (~1e-14 relative) is expected."""
+    camera = fisheye_camera(1920, 1080, fov_deg=200.0, projection=projection, circle=(1.0, 1.3),
+                            k=k if projection == "kannala_brandt" else None)
+    points = _view_grid()
     uv, valid = camera.project(points)
     K = np.array([[camera.fx, 0, camera.cx], [0, camera.fy, camera.cy], [0, 0, 1]])
-    reference, _ = cv2.fisheye.projectPoints(points.reshape(-1, 1, 3), np.zeros(3), np.zeros(3), K, np.zeros(4))
-    assert valid.all()
-    assert np.abs(uv - reference.reshape(-1, 2)).max() < 0.5
+    reference, _ = cv2.fisheye.projectPoints(points.reshape(-1, 1, 3), np.zeros(3), np.zeros(3), K, np.array(k))
+    centre = np.array([camera.cx, camera.cy])
+    assert valid.all() and len(points) == 4380
+    # offsets from the principal point (up to ~900 px), so that the tolerance is relative to the radius
+    np.testing.assert_allclose(uv - centre, reference.reshape(-1, 2) - centre, rtol=1e-9, atol=1e-9)
 
 
 def test_pinhole_rays_cover_the_frame_at_the_given_fov() -> None:
     camera = pinhole_camera(512, 256, hfov_deg=80.0)
     rays, valid = camera.pixel_rays()
     assert valid.all() and rays.shape == (256, 512, 3)
-    # the outer pixel centres sit half a pixel inside the 80° edge
+    # the frame's edges are at ±40°, W / 2 = 256 px from the centre; the outer pixel centres sit half a
+    # pixel inside them, at 255.5 px: atan(255.5 / 256 · tan 40°) = 39.9449° (float32 rays: ~1e-5°)
     left, right = rays[128, 0], rays[128, -1]
     half_angle = math.degrees(math.atan2(abs(right[0]), right[2]))
-    assert half_angle == pytest.approx(40.0, abs=0.1)
+    assert half_angle == pytest.approx(math.degrees(math.atan(255.5 / 256 * math.tan(math.radians(40.0)))), abs=1e-5)
     assert left[0] == pytest.approx(-right[0], abs=1e-6)
 
 

@@ -1,4 +1,5 @@
 import csv
+import re
 
 import numpy as np
 import pytest
@@ -281,3 +282,48 @@ def test_validate_submission_names_offending_rows(tmp_path):
     assert "TEST_0000_class_6" in problems and "TEST_0001_class_11" in problems
     assert "TEST_0042_class_0" in problems
     assert len(info.value.problems) == 5
+
+
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        ("ID,mask_rle\nTEST_0000_class_0,-1\n", ": expected a header starting with 'id', found ['ID', 'mask_rle']"),
+        ("TEST_0000_class_0,-1\n", ": expected a header starting with 'id', found ['TEST_0000_class_0', '-1']"),
+        ("", ": expected a header starting with 'id', found None"),
+        ("id,mask_rle\n", " has no rows after its header; expected <image id>_class_<k> rows"),
+        ("id,mask_rle\nTEST_0000_class_0,-1\nTEST_0000_klass_1,-1\n", " line 3: row id 'TEST_0000_klass_1' is not"),
+        ("id,mask_rle\nTEST_0000_class_12,-1\n", " line 2: row id 'TEST_0000_class_12' is not"),  # classes 0..11
+        ("id,mask_rle\nTEST_0000_class_01,-1\n", " line 2: row id 'TEST_0000_class_01' is not"),  # never written so
+        ("id,mask_rle\nTEST_0000_class_²,-1\n", " line 2: row id 'TEST_0000_class_²' is not"),  # isdigit() is True
+        ("id,mask_rle\n_class_3,-1\n", " line 2: row id '_class_3' is not"),  # no image id
+        ("id,mask_rle\n\nTEST_0000,-1\n", " line 3: row id 'TEST_0000' is not"),  # blank lines still count
+    ],
+)
+def test_a_bad_sample_is_refused_naming_the_file_the_line_and_what_it_holds(tmp_path, content, problem):
+    """Both the writer and the validator read the sample; either names it, the line and the value found."""
+    sample = tmp_path / "sample_submission.csv"
+    sample.write_text(content, encoding="utf-8")
+    submission = _rewrite(tmp_path / "submission.csv", [["id", "mask_rle"], ["TEST_0000_class_0", "-1"]])
+    expected = re.escape(f"{sample}{problem}")
+    if " is not" in problem:
+        expected += re.escape(" of the form <image id>_class_<k> with k in 0..11") + "$"
+    with pytest.raises(ValueError, match=expected):
+        SubmissionWriter(tmp_path / "new.csv", sample)
+    with pytest.raises(ValueError, match=expected):
+        validate_submission(submission, sample)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sample_submission.csv", "submission.csv"]
+
+
+def test_validate_submission_names_a_bad_header_and_a_row_of_the_wrong_width(tmp_path):
+    sample = _sample(tmp_path, 1)
+    rows = list(csv.reader(open(write_submission(tmp_path / "s.csv", _maps(1).items(), sample), newline="")))
+    rows[0] = ["id", "rle"]
+    rows[2] = [*rows[2], "extra"]
+    with pytest.raises(SubmissionError) as info:
+        validate_submission(_rewrite(tmp_path / "bad.csv", rows), sample)
+    assert info.value.problems == [
+        "line 1: header ['id', 'rle'], expected ['id', 'mask_rle']",
+        f"line 3: 3 fields, expected 2 (id,mask_rle): {rows[2]}",
+        "1 id(s) of the sample are missing, e.g. ['TEST_0000_class_1']",
+    ]
+    assert str(info.value).startswith(f"{tmp_path / 'bad.csv'}: 3 problem(s):")

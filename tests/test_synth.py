@@ -241,3 +241,49 @@ def test_colorize_and_overlay_use_the_palette_and_keep_background() -> None:
     blended = overlay(image, label, alpha=0.5)
     assert (blended[0, 2] == 100).all()  # background keeps the image
     assert blended[1, 0].tolist() == [round(50 + p / 2) for p in PALETTE[8].tolist()]
+
+
+def test_cli_camera_options_reach_the_written_images_and_labels(tmp_path: Path) -> None:
+    """Each camera option of ``python -m kit.synth`` changes the dataset as the Cameras field it names:
+    the files are those rendered with all four set, and leaving any one at its default renders others."""
+    out = tmp_path / "cameras"
+    assert main(["--out", str(out), "--preset", "tiny", "--workers", "1", "--no-preview", "--bonnet-ignore",
+                 "--fisheye-model", "equisolid", "--fisheye-fov", "180", "--mounts", "rear"]) == 0
+    asked = Cameras(bonnet_as_sky=False, fisheye_projection="equisolid", fisheye_fov=180.0, fisheye_mounts=("rear",))
+    written = {}
+    for split in ("train_source", "val_source", "train_target", "test"):
+        row = read_split(out, LAYOUT[split].gt_csv).iloc[0]
+        written[split] = read_image(row["img_path"]), read_label(row["gt_path"])
+        image, label = render_sample(split, 0, seed=0, preset="tiny", cameras=asked)
+        np.testing.assert_array_equal(written[split][0], image)
+        np.testing.assert_array_equal(written[split][1], label)
+    bottom = written["train_source"][1][-3:]  # the bonnet edge is lowest in the corners, at ~0.92 H
+    assert (bottom == IGNORE_INDEX).all()  # --bonnet-ignore: background, not the real labels' Sky
+    defaults = Cameras()
+    for field in ("bonnet_as_sky", "fisheye_projection", "fisheye_fov", "fisheye_mounts"):
+        split = "train_source" if field == "bonnet_as_sky" else "train_target"
+        _, label = render_sample(split, 0, seed=0, preset="tiny",
+                                 cameras=dataclasses.replace(asked, **{field: getattr(defaults, field)}))
+        assert (label != written[split][1]).mean() > 0.01, field
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--fisheye-model", "fisheye"], "unknown projection model 'fisheye'; expected one of"),
+        (["--fisheye-model", "orthographic"], "field of view 200.0° is outside what the orthographic model can image; "
+                                              "expected 0 < fov < 180°"),
+        (["--fisheye-fov", "0"], "the equidistant model's radius at θ = fov / 2 = 0.0° is 0; expected a finite "
+                                 "positive radius (0 < fov < 360°)"),
+        (["--mounts", "front,side"], "fisheye mounts ('front', 'side'); expected one or more of 'front', 'rear'"),
+    ],
+)
+def test_cli_refuses_bad_camera_options_before_writing_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture, options: list[str], message: str
+) -> None:
+    out = tmp_path / "refused"
+    with pytest.raises(SystemExit) as refused:
+        main(["--out", str(out), "--preset", "tiny", "--workers", "1", *options])
+    assert refused.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()

@@ -231,12 +231,15 @@ def bench_infer(
 
     from kit.data.stats import TARGET_MEAN, TARGET_STD
     from kit.models.model import create_model
+    from kit.predict.runs import RunConfig
     from kit.predict.tta import InferenceSettings, predict_run
 
     torch.manual_seed(0)
     model = create_model(arch, encoder, channels=channels).eval()  # random weights: speed does not depend on them
-    config = {"target_size": list(image_size), "crop_size": list(window),
-              "target_mean": TARGET_MEAN, "target_std": TARGET_STD}
+    # predict_run reads a run's typed config (a dict here was an AttributeError on its first line)
+    config = RunConfig(arch=arch, encoder=encoder, num_classes=NUM_CLASSES + 1, head_kwargs={"channels": channels},
+                       target_size=tuple(image_size), target_mean=TARGET_MEAN, target_std=TARGET_STD,
+                       crop_size=tuple(window))
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (frame_size[1], frame_size[0], 3), dtype=np.uint8) for _ in range(count)]
     settings = {

@@ -179,8 +179,21 @@ def encode_label_map(label_map: np.ndarray, size: tuple[int, int] = SUBMISSION_S
     return strings
 
 
+def _split_row_id(row_id: str) -> tuple[str, int]:
+    """``TEST_0000_class_11`` → ``("TEST_0000", 11)``; a ValueError names the id and the form expected."""
+    image_id, sep, c = row_id.rpartition("_class_")
+    # ASCII digits written as the writer writes them ("class_01" or "class_²" would never match its rows)
+    if not (image_id and sep and c.isascii() and c.isdigit() and str(int(c)) == c and int(c) < NUM_CLASSES):
+        raise ValueError(f"row id {row_id!r} is not of the form <image id>_class_<k> with k in 0..{NUM_CLASSES - 1}")
+    return image_id, int(c)
+
+
 def read_sample_ids(sample_path: str | os.PathLike) -> list[str]:
-    """The row ids of ``sample_submission.csv`` in file order."""
+    """The row ids of ``sample_submission.csv`` in file order, each ``<image id>_class_<k>``.
+
+    A ValueError names the file, the line and what it found: a header not starting with ``id``, no
+    rows, or an id of another form (a wrong file, or one edited by hand).
+    """
     sample_path = Path(sample_path)
     if not sample_path.is_file():
         raise FileNotFoundError(f"sample submission not found: {sample_path}")
@@ -189,16 +202,25 @@ def read_sample_ids(sample_path: str | os.PathLike) -> list[str]:
         header = next(reader, None)
         if header is None or header[:1] != ["id"]:
             raise ValueError(f"{sample_path}: expected a header starting with 'id', found {header}")
-        return [row[0] for row in reader if row]
+        ids = []
+        for line, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            try:
+                _split_row_id(row[0])
+            except ValueError as error:
+                raise ValueError(f"{sample_path} line {line}: {error}") from None
+            ids.append(row[0])
+    if not ids:
+        raise ValueError(f"{sample_path} has no rows after its header; expected <image id>_class_<k> rows")
+    return ids
 
 
 def image_ids_in_order(row_ids: list[str]) -> list[str]:
     """``TEST_0000_class_0 … TEST_0000_class_11, TEST_0001_class_0 …`` → ``[TEST_0000, TEST_0001, …]``."""
     images: list[str] = []
     for row_id in row_ids:
-        image_id, sep, c = row_id.rpartition("_class_")
-        if not sep or not c.isdigit():
-            raise ValueError(f"sample submission row id {row_id!r} is not of the form <image id>_class_<k>")
+        image_id, _ = _split_row_id(row_id)
         if not images or images[-1] != image_id:
             images.append(image_id)
     return images

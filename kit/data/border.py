@@ -107,7 +107,9 @@ def ellipse_mask(size: tuple[int, int], ellipse: Ellipse, scale_from: tuple[int,
     (cx, cy), (a, b), angle = ellipse
     if scale_from is not None:
         sx, sy = size[0] / scale_from[0], size[1] / scale_from[1]
-        cx, cy, a, b = cx * sx, cy * sy, a * sx, b * sy
+        # pixel centres are at integer coordinates, so the frame spans -0.5 .. W - 0.5: the centre scales
+        # about -0.5 (cx · sx shifted it by (sx - 1) / 2 pixels, 9.5 px from 96×54 to 1920×1080)
+        cx, cy, a, b = (cx + 0.5) * sx - 0.5, (cy + 0.5) * sy - 0.5, a * sx, b * sy
     mask = np.zeros((size[1], size[0]), np.uint8)
     # cv2.ellipse draws at integer precision; shift=4 keeps 1/16-pixel precision
     s = 16

@@ -120,8 +120,9 @@ def fisheye_camera(
     """
     model = get_model(projection, k)
     edge = float(model.forward(np.radians(fov_deg) / 2, 1.0))
-    if not np.isfinite(edge) or edge <= 0:
-        raise ValueError(f"the {projection} model has no finite radius at θ = {fov_deg / 2}°")
+    if not np.isfinite(edge) or edge <= 0:  # a field of view ≤ 0, or coefficients k that fold the circle back
+        raise ValueError(f"the {projection} model's radius at θ = fov / 2 = {fov_deg / 2}° is {edge:g}; expected a "
+                         f"finite positive radius (0 < fov < {np.degrees(2 * model.theta_max):g}°)")
     return CameraModel(
         width=width,
         height=height,

@@ -1,23 +1,26 @@
-"""One rank of the DDP tests (tests/test_distributed.py), started by torchrun: trains the config in
-``argv[1]`` (a JSON of TrainConfig fields) with ``kit.train.loop.train`` and saves what the rank ended with
-to ``argv[2]/rank<R>.pt``: its student and teacher weights, the loss of every step and the files it
-wrote through ``kit.train.loop``'s writers."""
+"""One rank of the DDP tests (tests/test_distributed.py), started by torchrun: trains, one after the
+other in one process group, the jobs of ``argv[1]`` (a JSON list of ``[name, TrainConfig fields]``) with
+``kit.train.loop.train``, and saves what the rank ended each job with to ``argv[2]/<name>_rank<R>.pt``:
+its student and teacher weights, the loss of every step, the source images it drew (``(index, seed)``
+of stream 0) and the files it wrote through ``kit.train.loop``'s writers. A line ``job <name>`` on stdout starts each job's part of the rank's log."""
 
 import json
 import sys
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 
+import kit.data.datasets
 import kit.train.loop
 import kit.train.steps
 from kit.train.config import TrainConfig
 from kit.train.distributed import context_from_environment, unwrap
 
-config = TrainConfig(**json.loads(Path(sys.argv[1]).read_text()))
+jobs = json.loads(Path(sys.argv[1]).read_text())
 out = Path(sys.argv[2])
-rank = context_from_environment().rank
-seen: dict = {"writes": [], "losses": []}
+context = context_from_environment()
+seen: dict = {}
 
 
 def spy(name, function):
@@ -50,9 +53,28 @@ def spy_step(*args, **kwargs):
     return losses
 
 
+draws_of = kit.data.datasets.SeededDraws.__iter__
+
+
+def spy_draws(self):
+    for draw in draws_of(self):
+        if self.stream == 0:
+            seen["draws"].append(draw)
+        yield draw
+
+
+kit.data.datasets.SeededDraws.__iter__ = spy_draws
 kit.train.loop.wrap, kit.train.loop.EMATeacher = spy_wrap, SpyTeacher
 kit.train.loop.supervised_step = kit.train.steps.supervised_step = spy_step
-kit.train.loop.train(config)
-torch.save({"model": unwrap(seen["model"]).state_dict(),
-            "teacher": seen["teacher"].state_dict() if "teacher" in seen else None,
-            "losses": seen["losses"], "writes": seen["writes"]}, out / f"rank{rank}.pt")
+if context.world_size > 1:  # one group for every job: train() uses it and leaves it
+    dist.init_process_group("gloo")
+for name, values in jobs:
+    print(f"job {name}", flush=True)
+    seen.clear()
+    seen.update(writes=[], losses=[], draws=[])
+    kit.train.loop.train(TrainConfig(**values))
+    torch.save({"model": unwrap(seen["model"]).state_dict(),
+                "teacher": seen["teacher"].state_dict() if "teacher" in seen else None,
+                "losses": seen["losses"], "writes": seen["writes"], "draws": seen["draws"]}, out / f"{name}_rank{context.rank}.pt")
+if dist.is_initialized():
+    dist.destroy_process_group()

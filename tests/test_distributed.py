@@ -19,31 +19,71 @@ from kit.train.distributed import Context
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _launch(tmp_path: Path, name: str, nproc: int, **overrides) -> tuple[Path, list[dict], Path]:
-    """torchrun ``nproc`` ranks of tests/ddp_worker.py; returns the run folder, each rank's record
-    and torchrun's per-rank log folder."""
-    values = SCRATCH | dict(runs_dir=str(tmp_path / "runs"), run_name=name, head_channels=16, source_size=[48, 96],
-                  target_size=[54, 96], crop_size=[32, 32], epochs=2, steps_per_epoch=3, warmup_steps=2,
-                  eval_limit=2, mask_block=8, cpu_threads=1, seed=5)
-    values.update(overrides)
-    out, logs = tmp_path / f"{name}_out", tmp_path / f"{name}_logs"
-    out.mkdir()
-    (out / "config.json").write_text(json.dumps(values))
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "--redirects", "3", "--log-dir", str(logs), str(ROOT / "tests/ddp_worker.py"),
-               str(out / "config.json"), str(out)]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return tmp_path / "runs" / name, [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(nproc)], logs
+BASE = SCRATCH | dict(head_channels=16, source_size=[48, 96], target_size=[54, 96], crop_size=[32, 32], epochs=2,
+                     steps_per_epoch=3, warmup_steps=2, eval_limit=2, mask_block=8, cpu_threads=1, seed=5)
+# what the two ranks train, one job after the other in one launch (each launch starts processes that import
+# torch and the kit again): record name → (run name, TrainConfig fields over BASE)
+TWO_RANKS = {
+    "uda2": ("uda2", dict(method="uda", batch_size=1)),
+    "two": ("two", dict(method="source_only", batch_size=1)),
+    "straight": ("straight", dict(method="fisheye_tf", batch_size=1, epochs=3, steps_per_epoch=2)),
+    "resumed_first": ("resumed", dict(method="fisheye_tf", batch_size=1, epochs=3, steps_per_epoch=2,
+                                      stop_after_epoch=1)),
+    "resumed": ("resumed", dict(method="fisheye_tf", batch_size=1, epochs=3, steps_per_epoch=2, resume=True)),
+    "m2f": ("m2f", dict(method="fisheye_tf", arch="mask2former", head_channels=32, head_options={"queries": 8, "layers": 2},
+                        batch_size=2, epochs=1, steps_per_epoch=2)),  # batch 2: BatchNorm on CPU ranks is per rank
+    "self2": ("self2", dict(method="self_train", batch_size=1, epochs=1, rounds=1, round_epochs=1, steps_per_epoch=2)),
+    "rcs2": ("rcs2", dict(method="source_only", batch_size=1, epochs=1, rare_class_sampling=True, rcs_temperature=0.5)),
+}
+ONE_RANK = {
+    "one": ("one", dict(method="source_only", batch_size=2)),
+    "other": ("other", dict(method="source_only", batch_size=2, seed=6)),
+    "rcs1": ("rcs1", dict(method="source_only", batch_size=2, epochs=1, rare_class_sampling=True, rcs_temperature=0.5)),
+    "uniform1": ("uniform1", dict(method="source_only", batch_size=2, epochs=1)),
+}
 
 
-def _rank_log(logs: Path, rank: int) -> str:
-    return "".join(p.read_text() for p in sorted(logs.rglob(f"{rank}/std*.log")))
+class Launch:
+    """One torchrun launch of ``nproc`` ranks of tests/ddp_worker.py training ``jobs`` in turn."""
+
+    def __init__(self, folder: Path, nproc: int, jobs: dict, data_dir: Path) -> None:
+        self.folder, self.nproc = folder, nproc
+        out, self.logs = folder / "out", folder / "logs"
+        out.mkdir(parents=True)
+        listed = [[record, BASE | dict(data_dir=str(data_dir), runs_dir=str(folder / "runs"), run_name=run) | values]
+                  for record, (run, values) in jobs.items()]
+        (out / "jobs.json").write_text(json.dumps(listed))
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                   "--redirects", "3", "--log-dir", str(self.logs), str(ROOT / "tests/ddp_worker.py"),
+                   str(out / "jobs.json"), str(out)]
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900,
+                              env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        self.jobs = jobs
+        self.records = {name: [torch.load(out / f"{name}_rank{r}.pt", weights_only=False) for r in range(nproc)]
+                        for name in jobs}
+
+    def run(self, record: str) -> Path:
+        return self.folder / "runs" / self.jobs[record][0]
+
+    def log(self, record: str, rank: int) -> str:
+        """What rank ``rank`` printed while it trained job ``record``."""
+        text = "".join(p.read_text() for p in sorted(self.logs.rglob(f"{rank}/std*.log")))
+        return text.split(f"job {record}\n", 1)[1].split("\njob ", 1)[0]
 
 
-def test_two_ranks_keep_identical_weights_and_only_rank_0_writes(tiny, tmp_path):
-    run, (rank0, rank1), logs = _launch(tmp_path, "uda2", 2, data_dir=str(tiny), method="uda", batch_size=1)
+@pytest.fixture(scope="module")
+def two_ranks(tiny, tmp_path_factory) -> Launch:
+    return Launch(tmp_path_factory.mktemp("two_ranks"), 2, TWO_RANKS, tiny)
+
+
+@pytest.fixture(scope="module")
+def one_rank(tiny, tmp_path_factory) -> Launch:
+    return Launch(tmp_path_factory.mktemp("one_rank"), 1, ONE_RANK, tiny)
+
+
+def test_two_ranks_keep_identical_weights_and_only_rank_0_writes(two_ranks):
+    run, (rank0, rank1) = two_ranks.run("uda2"), two_ranks.records["uda2"]
     for part in ("model", "teacher"):
         assert rank0[part].keys() == rank1[part].keys()
         for name, value in rank0[part].items():
@@ -55,18 +95,15 @@ def test_two_ranks_keep_identical_weights_and_only_rank_0_writes(tiny, tmp_path)
     assert sorted(set(rank0["writes"])) == ["link_file best.pt", "save_checkpoint last.pt",
                                             "write_csv metrics.csv", "write_json config.json"]
     assert sorted(p.name for p in run.iterdir()) == [".kit-outputs", "best.pt", "config.json", "last.pt", "metrics.csv"]
-    assert "epoch 2/2" in _rank_log(logs, 0) and "epoch" not in _rank_log(logs, 1)
+    assert "epoch 2/2" in two_ranks.log("uda2", 0) and "epoch" not in two_ranks.log("uda2", 1)
 
 
-def test_two_ranks_reach_the_loss_of_one_process_with_twice_the_batch(tiny, tmp_path):
+def test_two_ranks_reach_the_loss_of_one_process_with_twice_the_batch(two_ranks, one_rank):
     """The ranks draw the halves of the global batches one process draws, with the same augmentations
     (SeededDraws). What still differs: BatchNorm normalises each half on its own (the CPU has no
     SyncBatchNorm). Tolerance: 2 % on the mean loss of 6 steps (measured 0.8 %), which
     another seed of the single process misses (measured 4.5 %)."""
-    settings = dict(data_dir=str(tiny), method="source_only", epochs=2, steps_per_epoch=3)
-    _, (a, b), _ = _launch(tmp_path, "two", 2, batch_size=1, **settings)
-    _, (one,), _ = _launch(tmp_path, "one", 1, batch_size=2, **settings)
-    _, (other,), _ = _launch(tmp_path, "other", 1, batch_size=2, **{**settings, "seed": 6})
+    (a, b), (one,), (other,) = two_ranks.records["two"], one_rank.records["one"], one_rank.records["other"]
 
     def mean(losses):
         return float(np.mean([step["ce"] for step in losses]))
@@ -76,6 +113,18 @@ def test_two_ranks_reach_the_loss_of_one_process_with_twice_the_batch(tiny, tmp_
           f"another seed {mean(other['losses']):.4f}")
     assert two == pytest.approx(mean(one["losses"]), rel=0.02)
     assert mean(other["losses"]) != pytest.approx(mean(one["losses"]), rel=0.02)  # the tolerance can fail
+
+
+def test_two_ranks_draw_the_rare_class_batches_of_one_process(two_ranks, one_rank):
+    """Rare-class sampling under torchrun: rank r's source draws are the r-th halves of the global
+    batches one process with twice the batch draws (images and augmentation seeds), and differ from
+    uniform sampling's."""
+    (rank0, rank1), (one,), (uniform,) = two_ranks.records["rcs2"], one_rank.records["rcs1"], one_rank.records["uniform1"]
+    steps = len(one["losses"])
+    assert len(rank0["draws"]) == len(rank1["draws"]) == steps and len(one["draws"]) == 2 * steps
+    assert [draw for pair in zip(rank0["draws"], rank1["draws"]) for draw in pair] == one["draws"]
+    assert [i for i, _ in uniform["draws"]] != [i for i, _ in one["draws"]]
+    _same_weights(rank0["model"], rank1["model"])
 
 
 def test_the_torchrun_command_of_a_config_parses_back_to_the_same_config(tmp_path):
@@ -115,15 +164,13 @@ def test_the_ranks_come_from_torchruns_environment(monkeypatch):
         context_from_environment()
 
 
-def test_two_ranks_resume_to_the_weights_of_an_uninterrupted_run(tiny, tmp_path):
-    settings = dict(data_dir=str(tiny), method="fisheye_tf", batch_size=1, epochs=3, steps_per_epoch=2)
-    straight, _, _ = _launch(tmp_path, "straight", 2, **settings)
-    _launch(tmp_path, "resumed", 2, stop_after_epoch=1, **settings)
-    for part in ("out", "logs"):
-        (tmp_path / f"resumed_{part}").rename(tmp_path / f"resumed_first_{part}")
-    resumed, _, _ = _launch(tmp_path, "resumed", 2, resume=True, **settings)
+def test_two_ranks_resume_to_the_weights_of_an_uninterrupted_run(two_ranks):
+    straight, resumed = two_ranks.run("straight"), two_ranks.run("resumed")
+    first = two_ranks.log("resumed_first", 0)
+    assert "epoch 1/3" in first and "epoch 2/3" not in first  # interrupted after its first epoch
     a, b = torch.load(straight / "last.pt", weights_only=False), torch.load(resumed / "last.pt", weights_only=False)
     assert a["epoch"] == b["epoch"] == 2
+    assert len(two_ranks.records["resumed"][0]["losses"]) == 2 * 2  # the resumed part trained epochs 1 and 2 only
     for name, value in a["model"].items():
         torch.testing.assert_close(b["model"][name], value, rtol=0, atol=0, msg=name)
 
@@ -134,10 +181,8 @@ def _same_weights(a: dict, b: dict) -> None:
         torch.testing.assert_close(b[name], value, rtol=0, atol=0, msg=name)
 
 
-def test_two_ranks_train_mask2former(tiny, tmp_path):
-    run, (rank0, rank1), _ = _launch(tmp_path, "m2f", 2, data_dir=str(tiny), method="fisheye_tf", arch="mask2former",
-                                     head_channels=32, head_options={"queries": 8, "layers": 2}, batch_size=2,
-                                     epochs=1, steps_per_epoch=2)  # batch 2: BatchNorm on CPU ranks is per rank
+def test_two_ranks_train_mask2former(two_ranks):
+    run, (rank0, rank1) = two_ranks.run("m2f"), two_ranks.records["m2f"]
     _same_weights(rank0["model"], rank1["model"])
     assert len(rank0["losses"]) == len(rank1["losses"]) == 2
     assert all(np.isfinite(v) for step in rank0["losses"] + rank1["losses"] for v in step.values())
@@ -146,9 +191,8 @@ def test_two_ranks_train_mask2former(tiny, tmp_path):
     _same_weights(rank0["model"], saved)
 
 
-def test_two_ranks_self_train_a_round_on_rank_0s_pseudo_labels(tiny, tmp_path):
-    run, (rank0, rank1), logs = _launch(tmp_path, "self2", 2, data_dir=str(tiny), method="self_train", batch_size=1,
-                                        epochs=1, rounds=1, round_epochs=1, steps_per_epoch=2)
+def test_two_ranks_self_train_a_round_on_rank_0s_pseudo_labels(two_ranks):
+    run, (rank0, rank1) = two_ranks.run("self2"), two_ranks.records["self2"]
     _same_weights(rank0["model"], rank1["model"])
     assert (run / "pseudo_round1/pseudo.csv").is_file()  # made once, by rank 0
     assert rank1["writes"] == []
@@ -156,4 +200,4 @@ def test_two_ranks_self_train_a_round_on_rank_0s_pseudo_labels(tiny, tmp_path):
     assert metrics["round"].tolist() == [0, 1]
     losses = [c for c in metrics if c.startswith("loss_")]
     assert "loss_target_ce" in losses and np.isfinite(metrics.loc[1, losses].to_numpy(float)).all()  # round 1 trained on them
-    assert "round 1 pseudo-labels" in _rank_log(logs, 0) and "pseudo" not in _rank_log(logs, 1)
+    assert "round 1 pseudo-labels" in two_ranks.log("self2", 0) and "pseudo" not in two_ranks.log("self2", 1)

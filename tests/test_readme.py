@@ -1,6 +1,8 @@
 """Every command in README.md's bash blocks runs, as written, at tiny scale where it trains: a recipe
 shown in the README cannot rot. Each command kind has one handler below; a command no handler knows
-fails the test, so a new README command comes with a way to run it."""
+fails the test, so a new README command comes with a way to run it. A papermill command's parameters
+are read as papermill's command line reads them, and its notebook's cells run in this process
+(tests/notebook_cells.py; tests/test_notebooks_run.py runs every notebook through papermill itself)."""
 
 import dataclasses
 import json
@@ -8,9 +10,9 @@ import re
 import shlex
 from pathlib import Path
 
-import papermill
 import pytest
 import torch
+from notebook_cells import run_cells
 from papermill.cli import _resolve_type
 from transformers import SegformerForSemanticSegmentation
 
@@ -75,7 +77,6 @@ def workplace(tiny, tmp_path, monkeypatch):
     (tmp_path / "data").mkdir()
     (tmp_path / "data/open").symlink_to(tiny)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the notebooks' kernels import kit from this checkout
     return tmp_path
 
 
@@ -116,8 +117,8 @@ def test_every_readme_command_runs(workplace, monkeypatch):
             assert (ROOT / command[1]).is_file() and command[1] in ("scripts/test.sh", "scripts/demo.sh"), command
             # first steps, which tests/test_notebooks_run.py runs at tiny scale
         elif command[0] == "papermill":
-            notebook, out, parameters = command[1], workplace / "outputs" / Path(command[2]).name, papermill_parameters(command[3:])
-            out.parent.mkdir(parents=True, exist_ok=True)
+            notebook, parameters = command[1], papermill_parameters(command[3:])
+            assert command[2].endswith(".ipynb") and (ROOT / notebook).is_file(), command
             if notebook == "notebooks/03_train.ipynb":
                 small = _scaled_down(parameters)
                 key = _key(TrainConfig.from_parameters(small))
@@ -125,13 +126,11 @@ def test_every_readme_command_runs(workplace, monkeypatch):
                     recipe = TrainConfig.from_parameters(small)
                     if recipe.weights:
                         _weights(recipe.weights, recipe.encoder)
-                    papermill.execute_notebook(str(ROOT / notebook), str(out), parameters={**small, "PREVIEW_COUNT": 1},
-                                               kernel_name="python3", cwd=str(workplace), progress_bar=False)
+                    run_cells(Path(notebook).stem, {**small, "PREVIEW_COUNT": 1}, cwd=workplace)
                     ran[key] = small.get("RUN_NAME", "demo")
                 trained[parameters.get("RUN_NAME", "demo")] = TrainConfig.from_parameters(parameters)
             else:
-                papermill.execute_notebook(str(ROOT / notebook), str(out), parameters=parameters, kernel_name="python3",
-                                           cwd=str(workplace), progress_bar=False)
+                run_cells(Path(notebook).stem, parameters, cwd=workplace)
         elif command[:4] == ["torchrun", command[1], "-m", "kit.train"] and command[1].startswith("--nproc_per_node="):
             config = parse_command_line(command[4:])  # what every process would train
             assert config == trained[config.run_name], config.run_name  # the recipe of the papermill command

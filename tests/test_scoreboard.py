@@ -167,14 +167,13 @@ def test_quality_table_gap_closed(quality_run):
     assert all(("teacher_mIoU" in r) == (r["name"] in ("uda", "uda_geo")) for r in results.values())
     low, high = results["source_only_seed0_1"]["mIoU"], results["oracle_seed0_1"]["mIoU"]
     table = _table((quality_run / "quality.md").read_text(), "method")
+    assert math.isfinite(low) and math.isfinite(high) and high != low  # else "gap closed" is not defined
     for r in results.values():
         present = [r["iou"][c] for c in CLASSES if r["iou"][c] is not None]
         assert r["mIoU"] == pytest.approx(sum(present) / len(present))
         assert summary[r["name"]]["mIoU"][0] == pytest.approx(r["mIoU"])
-        if high != low:
-            assert summary[r["name"]]["gap_closed"][0] == pytest.approx((r["mIoU"] - low) / (high - low))
+        assert summary[r["name"]]["gap_closed"][0] == pytest.approx((r["mIoU"] - low) / (high - low))
         assert table[r["name"]]["mIoU"] == f"{r['mIoU']:.4f}"  # one seed: no std
-    assert math.isfinite(low) and math.isfinite(high)
 
 
 def test_a_second_call_reuses_a_changed_config_is_refused_overwrite_retrains(tiny, tmp_path, quality_run,

@@ -57,7 +57,7 @@ from IPython.display import Image, display
 from kit.common import files
 from kit.common.checks import check_bool, check_choice, check_device, check_int, check_number
 from kit.common.device import set_cpu_threads
-from kit.competition.rle import validate_submission
+from kit.competition.submission import validate_submission
 from kit.data.border import BORDERS
 from kit.predict.examples import prediction_rows
 from kit.predict.runs import load_run

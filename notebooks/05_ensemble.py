@@ -53,7 +53,7 @@ from kit.common import files
 from kit.common.checks import check_bool, check_choice, check_device, check_int, check_number
 from kit.common.device import set_cpu_threads
 from kit.competition import layout
-from kit.competition.rle import validate_submission
+from kit.competition.submission import validate_submission
 from kit.data.border import BORDERS
 from kit.predict.runs import load_run
 from kit.predict.splits import predict_label_maps, predict_split, prediction_frame, run_border

@@ -10,9 +10,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from kit.common.files import write_image
-from kit.competition import rle as kit_rle
+from kit.competition import submission as kit_submission
 from kit.competition.layout import read_split
-from kit.competition.rle import SubmissionError, resize_nearest, rle_decode, validate_submission
+from kit.competition.rle import resize_nearest, rle_decode
+from kit.competition.submission import SubmissionError, validate_submission
 from kit.data import border as kit_border
 from kit.data.border import Border, make_border
 from kit.models.model import create_model
@@ -383,7 +384,7 @@ def test_predict_split_never_puts_an_invalid_submission_in_place(tmp_path, label
     if earlier is not None:
         out.write_text(earlier)
     # an encoder bug: class 5 of every image gets a run past the end of the 960x540 mask
-    monkeypatch.setattr(kit_rle, "encode_label_map", lambda label_map, size: ["-1"] * 5 + ["518400 2"] + ["-1"] * 6)
+    monkeypatch.setattr(kit_submission, "encode_label_map", lambda label_map, size: ["-1"] * 5 + ["518400 2"] + ["-1"] * 6)
     with pytest.raises(SubmissionError, match=r"sub.csv was not written: 3 problem\(s\):\n  line 7 \(TEST_0000_class_5\)"):
         predict_split([(RedIsClass(), typed_config(54, 96))], frame, settings=InferenceSettings(mode="whole"),
                       submission=out, sample=sample, overwrite=True, progress=False)

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from transformers import Mask2FormerImageProcessor
 from transformers.models.mask2former.modeling_mask2former import Mask2FormerForUniversalSegmentationOutput
 
-from kit.competition.rle import SubmissionWriter, rle_decode
+from kit.competition.rle import rle_decode
+from kit.competition.submission import SubmissionWriter
 from kit.models.mask2former import READ_OUT_QUERIES, MaskPredictions, label_masks, semantic_probabilities
 from kit.models.model import create_model
 from kit.predict.splits import to_label_map

@@ -20,7 +20,8 @@ from kit.common.files import write_image
 from kit.competition.labels import PSEUDO_LABEL_VALUES
 from kit.competition.layout import read_image, read_label, read_split, read_split_file
 from kit.competition.metrics import confusion_matrix, iou_table
-from kit.competition.rle import SUBMISSION_SIZE, resize_nearest, rle_decode, validate_submission
+from kit.competition.rle import SUBMISSION_SIZE, resize_nearest, rle_decode
+from kit.competition.submission import validate_submission
 from kit.models.segformer import mit_config
 from kit.predict.zero_shot import write_zero_shot_run
 from kit.train.config import TrainConfig

@@ -6,17 +6,9 @@ import pytest
 from PIL import Image
 
 from kit.bench.cli import baseline_encode_label_map, baseline_rle_encode, fake_fisheye_label_map
-from kit.competition import rle as kit_rle
-from kit.competition.rle import (
-    SubmissionError,
-    SubmissionWriter,
-    encode_label_map,
-    resize_nearest,
-    rle_decode,
-    rle_encode,
-    validate_submission,
-    write_submission,
-)
+from kit.competition import submission as kit_submission
+from kit.competition.rle import encode_label_map, resize_nearest, rle_decode, rle_encode
+from kit.competition.submission import SubmissionError, SubmissionWriter, validate_submission, write_submission
 
 
 @pytest.mark.parametrize(
@@ -212,7 +204,7 @@ def test_submission_writer_validates_before_moving_into_place(tmp_path, monkeypa
     if earlier is not None:
         out.write_text(earlier)
     # an encoder bug: class 0 of every image gets a 0-based start
-    monkeypatch.setattr(kit_rle, "encode_label_map", lambda label_map, size: ["0 5"] + ["-1"] * 11)
+    monkeypatch.setattr(kit_submission, "encode_label_map", lambda label_map, size: ["0 5"] + ["-1"] * 11)
     with pytest.raises(SubmissionError, match=r"submission.csv was not written: 2 problem\(s\)") as info:
         write_submission(out, _maps(2).items(), sample, overwrite=True)
     assert info.value.problems == [

@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from kit.bench.loading import _config, _time
-from kit.competition.rle import validate_submission
+from kit.competition.submission import validate_submission
 from kit.synth import generate
 from kit.train.recipes import build_data
 

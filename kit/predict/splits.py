@@ -41,7 +41,8 @@ from kit.common.progress import tqdm
 from kit.competition.labels import IGNORE_INDEX, NUM_CLASSES
 from kit.competition.layout import has_split, read_image, read_label, read_split
 from kit.competition.metrics import confusion_matrix, iou_table, mean_iou
-from kit.competition.rle import SUBMISSION_SIZE, SubmissionWriter
+from kit.competition.rle import SUBMISSION_SIZE
+from kit.competition.submission import SubmissionWriter
 from kit.data.border import Border, make_border
 from kit.predict.runs import Run
 from kit.predict.tta import InferenceSettings, ensemble, ensemble_size, model_device, resize_probs

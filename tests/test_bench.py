@@ -61,6 +61,7 @@ def test_report_only_trains_nothing(calls):
     assert calls == [("bench_quality", "report only"), ("bench_ladder", "report only")]
 
 
+@pytest.mark.slow
 def test_the_gpu_check_runs_its_cases_on_a_cpu_and_fails_on_a_nan(tiny, tmp_path, monkeypatch, capsys):
     """The GPU check's code at toy sizes on the CPU (no test depends on a GPU): every case trains,
     the table has a row per case, and a non-finite loss fails the case and the exit code."""
@@ -146,13 +147,14 @@ def test_the_warp_bench_times_building_the_maps_against_reusing_them(capsys):
     rows = [re.fullmatch(pattern, line).groups() for line in capsys.readouterr().out.splitlines()]
     assert [row[:5] for row in rows] == [("competition", "2048", "1024", "1920", "1080"),
                                          ("demo", "512", "256", "480", "270")]
-    for first, cached, rate in (map(float, row[5:]) for row in rows):
+    for _first, cached, rate in (map(float, row[5:]) for row in rows):
         assert 0 < cached and _printed_inverses(rate, 0.1, cached, 0.1, scale=1000)
     assert float(rows[0][5]) > float(rows[0][6])  # 2 million rays projected, against one remap
     # the demo's camera: built by the first call, reused by the two timed ones
     assert pinhole_to_fisheye_maps.cache_info()[:2] == (2, 1)  # (hits, misses)
 
 
+@pytest.mark.slow
 def test_the_models_bench_counts_parameters_against_published_ones_and_times_each_model(capsys, monkeypatch):
     steps = []
     monkeypatch.setattr(kit.bench.cli, "bench_encoder_steps", steps.append)  # next test: it trains three models

@@ -16,6 +16,8 @@ from kit.train.cli import parse_command_line, torchrun_command
 from kit.train.config import TrainConfig
 from kit.train.distributed import Context
 
+pytestmark = pytest.mark.slow  # trains, or starts processes: `pytest -m "not slow"` leaves it out
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

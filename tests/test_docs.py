@@ -92,6 +92,7 @@ def _packages() -> set[str]:
     return {str(p.parent.relative_to(ROOT)).replace("/", ".") for p in (ROOT / "kit").rglob("__init__.py")}
 
 
+@pytest.mark.slow
 def test_the_wheel_holds_every_subpackage(tmp_path):
     # a copy of what the build reads, so that building leaves no build/ or *.egg-info in the repository
     source = tmp_path / "src"

@@ -46,6 +46,7 @@ def _model(encoder, arch):
     return SegmentationModel(encoder, HEADS[arch](encoder.channels, 13, channels=16))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(SUPPORTED))
 def test_a_supported_encoder_runs_and_trains_with_every_head(encoders, name):
     generator = torch.Generator().manual_seed(1)

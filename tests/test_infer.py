@@ -19,8 +19,15 @@ from kit.data.border import Border, make_border
 from kit.models.model import create_model
 from kit.predict.runs import RunConfig, load_run
 from kit.predict.splits import apply_border, predict_label_maps, predict_split, prediction_frame, to_label_map
-from kit.predict.tta import (InferenceSettings, ensemble, predict_run, predict_tta, predict_whole, slide_predict,
-                             window_starts)
+from kit.predict.tta import (
+    InferenceSettings,
+    ensemble,
+    predict_run,
+    predict_tta,
+    predict_whole,
+    slide_predict,
+    window_starts,
+)
 
 # --- dummy models ------------------------------------------------------------------------------
 

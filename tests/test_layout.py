@@ -128,6 +128,7 @@ def test_the_top_of_kit_is_a_handful_of_packages():
     assert len(entries) <= 10 and [e for e in entries if e.endswith(".py")] == ["__init__.py"], entries
 
 
+@pytest.mark.slow
 def test_parameter_checks_and_01_eda_import_no_torch():
     # the notebooks check their parameters with kit.common.checks, and 01_eda only looks at the data:
     # neither may load torch, timm or transformers

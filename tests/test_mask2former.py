@@ -142,6 +142,7 @@ def test_an_all_ignored_image_is_only_a_no_object_class_loss():
     assert all(p.grad is None or p.grad.isfinite().all() for p in model.parameters())
 
 
+@pytest.mark.slow
 def test_a_few_steps_learn_one_batch():
     model = _model().train()
     images = torch.randn(2, 3, 64, 96)

@@ -79,6 +79,7 @@ def test_everything_outside_the_encoder_is_the_decoder():
     assert others and all(name.startswith("decode_head.") for name in others)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch, encoder", [("daformer", "pvt_v2_b0"), ("upernet", "mobilenetv3_small_100")])
 def test_overfits_one_batch(arch, encoder):
     torch.manual_seed(0)

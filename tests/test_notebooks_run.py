@@ -3,7 +3,6 @@ chain 03 → 04 → 06 → 03 → 05), their other cases in this process (tests/
 with the parameters papermill injects, without a kernel's seconds of start-up and imports)."""
 
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -26,6 +25,9 @@ from kit.models.segformer import mit_config
 from kit.predict.zero_shot import write_zero_shot_run
 from kit.train.config import TrainConfig
 from kit.train.loop import train
+
+pytestmark = pytest.mark.slow  # trains, or starts processes: `pytest -m "not slow"` leaves it out
+
 
 def _outputs(name, tmp_path, parameters):
     out = tmp_path / "out"

@@ -620,6 +620,7 @@ def _label_on_two_ranks(rank: int, store: str, tiny: str, out: str) -> None:
         torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_ranks_label_their_shares_and_write_what_one_process_writes(tiny, tmp_path):
     """Under torchrun every rank predicts every other image; the histograms and counts are summed, so
     the thresholds, the label files and the table are those of one process labelling all of them."""

@@ -10,6 +10,8 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 from kit.bench.demo import execute
 
+pytestmark = pytest.mark.slow  # starts kernels: `pytest -m "not slow"` leaves it out
+
 # what a papermill run used to leave in the terminal (see kit.bench.demo.QuietKernelManager)
 NOISE = [
     "Kernel is running over TCP without encryption",  # ipykernel >= 7.4, every kernel start

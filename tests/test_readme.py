@@ -25,6 +25,8 @@ from kit.predict.runs import RunConfig
 from kit.train.cli import parse_command_line
 from kit.train.config import TrainConfig
 
+pytestmark = pytest.mark.slow  # trains, or starts processes: `pytest -m "not slow"` leaves it out
+
 ROOT = Path(__file__).resolve().parents[1]
 # the scale-down: the sizes of the tiny synthetic data (crops of the whole frame, so that a slide
 # prediction is one window) and one step; nothing about the recipe itself

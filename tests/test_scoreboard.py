@@ -14,6 +14,8 @@ import kit.predict.splits
 from kit.bench.scoreboard import mean_std, summarise, summary_tables
 from kit.competition.labels import CLASSES
 
+pytestmark = pytest.mark.slow  # trains, or starts processes: `pytest -m "not slow"` leaves it out
+
 NAN = float("nan")
 
 

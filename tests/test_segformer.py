@@ -95,6 +95,7 @@ def test_classifier_rows_are_copied_by_the_map_and_background_keeps_its_new_row(
 # --------------------------------------------------------------------------- the encoders
 
 
+@pytest.mark.slow
 def test_mit_variants_have_the_published_sizes():
     # SegFormer paper (Xie et al. 2021), table 1: parameters (millions) of the encoder and of the whole
     # model with its all-MLP head (256 channels for B0/B1, 768 for B2…B5; 19 Cityscapes classes)
@@ -246,6 +247,7 @@ def test_a_run_trains_from_a_cityscapes_segformer_and_predicts_from_its_folder(c
         assert model(X).shape == (2, 13, *X.shape[-2:])
 
 
+@pytest.mark.slow
 def test_a_whole_cityscapes_mask2former_starts_the_mask2former_cityscapes_preset(tmp_path):
     """facebook/mask2former-swin-tiny-cityscapes-semantic's configuration (transformers' Mask2Former
     defaults: 256 channels, 100 queries, 10 decoder predictions, 6 deformable layers) on Swin-T."""

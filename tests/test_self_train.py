@@ -37,6 +37,8 @@ from kit.train.loop import train
 from kit.train.recipes import build_data, build_model, epoch_batches, pseudo_dataset
 from kit.train.self_train import round_plan
 
+pytestmark = pytest.mark.slow  # trains, or starts processes: `pytest -m "not slow"` leaves it out
+
 # epochs 0 | 1 2 | 3 4 of rounds 0 | 1 | 2: round r is labelled by the model epoch 2r - 2 ended with
 ROUNDS = dict(rounds=2, round_epochs=2, steps_per_epoch=1)
 

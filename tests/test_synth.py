@@ -182,6 +182,7 @@ def test_refuses_to_overwrite_without_being_asked(tiny: Path, tmp_path: Path) ->
     assert len([p for p in (out / "kit" / "train_source_image").iterdir() if p.suffix == ".png"]) == 1
 
 
+@pytest.mark.slow
 def test_cli_writes_a_dataset_and_a_preview_then_refuses_to_write_again(tmp_path: Path) -> None:
     out = tmp_path / "cli"
     assert main(["--out", str(out), "--preset", "tiny", "--workers", "1"]) == 0

@@ -40,6 +40,7 @@ def test_lr_poly_power():
     assert lr_factor(9, warmup_steps=4, total_steps=14, power=0.9) == pytest.approx(0.5**0.9)
 
 
+@pytest.mark.slow
 def test_resume_equals_an_uninterrupted_run(tiny, tmp_path):
     straight = train(_config(tiny, tmp_path, run_name="straight", epochs=4))
     interrupted = _config(tiny, tmp_path, run_name="resumed", epochs=4, stop_after_epoch=2)
@@ -293,6 +294,7 @@ M2F = dict(arch="mask2former", encoder="internimage_tiny", head_channels=32, cro
            head_options={"queries": 8, "layers": 2, "encoder_layers": 1, "heads": 4, "feedforward": 64, "points": 256})
 
 
+@pytest.mark.slow
 def test_mask2former_trains_and_self_trains_in_the_loop(tiny, tmp_path):
     """Mask2Former learns through the trainer's fisheye_tf round and a self_train round on its own
     pseudo-labels; the run reloads from its config.json and predicts probabilities."""

@@ -16,6 +16,7 @@ import pytest
 KIT = Path(__file__).resolve().parents[1] / "kit"
 
 
+@pytest.mark.slow
 def test_each_module_imports_without_the_modules_above_it() -> None:
     # A fresh interpreter (in this one other tests have imported everything), importing bottom-up.
     code = (

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from ddp_worker import train_recorded
 from scratch import SCRATCH
 
 from kit.train.cli import parse_command_line, torchrun_command
@@ -36,8 +37,9 @@ TWO_RANKS = {
                         batch_size=2, epochs=1, steps_per_epoch=2)),  # batch 2: BatchNorm on CPU ranks is per rank
     "self2": ("self2", dict(method="self_train", batch_size=1, epochs=1, rounds=1, round_epochs=1, steps_per_epoch=2)),
     "rcs2": ("rcs2", dict(method="source_only", batch_size=1, epochs=1, rare_class_sampling=True, rcs_temperature=0.5)),
+    "label2": (None, dict(label="two")),  # pseudo-labels with the run "two" ended with
 }
-ONE_RANK = {
+ONE_PROCESS = {  # what they are compared with, trained in this process
     "one": ("one", dict(method="source_only", batch_size=2)),
     "other": ("other", dict(method="source_only", batch_size=2, seed=6)),
     "rcs1": ("rcs1", dict(method="source_only", batch_size=2, epochs=1, rare_class_sampling=True, rcs_temperature=0.5)),
@@ -53,7 +55,9 @@ class Launch:
         out, self.logs = folder / "out", folder / "logs"
         out.mkdir(parents=True)
         listed = [[record, BASE | dict(data_dir=str(data_dir), runs_dir=str(folder / "runs"), run_name=run) | values]
-                  for record, (run, values) in jobs.items()]
+                  if "label" not in values else
+                  [record, dict(label=str(folder / "runs" / values["label"]), data_dir=str(data_dir),
+                                out=str(folder / record))] for record, (run, values) in jobs.items()]
         (out / "jobs.json").write_text(json.dumps(listed))
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                    "--redirects", "3", "--log-dir", str(self.logs), str(ROOT / "tests/ddp_worker.py"),
@@ -63,7 +67,7 @@ class Launch:
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         self.jobs = jobs
         self.records = {name: [torch.load(out / f"{name}_rank{r}.pt", weights_only=False) for r in range(nproc)]
-                        for name in jobs}
+                        for name, (_, values) in jobs.items() if "label" not in values}
 
     def run(self, record: str) -> Path:
         return self.folder / "runs" / self.jobs[record][0]
@@ -80,8 +84,14 @@ def two_ranks(tiny, tmp_path_factory) -> Launch:
 
 
 @pytest.fixture(scope="module")
-def one_rank(tiny, tmp_path_factory) -> Launch:
-    return Launch(tmp_path_factory.mktemp("one_rank"), 1, ONE_RANK, tiny)
+def one_process(tiny, tmp_path_factory) -> dict[str, dict]:
+    """Record name → what :func:`ddp_worker.train_recorded` recorded of each job of ONE_PROCESS."""
+    runs, threads = tmp_path_factory.mktemp("one_process"), torch.get_num_threads()
+    try:
+        return {record: train_recorded(BASE | dict(data_dir=str(tiny), runs_dir=str(runs), run_name=run) | values)
+                for record, (run, values) in ONE_PROCESS.items()}
+    finally:
+        torch.set_num_threads(threads)  # BASE's cpu_threads = 1
 
 
 def test_two_ranks_keep_identical_weights_and_only_rank_0_writes(two_ranks):
@@ -100,12 +110,12 @@ def test_two_ranks_keep_identical_weights_and_only_rank_0_writes(two_ranks):
     assert "epoch 2/2" in two_ranks.log("uda2", 0) and "epoch" not in two_ranks.log("uda2", 1)
 
 
-def test_two_ranks_reach_the_loss_of_one_process_with_twice_the_batch(two_ranks, one_rank):
+def test_two_ranks_reach_the_loss_of_one_process_with_twice_the_batch(two_ranks, one_process):
     """The ranks draw the halves of the global batches one process draws, with the same augmentations
     (SeededDraws). What still differs: BatchNorm normalises each half on its own (the CPU has no
     SyncBatchNorm). Tolerance: 2 % on the mean loss of 6 steps (measured 0.8 %), which
     another seed of the single process misses (measured 4.5 %)."""
-    (a, b), (one,), (other,) = two_ranks.records["two"], one_rank.records["one"], one_rank.records["other"]
+    (a, b), one, other = two_ranks.records["two"], one_process["one"], one_process["other"]
 
     def mean(losses):
         return float(np.mean([step["ce"] for step in losses]))
@@ -117,11 +127,11 @@ def test_two_ranks_reach_the_loss_of_one_process_with_twice_the_batch(two_ranks,
     assert mean(other["losses"]) != pytest.approx(mean(one["losses"]), rel=0.02)  # the tolerance can fail
 
 
-def test_two_ranks_draw_the_rare_class_batches_of_one_process(two_ranks, one_rank):
+def test_two_ranks_draw_the_rare_class_batches_of_one_process(two_ranks, one_process):
     """Rare-class sampling under torchrun: rank r's source draws are the r-th halves of the global
     batches one process with twice the batch draws (images and augmentation seeds), and differ from
     uniform sampling's."""
-    (rank0, rank1), (one,), (uniform,) = two_ranks.records["rcs2"], one_rank.records["rcs1"], one_rank.records["uniform1"]
+    (rank0, rank1), one, uniform = two_ranks.records["rcs2"], one_process["rcs1"], one_process["uniform1"]
     steps = len(one["losses"])
     assert len(rank0["draws"]) == len(rank1["draws"]) == steps and len(one["draws"]) == 2 * steps
     assert [draw for pair in zip(rank0["draws"], rank1["draws"]) for draw in pair] == one["draws"]
@@ -203,3 +213,32 @@ def test_two_ranks_self_train_a_round_on_rank_0s_pseudo_labels(two_ranks):
     losses = [c for c in metrics if c.startswith("loss_")]
     assert "loss_target_ce" in losses and np.isfinite(metrics.loc[1, losses].to_numpy(float)).all()  # round 1 trained on them
     assert "round 1 pseudo-labels" in two_ranks.log("self2", 0) and "pseudo" not in two_ranks.log("self2", 1)
+
+
+def test_two_ranks_label_their_shares_and_write_what_one_process_writes(two_ranks, tiny):
+    """Under torchrun every rank predicts every other image; the histograms and counts are summed, so
+    the thresholds, the label files and the table are those of one process labelling all of them."""
+    from kit.competition.labels import PSEUDO_LABEL_VALUES
+    from kit.competition.layout import read_label
+    from kit.predict.pseudo import CSV_NAME, NAMES, make_pseudo_labels
+    from kit.predict.runs import load_run
+
+    two, folder = two_ranks.folder / "label2", two_ranks.folder / "one_labels"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each rank
+    try:
+        one = make_pseudo_labels([load_run(two_ranks.run("two"), "last.pt", device="cpu")], tiny, folder, quantile=0.5,
+                                 cap=0.9, threshold_images=None, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    summary = json.loads((two / "summary.json").read_text())
+    assert summary["thresholds"] == dict(zip(NAMES, one.thresholds.round(4).tolist()))
+    assert summary["table"] == json.loads((one.folder / "summary.json").read_text())["table"]
+    assert (two / CSV_NAME).read_text() == (one.folder / CSV_NAME).read_text().replace("/one_labels/", "/label2/")
+    names = sorted(p.name for p in (one.folder / "labels").glob("*.png"))
+    assert names == sorted(p.name for p in (two / "labels").glob("*.png")) and len(names) >= 2
+    for name in names:
+        np.testing.assert_array_equal(read_label(two / "labels" / name, PSEUDO_LABEL_VALUES),
+                                      read_label(one.folder / "labels" / name, PSEUDO_LABEL_VALUES))
+    assert not list(two_ranks.folder.glob(".label2.*"))  # no staging folder left behind
+    assert "job label2" in "".join(p.read_text() for p in sorted(two_ranks.logs.rglob("1/std*.log")))  # rank 1 ran it

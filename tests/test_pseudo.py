@@ -608,33 +608,3 @@ def test_a_pseudo_label_split_trains_with_void_ignored_and_background_as_a_class
     expected = np.where(label == 255, 12, np.where(label == VOID_INDEX, 255, label))
     np.testing.assert_array_equal(item["label"].numpy(), expected)
     assert item["id"] == pseudo.id[0] and tuple(item["image"].shape) == (3, *SIZE)
-
-
-def _label_on_two_ranks(rank: int, store: str, tiny: str, out: str) -> None:
-    """One of two gloo processes labelling the tiny split together (``Ranks``)."""
-    torch.distributed.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
-    try:
-        make_pseudo_labels([run_of(NearestColour())], tiny, out, quantile=0.5, cap=0.9, threshold_images=None,
-                           progress=False)
-    finally:
-        torch.distributed.destroy_process_group()
-
-
-@pytest.mark.slow
-def test_two_ranks_label_their_shares_and_write_what_one_process_writes(tiny, tmp_path):
-    """Under torchrun every rank predicts every other image; the histograms and counts are summed, so
-    the thresholds, the label files and the table are those of one process labelling all of them."""
-    one = make_pseudo_labels([run_of(NearestColour())], tiny, tmp_path / "one", quantile=0.5, cap=0.9,
-                             threshold_images=None, progress=False)
-    torch.multiprocessing.spawn(_label_on_two_ranks, args=(str(tmp_path / "store"), str(tiny), str(tmp_path / "two")),
-                                nprocs=2)
-    summary = json.loads((tmp_path / "two/summary.json").read_text())
-    assert summary["thresholds"] == dict(zip(NAMES, one.thresholds.round(4).tolist()))
-    assert summary["table"] == json.loads((one.folder / "summary.json").read_text())["table"]
-    assert (tmp_path / "two" / CSV_NAME).read_text() == (one.folder / CSV_NAME).read_text().replace("/one/", "/two/")
-    names = sorted(p.name for p in (one.folder / "labels").glob("*.png"))
-    assert names == sorted(p.name for p in (tmp_path / "two/labels").glob("*.png")) and len(names) >= 2
-    for name in names:
-        np.testing.assert_array_equal(read_label(tmp_path / "two/labels" / name, PSEUDO_LABEL_VALUES),
-                                      read_label(one.folder / "labels" / name, PSEUDO_LABEL_VALUES))
-    assert not list(tmp_path.glob(".two.*"))  # no staging folder left behind

@@ -21,10 +21,16 @@ from transformers import (
     SwinConfig,
 )
 
-from kit.competition.cityscapes import CITYSCAPES_CLASSES, TWO_WHEELERS, cityscapes_class_map, first_members
+from kit.competition.cityscapes import (
+    CITYSCAPES_ARCH,
+    CITYSCAPES_CLASSES,
+    TWO_WHEELERS,
+    cityscapes_class_map,
+    first_members,
+)
 from kit.competition.labels import BACKGROUND_CLASS, CLASSES, PSEUDO_LABEL_VALUES
 from kit.competition.layout import read_image, read_label, read_split, read_split_file
-from kit.models.cityscapes import CITYSCAPES_ARCH, map_classifier_rows
+from kit.models.cityscapes import map_classifier_rows
 from kit.models.encoders import create_encoder, encoder_normalisation
 from kit.models.hf_swin import hf_swin_config
 from kit.models.model import create_model

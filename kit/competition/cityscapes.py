@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from kit.competition.labels import BACKGROUND_CLASS, CLASSES
 
+CITYSCAPES_ARCH = "cityscapes"  # a run's arch when it is a zero-shot Cityscapes model (kit.predict.zero_shot)
 CITYSCAPES_CLASSES: tuple[str, ...] = (
     "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
     "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",

@@ -41,7 +41,6 @@ from kit.competition.labels import NUM_CLASSES
 from kit.models.mask2former import semantic_probabilities
 from kit.models.segformer import _quiet_transformers, from_pretrained_checked, local_or_hub, read_segformer, reading
 
-CITYSCAPES_ARCH = "cityscapes"  # a run's arch when it is a zero-shot Cityscapes model (kit.predict.zero_shot)
 _NETWORKS: dict[str, tuple[type[PretrainedConfig], type[nn.Module]]] = {
     "segformer": (SegformerConfig, SegformerForSemanticSegmentation),
     "mask2former": (Mask2FormerConfig, Mask2FormerForUniversalSegmentation),

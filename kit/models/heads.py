@@ -1,15 +1,15 @@
 """Decoder heads over four encoder levels: DAFormer (and its stride-2 variant), SegFormer's all-MLP
-head (``transformers``' module), UPerNet (PPM + FPN); each returns logits at stride 4 (DAFormer-up2:
-stride 2), which the model resizes to the input.
+head (``transformers``' module, :mod:`kit.models.segformer_head`), UPerNet (PPM + FPN); each returns
+logits at stride 4 (DAFormer-up2: stride 2), which the model resizes to the input.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import SegformerConfig
-from transformers.models.segformer.modeling_segformer import SegformerDecodeHead
 
 # --------------------------------------------------------------------------- building blocks
 
@@ -122,43 +122,6 @@ class DAFormerUp2Head(DAFormerHead):
         super().__init__(in_channels, num_classes, channels, upsample=2, **kwargs)
 
 
-class SegFormerHead(SegformerDecodeHead):
-    """SegFormer's all-MLP decoder, ``transformers``' own (``SegformerDecodeHead``): per-level linear →
-    stride 4 → concat → 1×1 fuse (conv, BN, ReLU) → dropout → classifier. Being that module, it loads
-    the decode head of a published SegFormer checkpoint key for key (``kit.models.cityscapes``)."""
-
-    def __init__(
-        self,
-        in_channels: list[int],
-        num_classes: int,
-        channels: int = 256,
-        dropout: float = 0.1,
-    ) -> None:
-        config = SegformerConfig(hidden_sizes=list(in_channels), num_encoder_blocks=len(in_channels),
-                                 decoder_hidden_size=channels, num_labels=num_classes, classifier_dropout_prob=dropout)
-        super().__init__(config)
-
-    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
-        return super().forward(list(features))  # (B, K, H/4, W/4)
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
-        """Runs of the kit's own earlier SegFormer head load too: its keys (``embed.embed.i`` 1×1 convs,
-        ``fuse.0/1`` conv + BN over the levels in order 1…4, ``classifier.1``) are renamed and reshaped
-        into ``transformers``' (linear projections, fuse over the levels in order 4…1)."""
-        if f"{prefix}embed.embed.0.weight" in state_dict:
-            levels = len(self.linear_projections)
-            for i in range(levels):
-                weight = state_dict.pop(f"{prefix}embed.embed.{i}.weight")
-                state_dict[f"{prefix}linear_projections.{i}.proj.weight"] = weight.flatten(1)
-                state_dict[f"{prefix}linear_projections.{i}.proj.bias"] = state_dict.pop(f"{prefix}embed.embed.{i}.bias")
-            fuse = state_dict.pop(f"{prefix}fuse.0.weight")  # (ch, levels·ch, 1, 1)
-            state_dict[f"{prefix}linear_fuse.weight"] = torch.cat(fuse.chunk(levels, dim=1)[::-1], dim=1)
-            for old, new in (("fuse.1.", "batch_norm."), ("classifier.1.", "classifier.")):
-                for key in [k for k in state_dict if k.startswith(prefix + old)]:
-                    state_dict[prefix + new + key[len(prefix + old):]] = state_dict.pop(key)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-
 class PyramidPooling(nn.Module):
     """PSPNet's pooling module: average-pool to each scale, 1×1 conv, upsample, concat with the input.
 
@@ -214,9 +177,30 @@ class UPerNetHead(nn.Module):
         return self.classifier(self.fuse(x))  # (B, K, H/4, W/4)
 
 
-HEADS: dict[str, type[nn.Module]] = {
+class _Heads(Mapping):
+    """Head name → class. SegFormer's head subclasses a ``transformers`` model, whose import takes seconds:
+    its module is imported when its class is first looked up, not by every process that imports a head."""
+
+    def __init__(self, heads: dict[str, type[nn.Module] | None]) -> None:
+        self._heads = heads
+
+    def __getitem__(self, name: str) -> type[nn.Module]:
+        if name == "segformer" and self._heads[name] is None:
+            from kit.models.segformer_head import SegFormerHead  # on first use (see above)
+
+            self._heads[name] = SegFormerHead
+        return self._heads[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._heads)
+
+    def __len__(self) -> int:
+        return len(self._heads)
+
+
+HEADS: Mapping[str, type[nn.Module]] = _Heads({
     "daformer": DAFormerHead,
     "daformer_up2": DAFormerUp2Head,
-    "segformer": SegFormerHead,
+    "segformer": None,  # kit.models.segformer_head, imported on first use
     "upernet": UPerNetHead,
-}
+})

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import os
 
+import transformers  # the package only: its model classes load when a function here uses them (seconds of imports)
 from torch import nn
-from transformers import Mask2FormerForUniversalSegmentation, SwinBackbone, SwinConfig
 
 from kit.models.segformer import from_pretrained_checked
 
@@ -31,11 +31,11 @@ def is_hf_swin(name: str) -> bool:
     return name in HF_SWIN_VARIANTS
 
 
-def hf_swin_config(name: str) -> SwinConfig:
+def hf_swin_config(name: str) -> transformers.SwinConfig:
     if not is_hf_swin(name):
         raise ValueError(f"unknown transformers Swin encoder {name!r}; expected one of {', '.join(HF_SWIN_VARIANTS)}")
     width, depths, heads, window = HF_SWIN_VARIANTS[name]
-    return SwinConfig(embed_dim=width, depths=list(depths), num_heads=list(heads), window_size=window,
+    return transformers.SwinConfig(embed_dim=width, depths=list(depths), num_heads=list(heads), window_size=window,
                       out_features=STAGES)
 
 
@@ -58,9 +58,9 @@ class HFBackboneEncoder(nn.Module):
         return list(self.model(x).feature_maps)
 
 
-def read_mask2former(source: str | os.PathLike) -> Mask2FormerForUniversalSegmentation:
+def read_mask2former(source: str | os.PathLike) -> transformers.Mask2FormerForUniversalSegmentation:
     """A whole ``transformers`` Mask2Former from a hub id or ``save_pretrained`` folder, every tensor filled."""
-    return from_pretrained_checked(Mask2FormerForUniversalSegmentation, str(source), "Mask2Former weights")
+    return from_pretrained_checked(transformers.Mask2FormerForUniversalSegmentation, str(source), "Mask2Former weights")
 
 
 def create_hf_swin(name: str, pretrained: bool | str = False, weights: str | os.PathLike | None = None) -> HFBackboneEncoder:
@@ -68,13 +68,13 @@ def create_hf_swin(name: str, pretrained: bool | str = False, weights: str | os.
     if pretrained is not False:
         raise ValueError(f"{name} has no ImageNet weights of its own in the kit: its weights come with a Cityscapes "
                          f"Mask2Former as WEIGHTS; for ImageNet Swin use timm's swin_* names with PRETRAINED = True")
-    encoder = HFBackboneEncoder(SwinBackbone(hf_swin_config(name)))
+    encoder = HFBackboneEncoder(transformers.SwinBackbone(hf_swin_config(name)))
     if weights is not None:
         load_mask2former_backbone(encoder, read_mask2former(weights), str(weights))
     return encoder
 
 
-def load_mask2former_backbone(encoder: HFBackboneEncoder, network: Mask2FormerForUniversalSegmentation,
+def load_mask2former_backbone(encoder: HFBackboneEncoder, network: transformers.Mask2FormerForUniversalSegmentation,
                               source: str) -> None:
     """Copy the backbone of ``network`` (read from ``source``) into ``encoder``, every tensor."""
     try:

@@ -33,20 +33,25 @@ import torch
 from torch import nn
 
 from kit.competition.labels import NUM_CLASSES
-from kit.models.cityscapes import load_cityscapes_mask2former, load_cityscapes_segformer
 from kit.models.encoders import create_encoder
 from kit.models.heads import HEADS, _resize
 from kit.models.hf_swin import is_hf_swin
-from kit.models.mask2former import Mask2FormerHead, MaskClassificationModel
 from kit.models.segformer import has_decode_head, is_mit
 
-MASK_HEADS = ("mask2former",)  # mask classification: kit.models.mask2former.MaskClassificationModel
+# mask classification: kit.models.mask2former.MaskClassificationModel. kit.models.mask2former and
+# kit.models.cityscapes subclass and build transformers' models, an import of seconds: the functions
+# below import them where a Mask2Former or a whole Cityscapes model is built, not every process that
+# builds a model (tests/test_weights.py allows these late imports, and only these)
+MASK_HEADS = ("mask2former",)
 ARCHS = (*HEADS, *MASK_HEADS)
 
 
 def head_option_names(arch: str) -> tuple[str, ...]:
     """The keyword arguments ``arch``'s head takes besides ``channels`` (the trainer's ``HEAD_OPTIONS``)."""
-    head = Mask2FormerHead if arch in MASK_HEADS else HEADS[arch]
+    if arch in MASK_HEADS:
+        from kit.models.mask2former import Mask2FormerHead as head
+    else:
+        head = HEADS[arch]
     fixed = ("self", "in_channels", "num_classes", "channels", "reductions", "kwargs")  # the kit passes these
     return tuple(name for name in inspect.signature(head.__init__).parameters if name not in fixed)
 
@@ -101,12 +106,16 @@ def create_model(
     backbone = create_encoder(encoder, pretrained=False if whole and is_mit(encoder) else pretrained,
                               weights=None if whole else weights)
     if arch in MASK_HEADS:
+        from kit.models.mask2former import Mask2FormerHead, MaskClassificationModel
+
         head = Mask2FormerHead(list(backbone.channels), num_classes, reductions=list(backbone.reductions),
                                **head_kwargs)
         model = MaskClassificationModel(backbone, head)
     else:
         model = SegmentationModel(backbone, HEADS[arch](list(backbone.channels), num_classes, **head_kwargs))
     if whole:  # the checkpoint fills the random encoder and the head
+        from kit.models.cityscapes import load_cityscapes_mask2former, load_cityscapes_segformer
+
         if arch in MASK_HEADS:
             load_cityscapes_mask2former(model, weights)
         else:

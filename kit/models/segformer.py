@@ -27,9 +27,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
+import transformers  # the package only: its model classes load when a function here uses them (seconds of imports)
 from torch import nn
-from transformers import SegformerConfig, SegformerForSemanticSegmentation, SegformerModel
-from transformers.utils import logging as hf_logging
 
 # (hidden sizes, depths, decoder width) of the published variants
 MIT_VARIANTS: dict[str, tuple[tuple[int, ...], tuple[int, ...], int]] = {
@@ -47,12 +46,12 @@ def is_mit(name: str) -> bool:
     return name in MIT_VARIANTS
 
 
-def mit_config(name: str, **values) -> SegformerConfig:
+def mit_config(name: str, **values) -> transformers.SegformerConfig:
     """The published configuration of ``name`` (``mit_b0`` … ``mit_b5``); ``values`` override it."""
     if not is_mit(name):
         raise ValueError(f"unknown MiT encoder {name!r}; expected one of {', '.join(MIT_VARIANTS)}")
     hidden, depths, decoder = MIT_VARIANTS[name]
-    return SegformerConfig(**{"hidden_sizes": list(hidden), "depths": list(depths), "decoder_hidden_size": decoder,
+    return transformers.SegformerConfig(**{"hidden_sizes": list(hidden), "depths": list(depths), "decoder_hidden_size": decoder,
                               **values})
 
 
@@ -65,7 +64,7 @@ class MiTEncoder(nn.Module):
         reductions: their strides, ``[4, 8, 16, 32]``.
     """
 
-    def __init__(self, model: SegformerModel) -> None:
+    def __init__(self, model: transformers.SegformerModel) -> None:
         super().__init__()
         self.model = model
         self.channels: list[int] = list(model.config.hidden_sizes)
@@ -81,6 +80,7 @@ class MiTEncoder(nn.Module):
 @contextlib.contextmanager
 def _quiet_transformers() -> Iterator[None]:
     """transformers prints a load report of every key it skipped; the kit checks them itself."""
+    hf_logging = transformers.utils.logging
     level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
@@ -243,7 +243,7 @@ def read_segformer(source: str | os.PathLike, variant: str | None, whole: bool) 
             raise ValueError(f"weights {source!r} are a state-dict file: name the MiT variant it holds (mit_b0 … mit_b5)")
         with tempfile.TemporaryDirectory() as folder:
             return read_segformer(_published_folder(path, variant, Path(folder)), variant, whole)
-    cls = SegformerForSemanticSegmentation if whole else SegformerModel
+    cls = transformers.SegformerForSemanticSegmentation if whole else transformers.SegformerModel
     model = from_pretrained_checked(cls, source, "SegFormer weights")
     if variant is not None:
         hidden, depths, _ = MIT_VARIANTS[variant]
@@ -260,7 +260,7 @@ def has_decode_head(source: str | os.PathLike) -> bool:
     if Path(source).is_file():  # its keys only: the tensors are read once, by read_segformer
         return any(k.removeprefix("module.").startswith("decode_head.") for k in _state_keys(Path(source)))
     with reading("SegFormer weights", source, instead="a local folder saved with save_pretrained, or a state-dict file"):
-        config = SegformerConfig.from_pretrained(source)
+        config = transformers.SegformerConfig.from_pretrained(source)
     return any("SemanticSegmentation" in name for name in (config.architectures or ()))
 
 
@@ -272,4 +272,4 @@ def create_mit(name: str, pretrained: bool = False, weights: str | os.PathLike |
         return MiTEncoder(read_segformer(weights, name, whole=False))
     if pretrained is True:
         return MiTEncoder(read_segformer(MIT_HUB[name], name, whole=False))
-    return MiTEncoder(SegformerModel(mit_config(name)))
+    return MiTEncoder(transformers.SegformerModel(mit_config(name)))

@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from kit.common.device import resolve_device
+from kit.competition.cityscapes import CITYSCAPES_ARCH
 from kit.data.border import BORDER_IMAGES
-from kit.models.cityscapes import CITYSCAPES_ARCH, cityscapes_model_from_config
 from kit.models.model import create_model
 
 
@@ -90,7 +90,9 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu")
 def model_from_config(config: RunConfig) -> nn.Module:
     """The network a run's config describes, without pretrained weights (a checkpoint follows); a
     zero-shot Cityscapes run (``kit.predict.zero_shot``) is its network wrapped with the class map."""
-    if config.arch == CITYSCAPES_ARCH:
+    if config.arch == CITYSCAPES_ARCH:  # transformers' models: imported (seconds) only for such a run
+        from kit.models.cityscapes import cityscapes_model_from_config
+
         return cityscapes_model_from_config(**config.head_kwargs)
     return create_model(config.arch, config.encoder, num_classes=config.num_classes, **config.head_kwargs)
 

@@ -24,11 +24,11 @@ from pathlib import Path
 import torch
 
 from kit.common.files import atomic_path, check_output_dir, link_file, prepare_output_dir, write_json
-from kit.competition.cityscapes import TWO_WHEELERS, cityscapes_class_map
+from kit.competition.cityscapes import CITYSCAPES_ARCH, TWO_WHEELERS, cityscapes_class_map
 from kit.competition.labels import NUM_CLASSES
 from kit.competition.layout import read_image, read_split
 from kit.data.stats import IMAGENET_MEAN, IMAGENET_STD
-from kit.models.cityscapes import CITYSCAPES_ARCH, CityscapesModel, network_config, read_cityscapes_network
+from kit.models.cityscapes import CityscapesModel, network_config, read_cityscapes_network
 
 SLIDE_WINDOW = 1024  # the crop Cityscapes models train on (1024×1024): the slide window, where it fits
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -86,12 +87,13 @@ def two_ranks(tiny, tmp_path_factory) -> Launch:
 @pytest.fixture(scope="module")
 def one_process(tiny, tmp_path_factory) -> dict[str, dict]:
     """Record name → what :func:`ddp_worker.train_recorded` recorded of each job of ONE_PROCESS."""
-    runs, threads = tmp_path_factory.mktemp("one_process"), torch.get_num_threads()
+    runs, threads, cv2_threads = tmp_path_factory.mktemp("one_process"), torch.get_num_threads(), cv2.getNumThreads()
     try:
         return {record: train_recorded(BASE | dict(data_dir=str(tiny), runs_dir=str(runs), run_name=run) | values)
                 for record, (run, values) in ONE_PROCESS.items()}
-    finally:
-        torch.set_num_threads(threads)  # BASE's cpu_threads = 1
+    finally:  # BASE's cpu_threads = 1
+        torch.set_num_threads(threads)
+        cv2.setNumThreads(cv2_threads)
 
 
 def test_two_ranks_keep_identical_weights_and_only_rank_0_writes(two_ranks):

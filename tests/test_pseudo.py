@@ -40,7 +40,7 @@ from kit.predict.pseudo import (
     pseudo_label_map,
 )
 from kit.predict.runs import RunConfig
-from kit.predict.tta import InferenceSettings, predict_tta
+from kit.predict.tta import InferenceSettings
 
 WHOLE = InferenceSettings(mode="whole", flip=False, amp="none")
 SIZE = (90, 160)  # (h, w) of the tiny dataset's fisheye images: the runs predict at that size, but RUN_SIZE's
@@ -363,11 +363,15 @@ RUN_SIZE = (54, 96)  # (h, w) a run that predicts at less than the images' own s
 
 
 def tta_probs(model, image, flip):
-    """The documented path to a label's probabilities: the image resized to the run's size (bilinear; the
-    run's normalisation passes raw values), kit.predict.tta's TTA there, resized back to the image (bilinear)."""
+    """The documented path to a label's probabilities, written out: the image resized to the run's size
+    (bilinear; the run's normalisation passes raw values), the softmax there averaged with that of the
+    mirrored image mirrored back when ``flip``, resized back to the image (bilinear)."""
     h, w = RUN_SIZE
     x = torch.from_numpy(cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)).permute(2, 0, 1).float()[None]
-    probs = predict_tta(model, x, flip=flip)  # (1, 13, h, w)
+    with torch.no_grad():
+        probs = model(x).softmax(1)  # (1, 13, h, w)
+        if flip:
+            probs = (probs + model(x.flip(-1)).softmax(1).flip(-1)) / 2
     return F.interpolate(probs, size=image.shape[:2], mode="bilinear", align_corners=False)[0].numpy()
 
 

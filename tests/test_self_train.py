@@ -34,7 +34,7 @@ from kit.predict.tta import InferenceSettings
 from kit.train.checkpoints import save_checkpoint
 from kit.train.config import TrainConfig
 from kit.train.loop import train
-from kit.train.recipes import build_data, build_model, epoch_batches, pseudo_dataset
+from kit.train.recipes import build_data, build_model, epoch_batches, pseudo_dataset, seed_all
 from kit.train.self_train import round_plan
 
 pytestmark = pytest.mark.slow  # trains, or starts processes: `pytest -m "not slow"` leaves it out
@@ -294,6 +294,7 @@ def test_init_from_starts_the_student_and_the_teacher_from_the_given_weights(tin
     parameters = {k for k, v in weights.items() if v.dtype.is_floating_point and "running" not in k}
     for part in ("model", "teacher") if method == "uda_geo" else ("model",):
         _assert_same({k: weights[k] for k in parameters}, {k: state[part][k] for k in parameters}, part)
+    seed_all(config.seed)  # as train() does before it builds the model
     cold = build_model(config).state_dict()  # where a run without INIT_FROM starts: the test can tell the difference
     assert any(not torch.equal(cold[k], weights[k]) for k in parameters)
 

@@ -262,6 +262,8 @@ def test_uda_step_class_mix_and_masked_target_losses_match_a_computation_by_hand
     keep = (seen[2] != 0).all(dim=1, keepdim=True)  # (B, 1, H, W): the unmasked blocks
     torch.testing.assert_close(seen[2], target * keep, rtol=0, atol=0)
     assert 0 < keep.float().mean() < 1  # some blocks masked, some kept
+    blocks = keep.view(2, 1, 2, 2, 2, 2)  # (B, 1, block row, 2, block column, 2): mask_block = 2
+    assert (blocks == blocks[:, :, :, :1, :, :1]).all()  # whole 2×2 blocks, not pixels
     with torch.no_grad():
         source_ce = F.cross_entropy(student(source), label, ignore_index=255)  # mean over the non-ignored pixels
         mix_ce = F.cross_entropy(student(mixed), mixed_label, reduction="none")  # (B, H, W)

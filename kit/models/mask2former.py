@@ -90,14 +90,15 @@ def semantic_probabilities(
     *logits* are resized (bilinear) before the sigmoid: the sigmoid is not linear, so resizing the
     map Σ_q softmax(class_q)[k] · sigmoid(mask_q) at stride 4 instead would blur the masks' edges."""
     size = tuple(masks.shape[-2:] if size is None else size)
-    weights = classes.float().softmax(-1)[..., :-1]  # (B, Q, K): no "no object"
     scores = None
-    for start in range(0, masks.shape[1], READ_OUT_QUERIES):  # (B, READ_OUT_QUERIES, H, W) at a time, not all Q
-        chunk = masks[:, start:start + READ_OUT_QUERIES].float()
-        if tuple(chunk.shape[-2:]) != size:
-            chunk = F.interpolate(chunk, size=size, mode="bilinear", align_corners=False)
-        part = torch.einsum("bqk,bqhw->bkhw", weights[:, start:start + READ_OUT_QUERIES], chunk.sigmoid())
-        scores = part if scores is None else scores + part
+    with torch.autocast(masks.device.type, enabled=False):  # sums of 200 queries: in float32 under AMP too
+        weights = classes.float().softmax(-1)[..., :-1]  # (B, Q, K): no "no object"
+        for start in range(0, masks.shape[1], READ_OUT_QUERIES):  # (B, READ_OUT_QUERIES, H, W) at a time, not all Q
+            chunk = masks[:, start:start + READ_OUT_QUERIES].float()
+            if tuple(chunk.shape[-2:]) != size:
+                chunk = F.interpolate(chunk, size=size, mode="bilinear", align_corners=False)
+            part = torch.einsum("bqk,bqhw->bkhw", weights[:, start:start + READ_OUT_QUERIES], chunk.sigmoid())
+            scores = part if scores is None else scores + part
     scores = scores.clamp_min(1e-6)  # a pixel no query claims gets the uniform distribution, not 0/0
     return scores / scores.sum(dim=1, keepdim=True)
 

@@ -171,7 +171,7 @@ def predict_split(
       synthetic data) against labels of the image's size (another size is a ValueError naming both
       files), background (255) scored as the competition does (kit.competition.metrics);
     - write ``submission`` when given: probabilities resized to 960×540, streamed into
-      ``kit.competition.rle.SubmissionWriter`` in ``sample``'s order, which validates the file before moving it
+      ``kit.competition.submission.SubmissionWriter`` in ``sample``'s order, which validates the file before moving it
       into place (on any error nothing is written there and an earlier file stays as it was).
 
     ``border`` sets pixels outside the fisheye disc to background in both. ``label_maps`` keeps the

@@ -6,12 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from ddp_worker import train_recorded
+from isolation import process_state_kept
 from scratch import SCRATCH
 
 from kit.train.cli import parse_command_line, torchrun_command
@@ -52,13 +52,10 @@ class Launch:
     """One torchrun launch of ``nproc`` ranks of tests/ddp_worker.py training ``jobs`` in turn."""
 
     def __init__(self, folder: Path, nproc: int, jobs: dict, data_dir: Path) -> None:
-        self.folder, self.nproc = folder, nproc
+        self.folder, self.jobs = folder, jobs
         out, self.logs = folder / "out", folder / "logs"
         out.mkdir(parents=True)
-        listed = [[record, BASE | dict(data_dir=str(data_dir), runs_dir=str(folder / "runs"), run_name=run) | values]
-                  if "label" not in values else
-                  [record, dict(label=str(folder / "runs" / values["label"]), data_dir=str(data_dir),
-                                out=str(folder / record))] for record, (run, values) in jobs.items()]
+        listed = [[record, self._values(record, run, values, data_dir)] for record, (run, values) in jobs.items()]
         (out / "jobs.json").write_text(json.dumps(listed))
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                    "--redirects", "3", "--log-dir", str(self.logs), str(ROOT / "tests/ddp_worker.py"),
@@ -66,9 +63,16 @@ class Launch:
         done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900,
                               env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        self.jobs = jobs
         self.records = {name: [torch.load(out / f"{name}_rank{r}.pt", weights_only=False) for r in range(nproc)]
                         for name, (_, values) in jobs.items() if "label" not in values}
+
+    def _values(self, record: str, run: str | None, values: dict, data_dir: Path) -> dict:
+        """What tests/ddp_worker.py reads for a job: TrainConfig fields over BASE, or a labelling job's run
+        folder, data and output folder."""
+        if "label" in values:
+            return dict(label=str(self.folder / "runs" / values["label"]), data_dir=str(data_dir),
+                        out=str(self.folder / record))
+        return BASE | dict(data_dir=str(data_dir), runs_dir=str(self.folder / "runs"), run_name=run) | values
 
     def run(self, record: str) -> Path:
         return self.folder / "runs" / self.jobs[record][0]
@@ -87,13 +91,10 @@ def two_ranks(tiny, tmp_path_factory) -> Launch:
 @pytest.fixture(scope="module")
 def one_process(tiny, tmp_path_factory) -> dict[str, dict]:
     """Record name → what :func:`ddp_worker.train_recorded` recorded of each job of ONE_PROCESS."""
-    runs, threads, cv2_threads = tmp_path_factory.mktemp("one_process"), torch.get_num_threads(), cv2.getNumThreads()
-    try:
+    runs = tmp_path_factory.mktemp("one_process")
+    with process_state_kept():  # BASE's cpu_threads = 1, and each training seeds the generators
         return {record: train_recorded(BASE | dict(data_dir=str(tiny), runs_dir=str(runs), run_name=run) | values)
                 for record, (run, values) in ONE_PROCESS.items()}
-    finally:  # BASE's cpu_threads = 1
-        torch.set_num_threads(threads)
-        cv2.setNumThreads(cv2_threads)
 
 
 def test_two_ranks_keep_identical_weights_and_only_rank_0_writes(two_ranks):
@@ -226,13 +227,10 @@ def test_two_ranks_label_their_shares_and_write_what_one_process_writes(two_rank
     from kit.predict.runs import load_run
 
     two, folder = two_ranks.folder / "label2", two_ranks.folder / "one_labels"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as each rank
-    try:
+    with process_state_kept():
+        torch.set_num_threads(1)  # as each rank
         one = make_pseudo_labels([load_run(two_ranks.run("two"), "last.pt", device="cpu")], tiny, folder, quantile=0.5,
                                  cap=0.9, threshold_images=None, progress=False)
-    finally:
-        torch.set_num_threads(threads)
     summary = json.loads((two / "summary.json").read_text())
     assert summary["thresholds"] == dict(zip(NAMES, one.thresholds.round(4).tolist()))
     assert summary["table"] == json.loads((one.folder / "summary.json").read_text())["table"]

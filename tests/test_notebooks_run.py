@@ -10,6 +10,7 @@ import pandas as pd
 import papermill
 import pytest
 import torch
+from isolation import process_state_kept
 from notebook_cells import NOTEBOOKS, run_cells
 from scratch import SCRATCH
 from transformers import SegformerForSemanticSegmentation
@@ -278,15 +279,12 @@ def test_pseudo_label_notebook_with_one_run_passes_its_parameters_and_keeps_the_
     assert all(0 <= t <= 0.8 for t in summary["thresholds"].values()) and list(summary["thresholds"]) == list(NAMES)
 
     # what the notebook wrote is what make_pseudo_labels writes with the same run, border and parameters
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with process_state_kept():
+        torch.set_num_threads(1)
         runs = [load_run(tiny_runs / "a", "last.pt", device="cpu")]
         border = run_border(runs, tiny, "mask")
         direct = make_pseudo_labels(runs, tiny, tmp_path / "direct", settings=InferenceSettings(mode="whole", flip=False),
                                     quantile=0.3, cap=0.8, border=border, threshold_images=2, progress=False)
-    finally:
-        torch.set_num_threads(threads)
     assert [summary["thresholds"][n] for n in NAMES] == pytest.approx(direct.thresholds, abs=1 / BINS + 1e-9)
     inside = border.mask((read_image(frame.img_path[0]).shape[1], read_image(frame.img_path[0]).shape[0]))
     for row, other in zip(pseudo.itertuples(), read_split_file(direct.csv).itertuples()):
@@ -336,11 +334,9 @@ def test_the_chain_runs_with_the_notebooks_defaults(tiny, tmp_path):
             parameters = {**parameters, "OVERRIDES": SMALL, "EPOCHS": 1, "PREVIEW_COUNT": 1}
         if index == 3:  # the round
             assert name == "03_train" and parameters["METHOD"] == "self_train", (name, parameters)
-            run_cells(name, parameters)
-            continue
-        papermill.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(tmp_path / f"{name}.ipynb"),
-                                   parameters=parameters, kernel_name="python3", cwd=str(NOTEBOOKS.parent),
-                                   progress_bar=False)
+            _run_here(name, tmp_path, **parameters)
+        else:  # 04, 06 and 05 name their OUTPUT_DIR: _run keeps it
+            _run(name, tmp_path, **parameters)
     assert validate_submission(out / "predict/submission.csv", tiny / "sample_submission.csv") == 2 * 12
     assert json.loads((out / "predict/metrics.json").read_text())["run"] == "demo"
     round_ = json.loads((out / "runs/demo_round/config.json").read_text())

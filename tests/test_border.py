@@ -72,6 +72,20 @@ def test_otsu_threshold_splits_a_two_level_image_between_its_levels():
     assert inside[2:18, 1:39].all() and inside.sum() == 16 * 38
 
 
+def test_a_noisy_dark_border_between_two_levels_stays_outside_with_otsu():
+    """The new demo data at 480×270 (issue 27): the mean border is 2.05–2.99, the disc 70+. Otsu's histogram
+    counts whole levels (all 2), so its threshold is 2; a float comparison put the whole border inside and
+    the ellipse fit failed (no outline off the frame edge)."""
+    rng = np.random.default_rng(0)
+    h, w = 54, 96
+    rows, cols = np.mgrid[0:h, 0:w]
+    disc = ((cols - 47.5) / 46) ** 2 + ((rows - 26.5) / 33) ** 2 <= 1
+    grey = np.where(disc, rng.uniform(70, 180, (h, w)), rng.uniform(2.05, 2.99, (h, w))).astype(np.float32)
+    image = np.repeat(grey[..., None], 3, axis=2)
+    assert otsu_threshold(image) == 2.0
+    np.testing.assert_array_equal(border_mask(image), disc)
+
+
 def test_estimate_border_averages_evenly_spread_images_with_otsu_by_default(tiny):
     """On the synthetic data the true border is known: the fisheye camera's image circle."""
     frame = read_split(tiny, "train_target")
@@ -83,14 +97,19 @@ def test_estimate_border_averages_evenly_spread_images_with_otsu_by_default(tiny
     grey = (total.sum(axis=2) // 6).astype(np.uint8)  # the channel mean, to whole levels
     assert estimate.threshold == _otsu_by_exhaustive_search(grey)
     _, circle = fisheye_camera(160, 90, circle=Cameras().fisheye_circle).pixel_rays()
-    np.testing.assert_array_equal(estimate.inside, circle)
+    # Otsu's cut is not always in the gap between border (≤ 8) and scene: a few dark rim pixels of the
+    # vignetted disc may fall below it (10 of 11,000 here), never a border pixel above it
+    wrong = estimate.inside != circle
+    assert (circle[wrong]).all() and (grey[wrong] <= estimate.threshold).all() and wrong.sum() < 0.005 * circle.sum()
     (cx, cy), axes, _ = estimate.ellipse
     assert (cx, cy) == pytest.approx((79.5, 44.5), abs=0.1)
-    # fitted through the outline's pixel centres, up to a pixel inside the circle's edge
-    assert sorted(axes) == pytest.approx(sorted([0.96 * 160, 1.25 * 90]), abs=1.0)
+    # fitted through the outline's pixel centres, up to a pixel inside the circle's edge (and the rim pixels
+    # Otsu's cut left out: 1.5 px); with a cut in the gap, the outline is the circle's own (below)
+    assert sorted(axes) == pytest.approx(sorted([0.96 * 160, 1.25 * 90]), abs=1.5)
     given = estimate_border(tiny, max_images=2, threshold=60.0)  # any cut between border (≤ 8) and scene
     assert given.threshold == 60.0
     np.testing.assert_array_equal(given.inside, circle)
+    assert sorted(given.ellipse[1]) == pytest.approx(sorted([0.96 * 160, 1.25 * 90]), abs=1.0)
 
 
 # A hand-made target camera: a disc off the frame's centre, cut by the frame at top and bottom

@@ -49,10 +49,16 @@ def mean_image(paths: Sequence[str | os.PathLike], size: tuple[int, int] | None 
     return (total / len(paths)).astype(np.float32)
 
 
+def _levels(grey: np.ndarray) -> np.ndarray:
+    """Whole grey levels 0..255 of a float image (the floor), as Otsu's histogram and the mask count them."""
+    return np.clip(grey, 0, 255).astype(np.uint8)
+
+
 def otsu_threshold(mean_target: np.ndarray) -> float:
-    """Otsu's threshold of the channel mean of ``mean_target (H, W, 3)``, in 0..255."""
+    """Otsu's threshold of the channel mean of ``mean_target (H, W, 3)``, in 0..255: levels above it
+    are the bright class."""
     grey = np.asarray(mean_target, dtype=np.float32).mean(axis=2)
-    threshold, _ = cv2.threshold(np.clip(grey, 0, 255).astype(np.uint8), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    threshold, _ = cv2.threshold(_levels(grey), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     return float(threshold)
 
 
@@ -63,7 +69,9 @@ def border_mask(
 ) -> np.ndarray:
     """The bright fisheye disc of a mean target image as ``bool (H, W)`` (True inside), as solution B.
 
-    The channel mean is thresholded (``None``: Otsu; solution B used 108 on the competition data),
+    The channel mean, in whole grey levels (its floor, the levels Otsu's histogram counts), is
+    thresholded (``None``: Otsu; solution B used 108 on the competition data): a level above the
+    threshold is inside, so that Otsu's bright class is exactly the inside;
     the centre box (row and column fractions; solution B's rows 360:720, cols 120:1800 of
     1920×1080) is forced inside, and noise is removed: only the connected region holding the centre
     is kept and its holes are filled.
@@ -71,7 +79,7 @@ def border_mask(
     grey = np.asarray(mean_target, dtype=np.float32).mean(axis=2)
     if threshold is None:
         threshold = otsu_threshold(mean_target)
-    mask = (grey > threshold).astype(np.uint8)
+    mask = (_levels(grey) > threshold).astype(np.uint8)
     h, w = mask.shape
     r0, r1, c0, c1 = centre_box
     mask[int(round(r0 * h)) : int(round(r1 * h)), int(round(c0 * w)) : int(round(c1 * w))] = 1

@@ -15,11 +15,13 @@ frames reproduce the real data's label defect: the ego bonnet is labelled Sky un
 The modules, each importing only those above it:
 
     geometry   label ids, shapes that intersect rays, materials and texture kinds, things, scenes, noise
-    city       scene sampling: the street, buildings, street furniture, trees and traffic; their colours
+    things     cars, people, riders, trees, street lights, signs and signals; their colours
+    city       scene sampling: the street, buildings, street furniture and traffic, placed where the cameras see them
     cameras    ``Cameras``, the geometric knobs of the domain gap, and the rigs on the ego car
     raycast    ray casting and shading: ``render`` gives linear RGB and exact labels
     looks      the per-domain camera looks, the appearance knobs of the domain gap
     dataset    layout, presets, ``render_sample``, ``generate`` with its CSVs and statistics, the CLI
+    census     per-class pixel shares against Cityscapes', frames holding each class, object sizes
 
 This package re-exports their public names, so ``from kit.synth import generate`` and the like work.
 """
@@ -27,7 +29,7 @@ This package re-exports their public names, so ``from kit.synth import generate`
 from __future__ import annotations
 
 from kit.synth.cameras import Cameras, Pose, source_rig, target_rig
-from kit.synth.city import CAR_COLOURS, CLOTHES, FACADE_COLOURS, SIGN_COLOURS, SKIN, Street, sample_scene
+from kit.synth.city import Street, sample_scene
 from kit.synth.dataset import (
     CSVS,
     LAYOUT,
@@ -81,3 +83,4 @@ from kit.synth.geometry import (
 )
 from kit.synth.looks import SOURCE_GAIN, SOURCE_LIFT, TARGET_GAIN, TARGET_LIFT, source_look, target_look
 from kit.synth.raycast import GLASS_COLOURS, RAY_CHUNK, camera_rays, cast, render
+from kit.synth.things import CAR_COLOURS, CLOTHES, FACADE_COLOURS, HOUSINGS, SIGN_COLOURS, SKIN

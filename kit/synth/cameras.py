@@ -11,8 +11,8 @@ import numpy as np
 
 from kit.competition.labels import IGNORE_INDEX
 from kit.data.fisheye import DEFAULT_CIRCLE
-from kit.synth.city import CAR_COLOURS, _grey, _jitter
 from kit.synth.geometry import PAINT, PLAIN, SKY, Box, Material, Sphere, Thing
+from kit.synth.things import CAR_COLOURS, grey, jitter
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ def source_rig(rng: np.random.Generator, cameras: Cameras) -> tuple[Pose, Thing]
     height = rng.uniform(1.3, 1.5)
     pose = Pose((0.0, -2.0, height), rng.normal(0, 1.0), rng.normal(-1.0, 1.0), rng.normal(0, 0.7))
     label = SKY if cameras.bonnet_as_sky else IGNORE_INDEX
-    paint = Material(label, _jitter(rng, CAR_COLOURS[rng.integers(len(CAR_COLOURS))], 0.1), PAINT)
+    paint = Material(label, jitter(rng, CAR_COLOURS[rng.integers(len(CAR_COLOURS))], 0.1), PAINT)
     # a 10 m sphere whose top is just below the camera: its curved edge covers the bottom ~15-20 %
     radius = 10.0
     top = height - rng.uniform(0.42, 0.5)
@@ -84,8 +84,8 @@ def target_rig(rng: np.random.Generator, cameras: Cameras) -> tuple[Pose, Thing]
         cameras.fisheye_pitch + rng.uniform(-cameras.pitch_jitter, cameras.pitch_jitter),
         rng.uniform(-cameras.roll_jitter, cameras.roll_jitter),
     )
-    paint = Material(IGNORE_INDEX, _jitter(rng, CAR_COLOURS[rng.integers(len(CAR_COLOURS))], 0.1), PAINT)
-    bumpers = Material(IGNORE_INDEX, _grey(0.12), PLAIN, (0.2, 4.0))
+    paint = Material(IGNORE_INDEX, jitter(rng, CAR_COLOURS[rng.integers(len(CAR_COLOURS))], 0.1), PAINT)
+    bumpers = Material(IGNORE_INDEX, grey(0.12), PLAIN, (0.2, 4.0))
     body = Thing([
         (Box((0.0, -2.25, 0.85), (0.92, 2.25, 0.6)), paint),
         (Box((0.0, -2.25, 0.4), (0.95, 2.37, 0.18)), bumpers),

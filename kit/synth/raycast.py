@@ -127,19 +127,21 @@ def _albedo(texture: int, p: np.ndarray, n: np.ndarray, colour: np.ndarray, para
         tinted = np.float32(0.12) + 0.12 * np.clip(n[:, 2:3] + 0.5, 0, 1) + 0.02 * blotch  # dark, sky-lit glass
         return np.where(glass[:, None], tinted, out)
     if texture == LAMPS:
-        cx, cz, lit, facing = params[:, 0], params[:, 1], params[:, 2], params[:, 3]
-        offset = (p[:, 0] - cx) / 0.4  # lamp slots at offsets -1, 0, 1
+        cx, cz, lit, facing, vertical = params[:, 0], params[:, 1], params[:, 2], params[:, 3], params[:, 4] > 0.5
+        along, across = np.where(vertical, cz - p[:, 2], p[:, 0] - cx), np.where(vertical, p[:, 0] - cx, p[:, 2] - cz)
+        offset = along / 0.4  # lamp slots at offsets -1, 0, 1: along x, or top to bottom on a vertical head
         slot = np.clip(np.round(offset), -1, 1)
-        in_lamp = (np.hypot((offset - slot) * 0.4, p[:, 2] - cz) < 0.13) & (n[:, 1] * facing > 0.5)
+        in_lamp = (np.hypot((offset - slot) * 0.4, across) < 0.13) & (n[:, 1] * facing > 0.5)
         lamp_colours = np.array([(1.0, 0.15, 0.1), (1.0, 0.7, 0.1), (0.1, 0.9, 0.5)], np.float32)
         brightness = np.where(slot + 1 == lit, np.float32(1.4), np.float32(0.25))  # one lamp lit
         lamp = lamp_colours[(slot + 1).astype(int)] * brightness[:, None]
         return np.where(in_lamp[:, None], lamp, colour * (1.0 + 0.1 * grain))
     if texture == SIGN_FACE:
         border, cx, cz, half, round_ = params[:, 0:3], params[:, 3], params[:, 4], params[:, 5], params[:, 6]
-        dx, dz = np.abs(p[:, 0] - cx), np.abs(p[:, 2] - cz)
+        across = params[:, 7] > 0.5  # the plate faces ±x; cx is then its centre in y
+        dx, dz = np.abs(np.where(across, p[:, 1], p[:, 0]) - cx), np.abs(p[:, 2] - cz)
         reach = np.where(round_ > 0.5, np.hypot(dx, dz), np.maximum(dx, dz)) / half
-        front = np.abs(n[:, 1:2]) > 0.5
+        front = (np.abs(np.where(across, n[:, 0], n[:, 1])) > 0.5)[:, None]
         ring = (reach > 0.75)[:, None]
         return np.where(front, np.where(ring, border, colour), np.float32(0.5)) * (1.0 + 0.04 * grain)
     if texture == PAINT:

@@ -35,9 +35,11 @@ def test_seeds_take_one_or_several_values_and_seed_is_an_alias(calls):
     kit.bench.cli.main(["quality", "--data", "d", "--out", "o", "--seed", "3"])
     kit.bench.cli.main(["quality", "--seeds", "0", "5", "--jobs", "2", "--budget", "0.5", "--overwrite"])
     kit.bench.cli.main(["quality"])  # the scoreboard: three seeds at the full budget
-    assert calls == [("bench_quality", ("d", "o", 1.0, [3], False, 1, 1)),
-                     ("bench_quality", ("data/demo", "outputs/bench_quality", 0.5, [0, 5], True, 1, 2)),
-                     ("bench_quality", ("data/demo", "outputs/bench_quality", 1.0, [0, 1, 2], False, 1, 1))]
+    kit.bench.cli.main(["quality", "--curve", "0.25", "0.5"])  # and at two more budgets, for the plot
+    assert calls == [("bench_quality", ("d", "o", 1.0, [3], False, 1, 1), ()),
+                     ("bench_quality", ("data/demo", "outputs/bench_quality", 0.5, [0, 5], True, 1, 2), ()),
+                     ("bench_quality", ("data/demo", "outputs/bench_quality", 1.0, [0, 1, 2], False, 1, 1), ()),
+                     ("bench_quality", ("data/demo", "outputs/bench_quality", 1.0, [0, 1, 2], False, 1, 1), (0.25, 0.5))]
 
 
 def test_tune_and_ladder_defaults_and_choices(calls):

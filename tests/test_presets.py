@@ -21,7 +21,7 @@ def test_cpu_demo_is_trainconfigs_own_defaults():
     demo = TrainConfig()  # the values 03_train's cell held before the presets (commit a332dd8)
     assert (demo.method, demo.encoder, demo.pretrained, demo.head_channels) == ("self_train", "tf_efficientnet_lite0",
                                                                                 "bundled", 64)
-    assert (demo.source_size, demo.target_size, demo.crop_size) == ((128, 256), (144, 256), (128, 128))
+    assert (demo.source_size, demo.target_size, demo.crop_size) == ((256, 512), (270, 480), (128, 128))
     assert (demo.epochs, demo.steps_per_epoch, demo.warmup_steps, demo.lr_encoder, demo.lr_decoder) == (5, 60, 30, 2e-4, 2e-3)
     assert (demo.mask_block, demo.src_hfov_deg, demo.rounds, demo.bn_stats) == (16, 80.0, 2, "target")
 

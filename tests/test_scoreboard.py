@@ -11,6 +11,7 @@ import pytest
 import kit.bench.scoreboard
 import kit.bench.variants
 import kit.predict.splits
+import kit.train.config
 from kit.bench.scoreboard import mean_std, summarise, summary_tables
 from kit.competition.labels import CLASSES
 
@@ -25,7 +26,15 @@ def _small(monkeypatch) -> float:
                             pretrained=False, mask_block=8).items():
         monkeypatch.setitem(kit.bench.scoreboard.QUALITY_OVERRIDES, name, value)
     monkeypatch.setitem(kit.bench.scoreboard.QUALITY_OVERRIDES, "eval_limit", 2)
+    monkeypatch.setitem(kit.bench.scoreboard.QUALITY_OVERRIDES, "epochs", 1)  # quality's runs (tune's set their own)
+    monkeypatch.setattr(kit.bench.scoreboard, "QUALITY_PASSES", SMALL_PASSES * kit.bench.scoreboard.QUALITY_STEPS)
     return 1 / kit.bench.scoreboard.QUALITY_STEPS
+
+
+# quality's budget at that budget: what self_train's one step per epoch costs here, by hand: 1 epoch + 2 rounds
+# of 1 epoch at batch 2 (2 × 3 + 2 × 2 × 6 = 30 image passes) and two rounds of pseudo-labels over the 3 tiny
+# target frames (2 × 2 × 3 × 54·96 / 32² = 60.75)
+SMALL_PASSES = 91
 
 
 @pytest.fixture
@@ -164,10 +173,14 @@ def test_unknown_variants_and_rungs_are_refused_by_name(tmp_path):
 def test_quality_table_gap_closed(quality_run):
     report = json.loads((quality_run / "quality.json").read_text())
     results, summary = report["results"], report["summary"]
-    assert list(results) == [f"{m}_seed0_1" for m in ("source_only", "fisheye_tf", "uda", "uda_geo", "self_train", "oracle")]
-    assert all(r["steps"] == 1 and r["seed"] == 0 and not r["resumed"] for r in results.values())
+    assert list(results) == [f"{m}_seed0_91p" for m in ("source_only", "fisheye_tf", "uda", "uda_geo", "self_train", "oracle")]
+    assert all(r["budget_passes"] == 91 and r["seed"] == 0 and not r["resumed"] for r in results.values())
+    # every method spent the budget, to within one step per epoch (self_train: exactly one step per epoch)
+    steps = {r["name"]: (r["train_steps"], r["image_passes"]) for r in results.values()}
+    assert steps == {"source_only": (15, 90), "fisheye_tf": (15, 90), "oracle": (15, 90), "uda": (4, 88),
+                     "uda_geo": (4, 88), "self_train": (3, 91)}
     assert all(("teacher_mIoU" in r) == (r["name"] in ("uda", "uda_geo")) for r in results.values())
-    low, high = results["source_only_seed0_1"]["mIoU"], results["oracle_seed0_1"]["mIoU"]
+    low, high = results["source_only_seed0_91p"]["mIoU"], results["oracle_seed0_91p"]["mIoU"]
     table = _table((quality_run / "quality.md").read_text(), "method")
     assert math.isfinite(low) and math.isfinite(high) and high != low  # else "gap closed" is not defined
     for r in results.values():
@@ -187,7 +200,7 @@ def test_a_second_call_reuses_a_changed_config_is_refused_overwrite_retrains(tin
     again = kit.bench.scoreboard.bench_quality(str(tiny), str(out), small_quality, seeds=[0], threads=1)
     assert trained == [] and again == table and (out / "quality.md").read_text() == table
     monkeypatch.setitem(kit.bench.scoreboard.QUALITY_OVERRIDES, "lr_encoder", 1e-3)
-    with pytest.raises(FileExistsError, match=r"source_only_seed0_1\.json was trained with other settings "
+    with pytest.raises(FileExistsError, match=r"source_only_seed0_91p\.json was trained with other settings "
                                               r"\(lr_encoder differ\)"):
         kit.bench.scoreboard.bench_quality(str(tiny), str(out), small_quality, seeds=[0], threads=1)
     assert trained == [] and (out / "quality.md").read_text() == table
@@ -219,7 +232,7 @@ def test_an_interrupted_run_is_resumed_and_ends_as_an_uninterrupted_one(tiny, tm
     assert resumed["mIoU"] == pytest.approx(straight["mIoU"])
 
 
-def test_ladder_tables_its_rungs_and_quality_reuses_its_source_only(tiny, tmp_path, small_quality, monkeypatch):
+def test_ladder_tables_its_rungs_and_overwrite_leaves_other_results_alone(tiny, tmp_path, small_quality, monkeypatch):
     out = tmp_path / "out"
     trained = _counting(monkeypatch)
     kit.bench.scoreboard.bench_ladder(str(tiny), str(out), ["mix_background", "source_only"], small_quality, seeds=[0, 1],
@@ -241,16 +254,15 @@ def test_ladder_tables_its_rungs_and_quality_reuses_its_source_only(tiny, tmp_pa
 
     trained.clear()
     kit.bench.scoreboard.bench_quality(str(tiny), str(out), small_quality, seeds=[0], threads=1)
-    assert sorted(trained) == sorted(f"{m}_seed0_1" for m in ("fisheye_tf", "uda", "uda_geo", "self_train", "oracle"))
-    quality = json.loads((out / "quality.json").read_text())["results"]
-    assert quality["source_only_seed0_1"] == results["source_only_seed0_1"]
+    # quality trains at a budget of image passes, the ladder at steps: no run is shared
+    assert sorted(trained) == sorted(f"{m}_seed0_91p" for m in kit.train.config.METHODS)
 
     # overwrite retrains what the call asks for and leaves the other benchmarks' results alone
     trained.clear()
     kit.bench.scoreboard.bench_ladder(str(tiny), str(out), ["mix_background"], small_quality, seeds=[0], threads=1,
                                 overwrite=True)
     assert trained == ["mix_background_seed0_1"]
-    assert (out / "quality.md").is_file() and (out / "results/uda_geo_seed0_1.json").is_file()
+    assert (out / "quality.md").is_file() and (out / "results/uda_geo_seed0_91p.json").is_file()
     assert (out / "results/mix_background_seed1_1.json").is_file()
 
 
@@ -349,7 +361,7 @@ def test_a_result_from_before_a_field_existed_is_reused_at_that_fields_default(t
                                                                              small_quality, monkeypatch):
     out = tmp_path / "out"
     shutil.copytree(quality_run, out)
-    path = out / "results/source_only_seed0_1.json"
+    path = out / "results/source_only_seed0_91p.json"
     result = json.loads(path.read_text())
     for later in ("init_from", "rounds", "pseudo_quantile"):  # fields added with self_train (issue 16)
         del result["config"][later]
@@ -375,3 +387,21 @@ def test_the_encoder_comparison_trains_each_encoder_alike(tiny, tmp_path, small_
     assert len({json.dumps({k: v for k, v in c.items() if k not in strip}, sort_keys=True) for c in configs.values()}) == 1
     assert configs["mit_b0_scratch"]["method"] == "fisheye_tf" and configs["mit_b0_scratch"]["pretrained"] is False
     assert "Δ mIoU vs mit_b0_scratch" in text and (tmp_path / "encoders.md").is_file()
+
+
+def test_quality_at_more_budgets_tables_and_plots_mIoU_against_image_passes(tiny, tmp_path, quality_run, small_quality,
+                                                                            monkeypatch):
+    out = tmp_path / "out"
+    shutil.copytree(quality_run, out)
+    table = (out / "quality.md").read_text()
+    trained = _counting(monkeypatch)
+    kit.bench.scoreboard.bench_quality(str(tiny), str(out), small_quality, seeds=[0], threads=1, curve=(2 * small_quality,))
+    assert sorted(trained) == sorted(f"{m}_seed0_182p" for m in kit.train.config.METHODS)  # the main budget is reused
+    assert (out / "quality.md").read_text() == table  # the main table stays the main budget's
+    results = {p.stem: json.loads(p.read_text()) for p in (out / "results").glob("*.json")}
+    rows = _table((out / "quality_budget.md").read_text(), "method")
+    for method in kit.train.config.METHODS:
+        assert rows[method]["91 passes"] == f"{results[f'{method}_seed0_91p']['mIoU']:.4f}"
+        assert rows[method]["182 passes"] == f"{results[f'{method}_seed0_182p']['mIoU']:.4f}"
+        assert results[f"{method}_seed0_182p"]["image_passes"] <= 182
+    assert (out / "quality_budget.png").stat().st_size > 5000

@@ -20,6 +20,8 @@
     gpu   the GPU check: uda in bf16/fp16/fp32, mask2former + InternImage in bf16, a pseudo-label round,
           2-GPU DDP (kit.bench.gpu; scripts/gpu_check.sh on a fresh machine).
     scale  the competition-scale dry run on a CPU: the notebooks at 2048×1024 / 1920×1080 (kit.bench.scale).
+    classes  the synthetic city's class census: pixel shares per domain against Cityscapes', frames
+          holding each class, object sizes (kit.synth.census).
     loading  one data-loading worker's uda samples at the competition's sizes, and the pseudo-labeller's
           work per 1080×1920 image (kit.bench.loading).
 
@@ -37,7 +39,7 @@ import time
 import cv2
 import numpy as np
 
-from kit.bench.scoreboard import QUALITY_STEPS, bench_encoders, bench_ladder, bench_quality, bench_tune
+from kit.bench.scoreboard import QUALITY_PASSES, QUALITY_STEPS, bench_encoders, bench_ladder, bench_quality, bench_tune
 from kit.bench.variants import LADDER, TUNE_VARIANTS
 from kit.competition.labels import IGNORE_INDEX, NUM_CLASSES
 from kit.competition.rle import SUBMISSION_SIZE, encode_label_map
@@ -268,7 +270,8 @@ def bench_infer(
 
 
 # benchmarks with a module of their own and their own options: ``python -m kit.bench gpu --help``
-MODULES = {"gpu": "kit.bench.gpu", "scale": "kit.bench.scale", "loading": "kit.bench.loading"}
+MODULES = {"gpu": "kit.bench.gpu", "scale": "kit.bench.scale", "loading": "kit.bench.loading",
+           "classes": "kit.synth.census"}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -302,6 +305,8 @@ def main(argv: list[str] | None = None) -> None:
     quality = sub.add_parser("quality", help="every method trained alike, scored on the labelled fisheye test split")
     quality.add_argument("--data", default="data/demo", help="synthetic dataset root (with test_gt.csv)")
     quality.add_argument("--out", default="outputs/bench_quality", help="runs/, results/, quality.md and quality.json")
+    quality.add_argument("--curve", type=float, nargs="*", default=[], help="further budgets, every method trained "
+                         "alike at each: quality_budget.md and quality_budget.png (mIoU against image passes)")
     tune = sub.add_parser("tune", help="uda_geo / self_train variants trained and scored on a validation dataset")
     tune.add_argument("--data", default="data/demo_val", help="a synthetic dataset of another seed or camera than --data of quality")
     tune.add_argument("--out", default="outputs/tune", help="runs/, results/, tune.md and tune.json")
@@ -318,7 +323,9 @@ def main(argv: list[str] | None = None) -> None:
     encoders.add_argument("--out", default="outputs/bench_encoders", help="runs/, results/, encoders.md and encoders.json")
     for command, budget, seeds in ((quality, 1.0, [0, 1, 2]), (tune, 0.5, [0]), (ladder, 1.0, [0, 1, 2]),
                                    (encoders, 0.9, [0, 1, 2])):
-        command.add_argument("--budget", type=float, default=budget, help=f"scales the {QUALITY_STEPS} training steps per run")
+        scaled = (f"the {QUALITY_PASSES:,} image passes per run (kit.train.budget: the same compute for every method)"
+                  if command is quality else f"the {QUALITY_STEPS} training steps per run")
+        command.add_argument("--budget", type=float, default=budget, help=f"scales {scaled}")
         command.add_argument("--seeds", "--seed", type=int, nargs="+", default=seeds, help="one run per seed")
         command.add_argument("--threads", type=int, default=1, help="torch CPU threads per run (1 was fastest on 2 cores)")
         command.add_argument("--jobs", type=int, default=1, help="runs trained at once, one process each "
@@ -338,7 +345,7 @@ def main(argv: list[str] | None = None) -> None:
                     encoder=args.encoder, channels=args.channels, count=args.count)
     elif args.name == "quality":
         bench_quality(args.data, args.out, args.budget, args.seeds, args.overwrite, args.threads, args.jobs,
-                      train_missing=not args.report_only)
+                      train_missing=not args.report_only, curve=tuple(args.curve))
     elif args.name == "tune":
         bench_tune(args.data, args.out, args.variant, args.budget, args.seeds, args.overwrite, args.threads, args.jobs,
                    reference=args.reference, train_missing=not args.report_only)

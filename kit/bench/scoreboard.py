@@ -1,7 +1,8 @@
 """The scoreboard: training methods and variants over several seeds on synthetic data, scored on
 labelled fisheye test images, summarised as mean ± standard deviation with paired differences.
 
-    quality  every method (source_only, fisheye_tf, uda, uda_geo, self_train, oracle) on the benchmark data
+    quality  every method (source_only, fisheye_tf, uda, uda_geo, self_train, oracle) on the benchmark data,
+             each trained for the same image passes (kit.train.budget), so that none wins by training longer
     tune     variants of uda_geo (:data:`TUNE_VARIANTS`) on a *validation* dataset (another seed or
              another camera), so that no default is chosen on the benchmark's test labels
     ladder   the Car ablation ladder (:data:`LADDER`): from source_only to uda_geo, one component
@@ -9,12 +10,14 @@ labelled fisheye test images, summarised as mean ± standard deviation with pair
     encoders the real MiT-B0, its timm stand-in pvt_v2_b0 and the demo's EfficientNet-Lite0
              (:data:`ENCODER_VARIANTS`) trained alike
 
-Every (name, seed, steps) trains once. Its result goes to ``<out>/results/<name>_seed<seed>_<steps>.json``
+Every (name, seed, size) trains once; the size is steps (tune, ladder, encoders: ``<steps>``) or image
+passes (quality: ``<passes>p``). Its result goes to ``<out>/results/<name>_seed<seed>_<size>.json``
 with the whole configuration it was trained with; a later call that asks for the same name, seed and
-steps with the same configuration reuses it, an interrupted run resumes from its ``last.pt``, and a
+size with the same configuration reuses it, an interrupted run resumes from its ``last.pt``, and a
 result with another configuration is refused unless ``overwrite``. ``quality``, ``tune`` and
 ``ladder`` may share one ``--out``: a run whose configuration equals one already trained there under
-another name (a ladder rung equal to a quality method) is reused too.
+another name (a tune variant equal to a ladder rung) is reused too. The summaries and tables are
+:mod:`kit.bench.tables`' (re-exported here).
 
 Each run is scored twice on the test split (whole image at the run's size, ellipse border): the
 student (what ``04_predict`` predicts with) and, for the self-training methods, the EMA teacher.
@@ -25,18 +28,16 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import math
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
+from kit.bench.tables import (  # noqa: F401 (mean_std, summary_tables: re-exported)
+    REFERENCES, _pm, budget_table, mean_std, plot_budget, report, summarise, summary_tables)
 from kit.bench.variants import ENCODER_VARIANTS, LADDER, TUNE_VARIANTS
 from kit.common.files import is_output_dir, make_dirs, prepare_output_dir, write_json, write_text
-from kit.competition.labels import CLASSES
 from kit.competition.layout import has_split
 from kit.train.config import METHODS, UDA_METHODS, TrainConfig, with_later_fields
 
@@ -45,23 +46,33 @@ QUALITY_PRESET = "cpu_demo"  # the benchmark's recipe (kit.train.presets), share
 # per-epoch evaluation (which only picks best.pt) reads fewer images; no progress bars in the log.
 QUALITY_OVERRIDES = dict(eval_limit=50, progress=False)
 
-QUALITY_STEPS = 600  # training steps per run at --budget 1
+QUALITY_STEPS = 600  # training steps per run at --budget 1 (tune, ladder, encoders: variants of one method)
+# quality: image passes per run at --budget 1 (kit.train.budget), the same compute for every method, so that a
+# baseline trains as long as the most expensive method costs; about what the cpu_demo recipe (self_train,
+# 540 steps and two rounds of pseudo-labels over the demo's 400 fisheye frames) costs: 31,376
+QUALITY_PASSES = 32_000
 QUALITY_STEPS_PER_EPOCH = 60
-REFERENCES = ("fisheye_tf", "source_only")  # paired differences in the quality table
 
 
 @dataclass(frozen=True)
 class Job:
-    """One training run of the scoreboard: a name (method, variant or rung), its overrides, a seed."""
+    """One training run of the scoreboard: a name (method, variant or rung), its overrides, a seed and
+    its size: ``steps`` training steps, or with ``passes`` a budget of ``steps`` image passes
+    (:mod:`kit.train.budget`), the same compute whatever the method."""
 
     name: str
     overrides: dict
     seed: int
     steps: int
+    passes: bool = False
+
+    @property
+    def size(self) -> str:
+        return f"{self.steps}p" if self.passes else str(self.steps)
 
     @property
     def key(self) -> str:
-        return f"{self.name}_seed{self.seed}_{self.steps}"
+        return f"{self.name}_seed{self.seed}_{self.size}"
 
     @property
     def after(self) -> str | None:
@@ -77,24 +88,39 @@ class Job:
 
 
 def _train_config(job: Job, data_dir: str, base: dict, **how) -> TrainConfig:
-    """The job's TrainConfig: ``base`` + its overrides, its seed, its steps as epochs of
-    :data:`QUALITY_STEPS_PER_EPOCH`; ``how``: fields of :data:`_HOW` (folders, threads, resume)."""
+    """The job's TrainConfig: ``base`` + its overrides, its seed, and its size: steps as epochs of
+    :data:`QUALITY_STEPS_PER_EPOCH`, or image passes as the preset's epochs (and rounds) with the
+    steps per epoch that the budget pays for (:func:`kit.train.budget.fit_budget`); ``how``: fields of
+    :data:`_HOW` (folders, threads, resume)."""
+    values = {**base, **job.overrides, "data_dir": data_dir, "seed": job.seed, **how}
+    if job.passes:
+        from kit.train.budget import fit_budget
+
+        return fit_budget(TrainConfig.from_preset(QUALITY_PRESET, **values), job.steps, target_images(data_dir))
     epochs = max(job.steps // QUALITY_STEPS_PER_EPOCH, 1)
-    return TrainConfig.from_preset(QUALITY_PRESET, **{**base, **job.overrides, "data_dir": data_dir, "seed": job.seed,
-                                                      "epochs": epochs, "steps_per_epoch": job.steps // epochs, **how})
+    return TrainConfig.from_preset(QUALITY_PRESET, **{**values, "epochs": epochs, "steps_per_epoch": job.steps // epochs})
 
 
-def _defining(config: TrainConfig, steps: int) -> dict:
-    """Every value of ``config`` that defines a result, JSON-normalised (tuples as lists), and the steps."""
+@functools.lru_cache(maxsize=8)
+def target_images(data_dir: str) -> int:
+    """How many unlabelled fisheye training images ``data_dir`` holds (what self-training pseudo-labels)."""
+    from kit.competition.layout import read_split
+
+    return len(read_split(data_dir, "train_target"))
+
+
+def _defining(config: TrainConfig, job: Job) -> dict:
+    """Every value of ``config`` that defines a result, JSON-normalised (tuples as lists), and the
+    job's size (``steps``, or ``passes`` for a budget of image passes)."""
     values = {k: v for k, v in dataclasses.asdict(config).items() if k not in _HOW}
-    return json.loads(json.dumps({**values, "steps": steps}))
+    return json.loads(json.dumps({**values, ("passes" if job.passes else "steps"): job.steps}))
 
 
 def job_config(job: Job, data_dir: str, base: dict) -> dict:
     """Every TrainConfig value that defines the job's result, defaults resolved, JSON-normalised:
     compared before a result is reused. How the run was carried out (threads, folders, resume) is
     left out."""
-    return _defining(_train_config(job, data_dir, base), job.steps)
+    return _defining(_train_config(job, data_dir, base), job)
 
 
 # how a run is carried out and predicted, not what it learns (the benchmark predicts whole images itself)
@@ -114,20 +140,26 @@ def _train_and_score(data_dir: str, out_dir: Path, job: Job, overwrite: bool, th
     resume = not overwrite and (run_dir / "last.pt").is_file()
     config = _train_config(job, data_dir, base, runs_dir=str(out_dir / "runs"), run_name=job.key,
                            cpu_threads=threads, overwrite=overwrite, resume=resume)
-    defining = _defining(config, job.steps)  # "@name" as written: the result does not depend on where out_dir is
+    defining = _defining(config, job)  # "@name" as written: the result does not depend on where out_dir is
     if job.after:
-        start = out_dir / "runs" / f"{job.after}_seed{job.seed}_{job.steps}" / "last.pt"
+        start = out_dir / "runs" / f"{job.after}_seed{job.seed}_{job.size}" / "last.pt"
         if not start.is_file():
+            unit = "image passes" if job.passes else "steps"
             raise FileNotFoundError(f"{job.key} starts from {job.after}'s run, but {start} does not exist: "
-                                    f"train {job.after} (seed {job.seed}, {job.steps} steps) into {out_dir} first")
+                                    f"train {job.after} (seed {job.seed}, {job.steps} {unit}) into {out_dir} first")
         config = dataclasses.replace(config, init_from=str(start))
     print(f"--- {job.key}: {config.method}, {config.epochs} epochs × {config.steps_per_epoch} steps, {job.overrides}"
           f"{' (resumed)' if resume else ''}", flush=True)
     start = time.perf_counter()
     train(config)
     seconds = time.perf_counter() - start
-    result = {"name": job.name, "seed": job.seed, "steps": job.steps, "data": data_dir, "resumed": resume,
-              "config": defining, "train_seconds": round(seconds, 1)}
+    from kit.train.budget import run_passes
+
+    cost = run_passes(config, target_images(data_dir))
+    result = {"name": job.name, "seed": job.seed, ("budget_passes" if job.passes else "steps"): job.steps,
+              "data": data_dir, "resumed": resume,
+              "config": defining, "train_seconds": round(seconds, 1), "train_steps": cost["steps"],
+              "image_passes": round(cost["total"])}
     result["iou"] = score_run(run_dir, data_dir)
     result["mIoU"] = result["iou"]["mIoU"]
     if config.method in UDA_METHODS and config.target_branch:
@@ -219,97 +251,9 @@ def run_jobs(data_dir: str, out: str, jobs: list[Job], overwrite: bool, threads:
     return {job.key: done[job.key] for job in jobs}
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (n − 1; NaN for one value) of the finite ``values``."""
-    finite = [v for v in values if v is not None and math.isfinite(v)]
-    if not finite:
-        return float("nan"), float("nan")
-    std = float(np.std(finite, ddof=1)) if len(finite) > 1 else float("nan")
-    return float(np.mean(finite)), std
-
-
-def summarise(results: list[dict], references: tuple[str, ...] = REFERENCES) -> dict[str, dict]:
-    """Per name (in order of first appearance): the seeds, mean ± std of mIoU, teacher mIoU, each
-    class's IoU and the gap closed (per seed, where that seed has source_only and oracle), mean train
-    seconds, and the paired difference of mIoU and Car to each reference present (over shared seeds)."""
-    by_name: dict[str, dict[int, dict]] = {}
-    for r in results:
-        by_name.setdefault(r["name"], {})[r["seed"]] = r
-    summary = {}
-    for name, runs in by_name.items():
-        seeds = sorted(runs)
-        s = {"seeds": seeds, "mIoU": mean_std([runs[k]["mIoU"] for k in seeds]),
-             "train_seconds": float(np.mean([runs[k]["train_seconds"] for k in seeds])),
-             "iou": {c: mean_std([runs[k]["iou"][c] for k in seeds]) for c in CLASSES}}
-        if all("teacher_mIoU" in runs[k] for k in seeds):
-            s["teacher_mIoU"] = mean_std([runs[k]["teacher_mIoU"] for k in seeds])
-        gaps = []
-        for k in seeds:
-            low, high = by_name.get("source_only", {}).get(k), by_name.get("oracle", {}).get(k)
-            if low and high and high["mIoU"] != low["mIoU"]:
-                gaps.append((runs[k]["mIoU"] - low["mIoU"]) / (high["mIoU"] - low["mIoU"]))
-        s["gap_closed"] = mean_std(gaps)
-        s["paired"] = {}
-        for ref in references:
-            shared = [k for k in seeds if k in by_name.get(ref, {})]
-            if ref != name and shared:
-                s["paired"][ref] = {
-                    "seeds": shared,
-                    "mIoU": mean_std([_minus(runs[k]["mIoU"], by_name[ref][k]["mIoU"]) for k in shared]),
-                    "Car": mean_std([_minus(runs[k]["iou"]["Car"], by_name[ref][k]["iou"]["Car"]) for k in shared]),
-                }
-        summary[name] = s
-    return summary
-
-
-def _minus(a: float | None, b: float | None) -> float:
-    """``a - b``; NaN where either is missing (an IoU of a class a seed did not score is null in its JSON)."""
-    return float("nan") if a is None or b is None else a - b
-
-
-def _pm(value: tuple[float, float], digits: int = 3, percent: bool = False, sign: bool = False) -> str:
-    mean, std = value
-    if not math.isfinite(mean):
-        return "–"
-    scale, unit = (100, "%") if percent else (1, "")
-    text = f"{mean * scale:{'+' if sign else ''}.{0 if percent else digits}f}{unit}"
-    return text + (f" ± {std * scale:.{0 if percent else digits}f}{unit}" if math.isfinite(std) else "")
-
-
-def summary_tables(summary: dict[str, dict], references: tuple[str, ...] = REFERENCES, first: str = "method",
-                   gap: bool = True) -> list[str]:
-    """Markdown: one table of mIoU (student, teacher), gap closed, paired differences and train
-    seconds; one of each class's IoU; every cell mean ± std over the seeds."""
-    refs = [r for r in references if any(r in s["paired"] for s in summary.values())]
-    head = [first, "seeds", "mIoU", "teacher mIoU", *(["gap closed"] if gap else []),
-            *[f"Δ mIoU vs {r}" for r in refs], *[f"Δ Car vs {r}" for r in refs], "train s"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, s in summary.items():
-        paired = [_pm(s["paired"][r]["mIoU"], sign=True) if r in s["paired"] else "–" for r in refs]
-        paired_car = [_pm(s["paired"][r]["Car"], sign=True) if r in s["paired"] else "–" for r in refs]
-        cells = [name, ",".join(map(str, s["seeds"])), _pm(s["mIoU"], 4), _pm(s.get("teacher_mIoU", (math.nan,) * 2), 4),
-                 *([_pm(s["gap_closed"], percent=True)] if gap else []), *paired, *paired_car, f"{s['train_seconds']:.0f}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"| {first} | " + " | ".join(CLASSES) + " |", "|" + "---|" * (1 + len(CLASSES))]
-    for name, s in summary.items():
-        lines.append(f"| {name} | " + " | ".join(_pm(s["iou"][c], 2) for c in CLASSES) + " |")
-    return lines
-
-
-def report(out_dir: Path, stem: str, title: str, results: dict[str, dict], references: tuple[str, ...],
-           first: str, gap: bool, notes: list[str] = ()) -> str:
-    """Write ``<stem>.md`` (the tables) and ``<stem>.json`` (summary and every seed's result); print the tables."""
-    summary = summarise(list(results.values()), references)
-    text = "\n".join([title, "", *summary_tables(summary, references, first, gap), "", *notes])
-    write_text(Path(out_dir) / f"{stem}.md", text)
-    write_json(Path(out_dir) / f"{stem}.json", {"title": title, "summary": summary, "results": results})
-    print(text, flush=True)
-    return text
-
-
-def setup_line(data_dir: str, steps: int, seeds: list[int], base: dict | None = None) -> str:
+def setup_line(data_dir: str, size: str, seeds: list[int], base: dict | None = None) -> str:
     recipe = TrainConfig.from_preset(QUALITY_PRESET, **(QUALITY_OVERRIDES if base is None else base))
-    return (f"{steps} steps, seeds {', '.join(map(str, seeds))}, {recipe.encoder} ({recipe.pretrained}) + "
+    return (f"{size}, seeds {', '.join(map(str, seeds))}, {recipe.encoder} ({recipe.pretrained}) + "
             f"{recipe.arch} {recipe.head_channels}, crop {recipe.crop_size}, target {recipe.target_size}, "
             f"scored on {data_dir}'s fisheye test split (whole image, ellipse border); mean ± std over seeds")
 
@@ -319,15 +263,33 @@ def budget_steps(budget: float) -> int:
     return max(int(round(QUALITY_STEPS * budget)), 1)
 
 
+def budget_passes(budget: float) -> int:
+    """Image passes per run at ``budget`` × :data:`QUALITY_PASSES` (at least one)."""
+    return max(int(round(QUALITY_PASSES * budget)), 1)
+
+
 def bench_quality(data_dir: str, out: str, budget: float, seeds: list[int], overwrite: bool = False,
-                  threads: int | None = 1, processes: int = 1, train_missing: bool = True) -> str:
-    """Every method, each seed; ``quality.md`` / ``quality.json`` in ``out``."""
-    steps = budget_steps(budget)
-    jobs = [Job(method, {"method": method}, seed, steps) for seed in seeds for method in METHODS]
-    results = run_jobs(data_dir, out, jobs, overwrite, threads, processes, train_missing=train_missing)
-    title = (f"Fisheye test mIoU ({setup_line(data_dir, steps, seeds)}); gap closed = (mIoU − source_only) / "
+                  threads: int | None = 1, processes: int = 1, train_missing: bool = True,
+                  curve: tuple[float, ...] = ()) -> str:
+    """Every method, each seed, each trained for the same image passes (``budget`` ×
+    :data:`QUALITY_PASSES`); ``quality.md`` / ``quality.json`` in ``out``. ``curve``: further budgets,
+    trained alike, for ``quality_budget.md`` and ``quality_budget.png`` (mIoU against image passes)."""
+    budgets = sorted({budget, *curve})
+    jobs = {b: [Job(method, {"method": method}, seed, budget_passes(b), passes=True) for seed in seeds
+                for method in METHODS] for b in budgets}
+    results = run_jobs(data_dir, out, [job for b in reversed(budgets) for job in jobs[b]], overwrite, threads,
+                       processes, train_missing=train_missing)
+    main = {job.key: results[job.key] for job in jobs[budget] if job.key in results}
+    size = f"{budget_passes(budget):,} image passes per run (kit.train.budget)"
+    title = (f"Fisheye test mIoU ({setup_line(data_dir, size, seeds)}); gap closed = (mIoU − source_only) / "
              f"(oracle − source_only) per seed; Δ: paired differences over the same seeds.")
-    return report(Path(out), "quality", title, results, REFERENCES, "method", gap=True)
+    text = report(Path(out), "quality", title, main, REFERENCES, "method", gap=True)
+    if len(budgets) > 1:
+        by_passes = {budget_passes(b): summarise([results[job.key] for job in jobs[b] if job.key in results])
+                     for b in budgets}
+        write_text(Path(out) / "quality_budget.md", "\n".join(budget_table(by_passes)) + "\n")
+        plot_budget(by_passes, Path(out) / "quality_budget.png")
+    return text
 
 
 def bench_tune(data_dir: str, out: str, variants: list[str], budget: float, seeds: list[int],
@@ -343,7 +305,7 @@ def bench_tune(data_dir: str, out: str, variants: list[str], budget: float, seed
     variants = [*dict.fromkeys([*(s for s in starts if s and s not in variants), *variants])]
     jobs = [Job(name, TUNE_VARIANTS[name], seed, steps) for seed in seeds for name in variants]
     results = run_jobs(data_dir, out, jobs, overwrite, threads, processes, train_missing=train_missing)
-    title = (f"Validation fisheye mIoU ({setup_line(data_dir, steps, seeds)})."
+    title = (f"Validation fisheye mIoU ({setup_line(data_dir, f'{steps} steps', seeds)})."
              + (" A warm-started variant's train s leaves out the run it starts from." if any(starts) else ""))
     return report(Path(out), "tune", title, results, (reference,), "variant", gap=False)
 
@@ -369,7 +331,7 @@ def bench_ladder(data_dir: str, out: str, rungs: list[str], budget: float, seeds
         steps_table.append(f"| {rung} | {LADDER[rung][0]} | {_pm(summary[rung]['iou']['Car'])} | "
                            f"{_pm(pair[before]['Car'], sign=True) if before in pair else '–'} | "
                            f"{_pm(summary[rung]['mIoU'], 4)} | {_pm(pair[before]['mIoU'], 4, sign=True) if before in pair else '–'} |")
-    title = f"The Car ablation ladder ({setup_line(data_dir, steps, seeds)})."
+    title = f"The Car ablation ladder ({setup_line(data_dir, f'{steps} steps', seeds)})."
     return report(Path(out), "ladder", title, results, ("source_only",), "rung", gap=False,
                   notes=["Each rung against the rung before it (paired over seeds):", "", *steps_table, ""])
 
@@ -381,6 +343,6 @@ def bench_encoders(data_dir: str, out: str, budget: float, seeds: list[int], ove
     steps = budget_steps(budget)
     jobs = [Job(name, overrides, seed, steps) for seed in seeds for name, overrides in ENCODER_VARIANTS.items()]
     results = run_jobs(data_dir, out, jobs, overwrite, threads, processes, train_missing=train_missing)
-    title = (f"Fisheye test mIoU of three encoders, each with fisheye_tf ({setup_line(data_dir, steps, seeds)}; "
+    title = (f"Fisheye test mIoU of three encoders, each with fisheye_tf ({setup_line(data_dir, f'{steps} steps', seeds)}; "
              f"the encoder and its weights are the variant's).")
     return report(Path(out), "encoders", title, results, ("mit_b0_scratch",), "variant", gap=False)

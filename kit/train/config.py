@@ -53,8 +53,8 @@ class TrainConfig:
     weights: str | None = None  # an encoder checkpoint file instead; mit/hf_swin: also a hub id or save_pretrained folder, and a whole Cityscapes SegFormer (arch segformer) or Mask2Former (arch mask2former) loads encoder + head
     head_channels: int = 64  # decoder embedding width (DAFormer: 256; mask2former: a multiple of 32)
     head_options: dict = field(default_factory=dict)  # the head's other arguments (kit.models.model.head_option_names), e.g. mask2former {"queries": 200, "layers": 9}
-    source_size: tuple[int, int] = (128, 256)  # (H, W) source images are resized to
-    target_size: tuple[int, int] = (144, 256)  # (H, W) fisheye images are resized to
+    source_size: tuple[int, int] = (256, 512)  # (H, W) source images are resized to
+    target_size: tuple[int, int] = (270, 480)  # (H, W) fisheye images are resized to (the demo frames' own size)
     crop_size: tuple[int, int] = (128, 128)  # (H, W) training crop of both domains
     epochs: int = 5  # self_train: round 0's epochs (its rounds: round_epochs)
     steps_per_epoch: int | None = 60  # None: one pass over the source training images

@@ -3,7 +3,7 @@ states only how it differs from B0). ``cpu_demo`` is :class:`kit.train.config.Tr
 defaults, so there is one set of default values and every other recipe names its differences.
 
     cpu_demo     the synthetic demo on a laptop CPU: self_train, EfficientNet-Lite0 (offline weights)
-                 + DAFormer 64, 144×256 fisheye frames, 128×128 crops, 540 steps
+                 + DAFormer 64, 270×480 fisheye frames, 128×128 crops, 540 steps
     solution_a   solution A (seed 000) on an A100: uda (MIC-style), MiT-B4 (ImageNet), 512×1024 source,
                  256×512 crops, EMA per epoch, border threshold 108; slide prediction
     segformer_cityscapes

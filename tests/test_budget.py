@@ -78,28 +78,49 @@ def test_uda_step_costs_what_the_budget_counts(values, per_image):
 def test_a_self_train_run_costs_its_steps_and_its_pseudo_labels_by_hand():
     config = TrainConfig()  # cpu_demo: self_train, 5 epochs × 60 steps, then 2 rounds of 2 epochs; batch 8
     cost = run_passes(config, target_images=400)
-    assert pseudo_label_passes(config, 400) == 2 * 400 * 270 * 480 / (128 * 128)  # whole image + flip = 6328.125
-    assert cost == {"steps": 540, "train": 60 * (5 * 24 + 4 * 48), "pseudo": 2 * 6328.125, "total": 18720 + 12656.25}
+    # whole image + flip over 100 threshold images, then over all 400: 2 × 500 × 270·480 / 128² = 7910.15625
+    assert pseudo_label_passes(config, 400) == 2 * (100 + 400) * 270 * 480 / (128 * 128) == 7910.15625
+    assert cost == {"steps": 540, "train": 60 * (5 * 24 + 4 * 48), "pseudo": 2 * 7910.15625, "total": 18720 + 15820.3125}
     # round 1 from a given PSEUDO_SPLIT: that round's labels are not this run's compute
     given = run_passes(dataclasses.replace(config, pseudo_split="elsewhere"), 400)
-    assert given["pseudo"] == 6328.125
+    assert given["pseudo"] == 7910.15625
+    assert pseudo_label_passes(config, 30) == 2 * (30 + 30) * 270 * 480 / (128 * 128)  # fewer frames than 100
+
+
+def test_a_round_of_pseudo_labels_costs_what_the_budget_counts(tiny, tmp_path):
+    """Counted on kit.predict.pseudo's own passes: every image the model sees, by its pixels."""
+    from kit.predict.pseudo import make_pseudo_labels
+    from kit.predict.runs import RunConfig
+    from kit.predict.tta import InferenceSettings
+
+    h, w = 90, 160  # the tiny fisheye frames; the run predicts at that size
+    model = nn.Conv2d(3, 13, 1).eval()
+    seen = []
+    model.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].shape))
+    run = RunConfig.from_dict({"arch": "x", "encoder": "x", "num_classes": 13, "head_kwargs": {}, "target_size": [h, w],
+                               "crop_size": [32, 32], "target_mean": [0.0] * 3, "target_std": [1.0] * 3})
+    make_pseudo_labels([(model, run)], tiny, tmp_path / "round", settings=InferenceSettings(mode="whole", flip=True),
+                       progress=False)
+    passes = sum(s[0] * s[2] * s[3] for s in seen) / (32 * 32)
+    config = TrainConfig(method="self_train", target_size=(h, w), crop_size=(32, 32), source_size=(48, 96))
+    assert passes == pseudo_label_passes(config, 3) == 2 * (3 + 3) * h * w / (32 * 32)
 
 
 @pytest.mark.parametrize("method", ["source_only", "fisheye_tf", "oracle", "uda", "uda_geo", "self_train"])
 def test_fit_budget_spends_the_budget_to_within_one_step_per_epoch(method):
-    budget = 31_376  # what the default self_train costs on 400 target images
+    budget = 34_540  # what the default self_train costs on 400 target images
     config = fit_budget(TrainConfig(method=method), budget, target_images=400)
     spent = run_passes(config, 400)["total"]
     one_more = run_passes(config, 400, steps_per_epoch=config.steps_per_epoch + 1)["total"]
     assert spent <= budget < one_more
     assert config.epochs == 5 and config.rounds == 2
-    # by hand: floor(31,376 / (5 × 24)) = 261, floor(31,376 / (5 × 88)) = 71, floor(18,719.75 / 312) = 59
-    expected = {"source_only": 261, "fisheye_tf": 261, "oracle": 261, "uda": 71, "uda_geo": 71, "self_train": 59}
+    # by hand: floor(34,540 / (5 × 24)) = 287, floor(34,540 / (5 × 88)) = 78, floor(18,719.69 / 312) = 59
+    expected = {"source_only": 287, "fisheye_tf": 287, "oracle": 287, "uda": 78, "uda_geo": 78, "self_train": 59}
     assert config.steps_per_epoch == expected[method]
 
 
 def test_fit_budget_refuses_a_budget_that_pays_for_nothing():
-    with pytest.raises(ValueError, match=r"12,000 image passes .* self_train .*12,656 of them pseudo-labels"):
+    with pytest.raises(ValueError, match=r"12,000 image passes .* self_train .*15,820 of them pseudo-labels"):
         fit_budget(TrainConfig(), 12_000, target_images=400)
     with pytest.raises(ValueError, match="steps_per_epoch is None"):
         run_passes(TrainConfig(steps_per_epoch=None), 400)

@@ -33,8 +33,8 @@ def _small(monkeypatch) -> float:
 
 # quality's budget at that budget: what self_train's one step per epoch costs here, by hand: 1 epoch + 2 rounds
 # of 1 epoch at batch 2 (2 × 3 + 2 × 2 × 6 = 30 image passes) and two rounds of pseudo-labels over the 3 tiny
-# target frames (2 × 2 × 3 × 54·96 / 32² = 60.75)
-SMALL_PASSES = 91
+# target frames, each a threshold pass and a labelling pass with flip (2 × 2 × (3 + 3) × 54·96 / 32² = 121.5)
+SMALL_PASSES = 152
 
 
 @pytest.fixture
@@ -173,14 +173,14 @@ def test_unknown_variants_and_rungs_are_refused_by_name(tmp_path):
 def test_quality_table_gap_closed(quality_run):
     report = json.loads((quality_run / "quality.json").read_text())
     results, summary = report["results"], report["summary"]
-    assert list(results) == [f"{m}_seed0_91p" for m in ("source_only", "fisheye_tf", "uda", "uda_geo", "self_train", "oracle")]
-    assert all(r["budget_passes"] == 91 and r["seed"] == 0 and not r["resumed"] for r in results.values())
+    assert list(results) == [f"{m}_seed0_152p" for m in ("source_only", "fisheye_tf", "uda", "uda_geo", "self_train", "oracle")]
+    assert all(r["budget_passes"] == 152 and r["seed"] == 0 and not r["resumed"] for r in results.values())
     # every method spent the budget, to within one step per epoch (self_train: exactly one step per epoch)
     steps = {r["name"]: (r["train_steps"], r["image_passes"]) for r in results.values()}
-    assert steps == {"source_only": (15, 90), "fisheye_tf": (15, 90), "oracle": (15, 90), "uda": (4, 88),
-                     "uda_geo": (4, 88), "self_train": (3, 91)}
+    assert steps == {"source_only": (25, 150), "fisheye_tf": (25, 150), "oracle": (25, 150), "uda": (6, 132),
+                     "uda_geo": (6, 132), "self_train": (3, 152)}
     assert all(("teacher_mIoU" in r) == (r["name"] in ("uda", "uda_geo")) for r in results.values())
-    low, high = results["source_only_seed0_91p"]["mIoU"], results["oracle_seed0_91p"]["mIoU"]
+    low, high = results["source_only_seed0_152p"]["mIoU"], results["oracle_seed0_152p"]["mIoU"]
     table = _table((quality_run / "quality.md").read_text(), "method")
     assert math.isfinite(low) and math.isfinite(high) and high != low  # else "gap closed" is not defined
     for r in results.values():
@@ -200,7 +200,7 @@ def test_a_second_call_reuses_a_changed_config_is_refused_overwrite_retrains(tin
     again = kit.bench.scoreboard.bench_quality(str(tiny), str(out), small_quality, seeds=[0], threads=1)
     assert trained == [] and again == table and (out / "quality.md").read_text() == table
     monkeypatch.setitem(kit.bench.scoreboard.QUALITY_OVERRIDES, "lr_encoder", 1e-3)
-    with pytest.raises(FileExistsError, match=r"source_only_seed0_91p\.json was trained with other settings "
+    with pytest.raises(FileExistsError, match=r"source_only_seed0_152p\.json was trained with other settings "
                                               r"\(lr_encoder differ\)"):
         kit.bench.scoreboard.bench_quality(str(tiny), str(out), small_quality, seeds=[0], threads=1)
     assert trained == [] and (out / "quality.md").read_text() == table
@@ -255,14 +255,14 @@ def test_ladder_tables_its_rungs_and_overwrite_leaves_other_results_alone(tiny, 
     trained.clear()
     kit.bench.scoreboard.bench_quality(str(tiny), str(out), small_quality, seeds=[0], threads=1)
     # quality trains at a budget of image passes, the ladder at steps: no run is shared
-    assert sorted(trained) == sorted(f"{m}_seed0_91p" for m in kit.train.config.METHODS)
+    assert sorted(trained) == sorted(f"{m}_seed0_152p" for m in kit.train.config.METHODS)
 
     # overwrite retrains what the call asks for and leaves the other benchmarks' results alone
     trained.clear()
     kit.bench.scoreboard.bench_ladder(str(tiny), str(out), ["mix_background"], small_quality, seeds=[0], threads=1,
                                 overwrite=True)
     assert trained == ["mix_background_seed0_1"]
-    assert (out / "quality.md").is_file() and (out / "results/uda_geo_seed0_91p.json").is_file()
+    assert (out / "quality.md").is_file() and (out / "results/uda_geo_seed0_152p.json").is_file()
     assert (out / "results/mix_background_seed1_1.json").is_file()
 
 
@@ -312,16 +312,16 @@ def test_the_benchmark_trains_03s_default_preset():
 
 
 @pytest.mark.parametrize("name, overrides, key", [
-    ("source_only", {"method": "source_only"}, "e05df20c44999a44"),
-    ("self_train", {"method": "self_train"}, "3a0cf211846cff2d"),
-    ("uda_geo", {"method": "uda_geo"}, "599d66baa104411b"),
-    ("uda_geo_untuned", kit.bench.variants.TUNE_VARIANTS["uda_geo_untuned"], "b25a3c67f6dd8878"),
+    ("source_only", {"method": "source_only"}, "43ee096b9adc66a2"),
+    ("self_train", {"method": "self_train"}, "e8cde7d95a0c9a01"),
+    ("uda_geo", {"method": "uda_geo"}, "5173c80f79a2fa6a"),
+    ("uda_geo_untuned", kit.bench.variants.TUNE_VARIANTS["uda_geo_untuned"], "ba28b0d9abe0d99d"),
 ])
 def test_a_jobs_configuration_changes_only_when_what_it_trains_changes(name, overrides, key):
     # results already trained into a --out folder are reused by their configuration: the move from a
     # hand copy of 03's cell (QUALITY_CONFIG, commit a332dd8) to the cpu_demo preset did not change it;
-    # issue 25 did on purpose (amp "auto", val_holdout: other draws, other data), so that a result
-    # trained before it is trained again, not reused
+    # issue 25 did on purpose (amp "auto", val_holdout: other draws, other data), and issue 27 (the demo
+    # frames' own 270×480 and 256×512 sizes), so that a result trained before them is trained again, not reused
     import hashlib
 
     config = kit.bench.scoreboard.job_config(kit.bench.scoreboard.Job(name, overrides, 1, 150), "data/demo",
@@ -361,7 +361,7 @@ def test_a_result_from_before_a_field_existed_is_reused_at_that_fields_default(t
                                                                              small_quality, monkeypatch):
     out = tmp_path / "out"
     shutil.copytree(quality_run, out)
-    path = out / "results/source_only_seed0_91p.json"
+    path = out / "results/source_only_seed0_152p.json"
     result = json.loads(path.read_text())
     for later in ("init_from", "rounds", "pseudo_quantile"):  # fields added with self_train (issue 16)
         del result["config"][later]
@@ -396,12 +396,12 @@ def test_quality_at_more_budgets_tables_and_plots_mIoU_against_image_passes(tiny
     table = (out / "quality.md").read_text()
     trained = _counting(monkeypatch)
     kit.bench.scoreboard.bench_quality(str(tiny), str(out), small_quality, seeds=[0], threads=1, curve=(2 * small_quality,))
-    assert sorted(trained) == sorted(f"{m}_seed0_182p" for m in kit.train.config.METHODS)  # the main budget is reused
+    assert sorted(trained) == sorted(f"{m}_seed0_304p" for m in kit.train.config.METHODS)  # the main budget is reused
     assert (out / "quality.md").read_text() == table  # the main table stays the main budget's
     results = {p.stem: json.loads(p.read_text()) for p in (out / "results").glob("*.json")}
     rows = _table((out / "quality_budget.md").read_text(), "method")
     for method in kit.train.config.METHODS:
-        assert rows[method]["91 passes"] == f"{results[f'{method}_seed0_91p']['mIoU']:.4f}"
-        assert rows[method]["182 passes"] == f"{results[f'{method}_seed0_182p']['mIoU']:.4f}"
-        assert results[f"{method}_seed0_182p"]["image_passes"] <= 182
+        assert rows[method]["152 passes"] == f"{results[f'{method}_seed0_152p']['mIoU']:.4f}"
+        assert rows[method]["304 passes"] == f"{results[f'{method}_seed0_304p']['mIoU']:.4f}"
+        assert results[f"{method}_seed0_304p"]["image_passes"] <= 304
     assert (out / "quality_budget.png").stat().st_size > 5000

@@ -153,6 +153,9 @@ def _check_folder(out_dir: Path, overwrite: bool) -> None:
                                   f"({', '.join(extra[:5])}); move them out first, nothing was removed")
 
 
+THRESHOLD_IMAGES = 100  # images whose confidences set the class thresholds (the first of the two passes)
+
+
 def make_pseudo_labels(
     runs: Sequence[Run],
     data_dir: str | os.PathLike,
@@ -165,7 +168,7 @@ def make_pseudo_labels(
     border: Border | None = None,
     background: bool = True,
     balanced: bool = False,
-    threshold_images: int | None = 100,
+    threshold_images: int | None = THRESHOLD_IMAGES,
     overwrite: bool = False,
     progress: bool = True,
 ) -> PseudoLabels:

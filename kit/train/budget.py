@@ -12,8 +12,9 @@ Per training step and image of the batch (``batch_size`` images per domain):
     uda, uda_geo   3 source + 3 distortion branch + 1 EMA teacher + 1 target pass for the BatchNorm
                    statistics (bn_stats "target") + 3 class mix + 3 masked target; each where enabled
 
-plus, for ``self_train``, each round's pseudo-labels: a whole-image + flip pass over every
-``train_target`` image at ``target_size``. Evaluation passes (per epoch, choosing ``best.pt``) are
+plus, for ``self_train``, each round's pseudo-labels (:func:`kit.predict.pseudo.make_pseudo_labels`):
+whole image + flip at ``target_size``, over :data:`kit.predict.pseudo.THRESHOLD_IMAGES` images for the
+class thresholds and then over every ``train_target`` image. Evaluation passes (per epoch, choosing ``best.pt``) are
 not training compute and are left out; every method evaluates alike per epoch.
 
 :func:`fit_budget` sets ``steps_per_epoch`` so that a run costs a given number of image passes,
@@ -54,10 +55,14 @@ def step_passes(config: TrainConfig, pseudo_round: bool = False) -> float:
 
 
 def pseudo_label_passes(config: TrainConfig, target_images: int) -> float:
-    """Image passes of labelling ``target_images`` fisheye frames once (whole image + flip at ``target_size``)."""
+    """Image passes of one round of pseudo-labels over ``target_images`` fisheye frames: whole image +
+    flip at ``target_size``, first over the threshold images, then over every frame."""
+    from kit.predict.pseudo import THRESHOLD_IMAGES
+
     h, w = config.target_size
     ch, cw = config.crop_size
-    return 2 * FORWARD * target_images * (h * w) / (ch * cw)
+    images = min(THRESHOLD_IMAGES, target_images) + target_images
+    return 2 * FORWARD * images * (h * w) / (ch * cw)
 
 
 def _epochs(config: TrainConfig) -> tuple[int, int]:

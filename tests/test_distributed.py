@@ -116,18 +116,21 @@ def test_two_ranks_keep_identical_weights_and_only_rank_0_writes(two_ranks):
 def test_two_ranks_reach_the_loss_of_one_process_with_twice_the_batch(two_ranks, one_process):
     """The ranks draw the halves of the global batches one process draws, with the same augmentations
     (SeededDraws). What still differs: BatchNorm normalises each half on its own (the CPU has no
-    SyncBatchNorm). Tolerance: 2 % on the mean loss of 6 steps (measured 0.8 %), which
-    another seed of the single process misses (measured 4.5 %)."""
+    SyncBatchNorm; at one image per rank that moves each step's loss by a few percent). Compared step by
+    step, since a mean over the 6 steps near chance level agrees by chance (another seed's did on the
+    issue 27 data: 2.6124 against 2.6123): the two ranks' global-batch loss is within 2 % of the single
+    process's per step on average (measured 1.8 %), which another seed misses (measured 2.6 %)."""
     (a, b), one, other = two_ranks.records["two"], one_process["one"], one_process["other"]
 
-    def mean(losses):
-        return float(np.mean([step["ce"] for step in losses]))
+    def ce(losses):
+        return np.array([step["ce"] for step in losses])
 
-    two = (mean(a["losses"]) + mean(b["losses"])) / 2
-    print(f"mean CE: 2 ranks × batch 1 {two:.4f}, 1 process × batch 2 {mean(one['losses']):.4f}, "
-          f"another seed {mean(other['losses']):.4f}")
-    assert two == pytest.approx(mean(one["losses"]), rel=0.02)
-    assert mean(other["losses"]) != pytest.approx(mean(one["losses"]), rel=0.02)  # the tolerance can fail
+    two = (ce(a["losses"]) + ce(b["losses"])) / 2  # each step's loss over the global batch
+    reference = ce(one["losses"])
+    off_two, off_other = (float(np.mean(np.abs(x - reference)) / np.mean(reference)) for x in (two, ce(other["losses"])))
+    print(f"mean per-step difference to 1 process × batch 2: 2 ranks × batch 1 {off_two:.2%}, another seed {off_other:.2%}")
+    assert off_two < 0.02
+    assert off_other > 0.02  # the tolerance can fail
 
 
 def test_two_ranks_draw_the_rare_class_batches_of_one_process(two_ranks, one_process):

@@ -405,3 +405,16 @@ def test_quality_at_more_budgets_tables_and_plots_mIoU_against_image_passes(tiny
         assert rows[method]["304 passes"] == f"{results[f'{method}_seed0_304p']['mIoU']:.4f}"
         assert results[f"{method}_seed0_304p"]["image_passes"] <= 304
     assert (out / "quality_budget.png").stat().st_size > 5000
+
+
+def test_a_method_the_budget_cannot_pay_for_is_left_out_with_the_reason(tiny, tmp_path, small_quality, monkeypatch):
+    # 130 image passes: self_train's two rounds of pseudo-labels alone cost 121.5 here, one step per epoch 30 more
+    trained = _counting(monkeypatch)
+    monkeypatch.setattr(kit.bench.scoreboard, "_train_and_score", lambda data_dir, out_dir, job, *a: {
+        "name": job.name, "seed": job.seed, "mIoU": 0.5, "train_seconds": 1.0, "iou": dict.fromkeys(CLASSES, 0.5),
+        "budget_passes": job.steps} if trained.append(job.key) is None else None)
+    text = kit.bench.scoreboard.bench_quality(str(tiny), str(tmp_path / "out"), small_quality * 130 / SMALL_PASSES,
+                                              seeds=[0], threads=1)
+    assert sorted(trained) == sorted(f"{m}_seed0_130p" for m in kit.train.config.METHODS if m != "self_train")
+    assert "Left out: self_train (a budget of 130 image passes does not pay for one step per epoch of self_train " \
+           "(152 passes: 122 of them pseudo-labels))." in text

@@ -275,15 +275,25 @@ def bench_quality(data_dir: str, out: str, budget: float, seeds: list[int], over
     :data:`QUALITY_PASSES`); ``quality.md`` / ``quality.json`` in ``out``. ``curve``: further budgets,
     trained alike, for ``quality_budget.md`` and ``quality_budget.png`` (mIoU against image passes)."""
     budgets = sorted({budget, *curve})
+    unpaid = {}  # (method, budget) → why a method cannot train on that budget (self_train's pseudo-labels alone)
+    for b in budgets:
+        for method in METHODS:
+            try:
+                job_config(Job(method, {"method": method}, 0, budget_passes(b), passes=True), data_dir,
+                           dict(QUALITY_OVERRIDES))
+            except ValueError as error:
+                unpaid[method, b] = str(error)
+                print(f"{method} left out at {budget_passes(b):,} image passes: {error}", flush=True)
     jobs = {b: [Job(method, {"method": method}, seed, budget_passes(b), passes=True) for seed in seeds
-                for method in METHODS] for b in budgets}
+                for method in METHODS if (method, b) not in unpaid] for b in budgets}
     results = run_jobs(data_dir, out, [job for b in reversed(budgets) for job in jobs[b]], overwrite, threads,
                        processes, train_missing=train_missing)
     main = {job.key: results[job.key] for job in jobs[budget] if job.key in results}
     size = f"{budget_passes(budget):,} image passes per run (kit.train.budget)"
     title = (f"Fisheye test mIoU ({setup_line(data_dir, size, seeds)}); gap closed = (mIoU − source_only) / "
              f"(oracle − source_only) per seed; Δ: paired differences over the same seeds.")
-    text = report(Path(out), "quality", title, main, REFERENCES, "method", gap=True)
+    notes = [f"Left out: {method} ({why})." for (method, b), why in unpaid.items() if b == budget]
+    text = report(Path(out), "quality", title, main, REFERENCES, "method", gap=True, notes=notes)
     if len(budgets) > 1:
         by_passes = {budget_passes(b): summarise([results[job.key] for job in jobs[b] if job.key in results])
                      for b in budgets}

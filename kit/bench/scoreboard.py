@@ -35,7 +35,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kit.bench.tables import (  # noqa: F401 (mean_std, summary_tables: re-exported)
-    REFERENCES, _pm, budget_table, mean_std, plot_budget, report, summarise, summary_tables)
+    REFERENCES,
+    budget_table,
+    mean_std,
+    plot_budget,
+    plus_minus,
+    report,
+    summarise,
+    summary_tables,
+)
 from kit.bench.variants import ENCODER_VARIANTS, LADDER, TUNE_VARIANTS
 from kit.common.files import is_output_dir, make_dirs, prepare_output_dir, write_json, write_text
 from kit.competition.layout import has_split
@@ -275,17 +283,20 @@ def bench_quality(data_dir: str, out: str, budget: float, seeds: list[int], over
     :data:`QUALITY_PASSES`); ``quality.md`` / ``quality.json`` in ``out``. ``curve``: further budgets,
     trained alike, for ``quality_budget.md`` and ``quality_budget.png`` (mIoU against image passes)."""
     budgets = sorted({budget, *curve})
+
+    def job(method: str, seed: int, b: float) -> Job:
+        return Job(method, {"method": method}, seed, budget_passes(b), passes=True)
+
     unpaid = {}  # (method, budget) → why a method cannot train on that budget (self_train's pseudo-labels alone)
     for b in budgets:
         for method in METHODS:
             try:
-                job_config(Job(method, {"method": method}, 0, budget_passes(b), passes=True), data_dir,
-                           dict(QUALITY_OVERRIDES))
+                job_config(job(method, 0, b), data_dir, dict(QUALITY_OVERRIDES))
             except ValueError as error:
                 unpaid[method, b] = str(error)
                 print(f"{method} left out at {budget_passes(b):,} image passes: {error}", flush=True)
-    jobs = {b: [Job(method, {"method": method}, seed, budget_passes(b), passes=True) for seed in seeds
-                for method in METHODS if (method, b) not in unpaid] for b in budgets}
+    jobs = {b: [job(method, seed, b) for seed in seeds for method in METHODS if (method, b) not in unpaid]
+            for b in budgets}
     results = run_jobs(data_dir, out, [job for b in reversed(budgets) for job in jobs[b]], overwrite, threads,
                        processes, train_missing=train_missing)
     main = {job.key: results[job.key] for job in jobs[budget] if job.key in results}
@@ -338,9 +349,9 @@ def bench_ladder(data_dir: str, out: str, rungs: list[str], budget: float, seeds
     for before, rung in zip([None, *rungs], rungs):
         pair = summarise([r for r in results.values() if r["name"] in (rung, before)], (before,))[rung]["paired"] \
             if before else {}
-        steps_table.append(f"| {rung} | {LADDER[rung][0]} | {_pm(summary[rung]['iou']['Car'])} | "
-                           f"{_pm(pair[before]['Car'], sign=True) if before in pair else '–'} | "
-                           f"{_pm(summary[rung]['mIoU'], 4)} | {_pm(pair[before]['mIoU'], 4, sign=True) if before in pair else '–'} |")
+        steps_table.append(f"| {rung} | {LADDER[rung][0]} | {plus_minus(summary[rung]['iou']['Car'])} | "
+                           f"{plus_minus(pair[before]['Car'], sign=True) if before in pair else '–'} | "
+                           f"{plus_minus(summary[rung]['mIoU'], 4)} | {plus_minus(pair[before]['mIoU'], 4, sign=True) if before in pair else '–'} |")
     title = f"The Car ablation ladder ({setup_line(data_dir, f'{steps} steps', seeds)})."
     return report(Path(out), "ladder", title, results, ("source_only",), "rung", gap=False,
                   notes=["Each rung against the rung before it (paired over seeds):", "", *steps_table, ""])

@@ -65,7 +65,8 @@ def _minus(a: float | None, b: float | None) -> float:
     return float("nan") if a is None or b is None else a - b
 
 
-def _pm(value: tuple[float, float], digits: int = 3, percent: bool = False, sign: bool = False) -> str:
+def plus_minus(value: tuple[float, float], digits: int = 3, percent: bool = False, sign: bool = False) -> str:
+    """``mean ± std`` as a table cell (``–`` for no value; std left out where there is one seed)."""
     mean, std = value
     if not math.isfinite(mean):
         return "–"
@@ -83,16 +84,16 @@ def summary_tables(summary: dict[str, dict], references: tuple[str, ...] = REFER
             *[f"Δ mIoU vs {r}" for r in refs], *[f"Δ Car vs {r}" for r in refs], "steps", "image passes", "train s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, s in summary.items():
-        paired = [_pm(s["paired"][r]["mIoU"], sign=True) if r in s["paired"] else "–" for r in refs]
-        paired_car = [_pm(s["paired"][r]["Car"], sign=True) if r in s["paired"] else "–" for r in refs]
-        cells = [name, ",".join(map(str, s["seeds"])), _pm(s["mIoU"], 4), _pm(s.get("teacher_mIoU", (math.nan,) * 2), 4),
-                 *([_pm(s["gap_closed"], percent=True)] if gap else []), *paired, *paired_car,
+        paired = [plus_minus(s["paired"][r]["mIoU"], sign=True) if r in s["paired"] else "–" for r in refs]
+        paired_car = [plus_minus(s["paired"][r]["Car"], sign=True) if r in s["paired"] else "–" for r in refs]
+        cells = [name, ",".join(map(str, s["seeds"])), plus_minus(s["mIoU"], 4), plus_minus(s.get("teacher_mIoU", (math.nan,) * 2), 4),
+                 *([plus_minus(s["gap_closed"], percent=True)] if gap else []), *paired, *paired_car,
                  f"{s['train_steps']:.0f}" if "train_steps" in s else "–",
                  f"{s['image_passes']:,.0f}" if "image_passes" in s else "–", f"{s['train_seconds']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"| {first} | " + " | ".join(CLASSES) + " |", "|" + "---|" * (1 + len(CLASSES))]
     for name, s in summary.items():
-        lines.append(f"| {name} | " + " | ".join(_pm(s["iou"][c], 2) for c in CLASSES) + " |")
+        lines.append(f"| {name} | " + " | ".join(plus_minus(s["iou"][c], 2) for c in CLASSES) + " |")
     return lines
 
 
@@ -106,6 +107,7 @@ def report(out_dir: Path, stem: str, title: str, results: dict[str, dict], refer
     print(text, flush=True)
     return text
 
+
 def budget_table(by_passes: dict[int, dict[str, dict]]) -> list[str]:
     """Markdown: each method's mIoU (mean ± std) and wall seconds at each budget (image passes → summary)."""
     budgets = list(by_passes)
@@ -113,7 +115,7 @@ def budget_table(by_passes: dict[int, dict[str, dict]]) -> list[str]:
     head = ["method", *[f"{b:,} passes" for b in budgets], *[f"train s at {b:,}" for b in budgets]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in names:
-        cells = [_pm(by_passes[b][name]["mIoU"], 4) if name in by_passes[b] else "–" for b in budgets]
+        cells = [plus_minus(by_passes[b][name]["mIoU"], 4) if name in by_passes[b] else "–" for b in budgets]
         cells += [f"{by_passes[b][name]['train_seconds']:.0f}" if name in by_passes[b] else "–" for b in budgets]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines

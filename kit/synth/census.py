@@ -26,9 +26,8 @@ import numpy as np
 from kit.common.files import write_json, write_text
 from kit.competition.cityscapes import cityscapes_class_shares
 from kit.competition.labels import CLASSES, NUM_CLASSES
-from kit.data.fisheye import fisheye_camera
 from kit.synth.cameras import Cameras
-from kit.synth.dataset import PRESETS, render_sample
+from kit.synth.dataset import PRESETS, add_camera_arguments, parsed_cameras, render_sample
 
 DOMAINS = {"source": "train_source", "fisheye": "test"}
 WITHIN = 2.0  # the generator's goal: every class's share within this factor of Cityscapes', in both domains
@@ -92,7 +91,7 @@ def format_census(census: dict) -> str:
     """Markdown: the share table against Cityscapes (✗ marks a ratio outside :data:`WITHIN`), then the
     object sizes per domain."""
     size = PRESETS[census["preset"]]
-    lines = [f"| class | Cityscapes | source | × | fisheye | × |", "|---|---|---|---|---|---|"]
+    lines = ["| class | Cityscapes | source | × | fisheye | × |", "|---|---|---|---|---|---|"]
     for name in CLASSES:
         cells = [f"{100 * census['cityscapes'][name]:.2f}%"]
         for domain in DOMAINS:
@@ -120,19 +119,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=200, help="frames per domain")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--fisheye-model", default=Cameras.fisheye_projection)
-    parser.add_argument("--fisheye-fov", type=float, default=Cameras.fisheye_fov)
-    parser.add_argument("--mounts", default=",".join(Cameras.fisheye_mounts), help="comma-separated: front,rear")
+    add_camera_arguments(parser)
     parser.add_argument("--out", help="also write classes.md and classes.json into this folder")
     args = parser.parse_args(argv)
     if args.images < 1:
         parser.error(f"--images {args.images}: expected at least 1")
-    try:
-        cameras = Cameras(fisheye_projection=args.fisheye_model, fisheye_fov=args.fisheye_fov,
-                          fisheye_mounts=tuple(m.strip() for m in args.mounts.split(",")))
-        fisheye_camera(*PRESETS[args.preset].target_size, cameras.fisheye_fov, cameras.fisheye_projection)
-    except ValueError as error:
-        parser.error(str(error))
+    cameras = parsed_cameras(parser, args)  # the bonnet: as training sees it, whatever this says (class_census)
     census = class_census(args.preset, args.images, args.seed, cameras, args.workers)
     text = format_census(census)
     print(text)

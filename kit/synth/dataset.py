@@ -274,6 +274,25 @@ def format_report(stats: dict) -> str:
 DESCRIPTION = 'Synthetic "fisheye city": ray-cast street scenes seen by a pinhole and a fisheye camera.'
 
 
+def add_camera_arguments(parser: argparse.ArgumentParser) -> None:
+    """The fisheye camera's options (``--fisheye-model``, ``--fisheye-fov``, ``--mounts``) of a command line."""
+    parser.add_argument("--fisheye-model", default=Cameras.fisheye_projection)
+    parser.add_argument("--fisheye-fov", type=float, default=Cameras.fisheye_fov)
+    parser.add_argument("--mounts", default=",".join(Cameras.fisheye_mounts), help="comma-separated: front,rear")
+
+
+def parsed_cameras(parser: argparse.ArgumentParser, args: argparse.Namespace, bonnet_as_sky: bool = True) -> Cameras:
+    """The :class:`Cameras` of :func:`add_camera_arguments`' options, checked at ``args.preset``'s target size
+    before any worker starts: a bad setting is the parser's error (exit 2)."""
+    try:
+        cameras = Cameras(bonnet_as_sky=bonnet_as_sky, fisheye_projection=args.fisheye_model,
+                          fisheye_fov=args.fisheye_fov, fisheye_mounts=tuple(m.strip() for m in args.mounts.split(",")))
+        fisheye_camera(*PRESETS[args.preset].target_size, cameras.fisheye_fov, cameras.fisheye_projection)
+    except ValueError as error:
+        parser.error(str(error))
+    return cameras
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kit.synth", description=DESCRIPTION)
     parser.add_argument("--out", required=True, help="dataset directory to create (must be empty or new)")
@@ -282,21 +301,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--overwrite", action="store_true", help="replace this generator's files in --out")
     parser.add_argument("--bonnet-ignore", action="store_true", help="label the source bonnet 255, not Sky")
-    parser.add_argument("--fisheye-model", default=Cameras.fisheye_projection)
-    parser.add_argument("--fisheye-fov", type=float, default=Cameras.fisheye_fov)
-    parser.add_argument("--mounts", default=",".join(Cameras.fisheye_mounts), help="comma-separated: front,rear")
+    add_camera_arguments(parser)
     parser.add_argument("--no-preview", action="store_true", help="skip preview.png")
     args = parser.parse_args(argv)
-    try:  # fail on bad camera settings before starting workers
-        cameras = Cameras(
-            bonnet_as_sky=not args.bonnet_ignore,
-            fisheye_projection=args.fisheye_model,
-            fisheye_fov=args.fisheye_fov,
-            fisheye_mounts=tuple(m.strip() for m in args.mounts.split(",")),
-        )
-        fisheye_camera(*PRESETS[args.preset].target_size, cameras.fisheye_fov, cameras.fisheye_projection)
-    except ValueError as error:
-        parser.error(str(error))
+    cameras = parsed_cameras(parser, args, bonnet_as_sky=not args.bonnet_ignore)
     try:
         stats = generate(args.out, args.preset, args.seed, args.workers, args.overwrite, cameras)
     except FileExistsError as error:  # the message speaks to notebooks; say the flag too

@@ -418,3 +418,29 @@ def test_a_method_the_budget_cannot_pay_for_is_left_out_with_the_reason(tiny, tm
     assert sorted(trained) == sorted(f"{m}_seed0_130p" for m in kit.train.config.METHODS if m != "self_train")
     assert "Left out: self_train (a budget of 130 image passes does not pay for one step per epoch of self_train " \
            "(152 passes: 122 of them pseudo-labels))." in text
+
+
+def test_the_tools_bench_switches_each_tool_and_scores_tta_on_the_same_runs(tiny, tmp_path, quality_run, small_quality,
+                                                                             monkeypatch):
+    import kit.bench.tools
+    from kit.predict.tta import InferenceSettings
+
+    out = tmp_path / "out"
+    shutil.copytree(quality_run, out)
+    trained = _counting(monkeypatch)
+    text = kit.bench.tools.bench_tools(str(tiny), str(out), ["source_only"], small_quality, seeds=[0], threads=1)
+    assert sorted(trained) == ["source_only_nodice_seed0_152p", "source_only_rcs_seed0_152p"]  # the method is reused
+    results = {p.stem: json.loads(p.read_text()) for p in (out / "results").glob("*.json")}
+    assert results["source_only_rcs_seed0_152p"]["config"]["rare_class_sampling"] is True
+    assert results["source_only_nodice_seed0_152p"]["config"]["dice_weight"] == 0.0
+    tta = kit.bench.scoreboard.score_run(out / "runs" / "source_only_seed0_152p", str(tiny),
+                                         settings=InferenceSettings(mode="whole", scales=kit.bench.tools.TTA_SCALES, flip=True))
+    rows = _table(text, "variant")
+    assert rows["source_only_tta"]["mIoU"] == f"{tta['mIoU']:.4f}"
+    base = results["source_only_seed0_152p"]["mIoU"]
+    assert rows["source_only_tta"]["Δ mIoU vs source_only"] == f"{tta['mIoU'] - base:+.3f}"
+    for tool in ("rcs", "nodice"):
+        assert rows[f"source_only_{tool}"]["Δ mIoU vs source_only"] == \
+            f"{results[f'source_only_{tool}_seed0_152p']['mIoU'] - base:+.3f}"
+    with pytest.raises(ValueError, match=r"unknown tool\(s\) \['tta'\]; choose from \['rcs', 'nodice'\]"):
+        kit.bench.tools.bench_tools(str(tiny), str(out), ["source_only"], small_quality, seeds=[0], tools=("tta",))

@@ -14,6 +14,7 @@ import kit.train.loop
 import kit.train.recipes
 import kit.train.steps
 from kit.data.datasets import RareClassSampler
+from kit.data.rare import RareClassCrop
 from kit.data.stats import class_pixel_counts, domain_stats
 from kit.predict.runs import RunConfig, load_checkpoint, model_from_config
 from kit.train.config import TrainConfig
@@ -356,6 +357,12 @@ def test_best_pt_is_never_chosen_on_images_the_run_trains_on(tiny, tmp_path):
         np.bincount(read_label(path).ravel(), minlength=256)[:12] for path in rare.train.frame["gt_path"]]))
     oracle = build_data(_config(tiny, tmp_path, method="oracle"))
     assert len(oracle.evals["source_val"]) == len(val)  # the oracle trains on no source image: all of it monitors
+    rare_oracle = build_data(_config(tiny, tmp_path, method="oracle", rare_class_sampling=True))
+    np.testing.assert_array_equal(rare_oracle.class_pixels, np.stack([  # the oracle draws from the fisheye labels
+        np.bincount(read_label(path).ravel(), minlength=256)[:12] for path in rare_oracle.train.frame["gt_path"]]))
+    assert isinstance(rare_oracle.train.transform.transforms[-1], RareClassCrop)
+    assert isinstance(rare.train.transform.transforms[-1], RareClassCrop)
+    assert type(oracle.train.transform.transforms[-1]).__name__ == "RandomCrop"  # off: the plain crop
     everything = _config(tiny, tmp_path, method="source_only", fisheye_eval_split=None, val_holdout=0.0)
     assert build_data(everything).monitor is None  # nothing left to monitor: best.pt follows last.pt
     with pytest.raises(ValueError, match="val_holdout = 0.0 keeps no val_source image out of training"):

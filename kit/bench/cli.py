@@ -15,6 +15,8 @@
     tune  variants of uda_geo and self_train (TUNE_VARIANTS) trained like quality and scored on the test split of a
           *validation* dataset (another synthetic seed or camera), so that no choice looks at the
           benchmark's test labels (tune.md/.json).
+    tools  the small-class tools on/off at equal budget: rare-class sampling on, Dice off, multi-scale + flip
+          TTA, paired with each method as the benchmark trains it (tools.md/.json; kit.bench.tools).
     ladder  the Car ablation ladder: source_only → uda_geo one component at a time (ladder.md/.json).
 
     gpu   the GPU check: uda in bf16/fp16/fp32, mask2former + InternImage in bf16, a pseudo-label round,
@@ -40,9 +42,11 @@ import cv2
 import numpy as np
 
 from kit.bench.scoreboard import QUALITY_PASSES, QUALITY_STEPS, bench_encoders, bench_ladder, bench_quality, bench_tune
+from kit.bench.tools import TOOLS, bench_tools
 from kit.bench.variants import LADDER, TUNE_VARIANTS
 from kit.competition.labels import IGNORE_INDEX, NUM_CLASSES
 from kit.competition.rle import SUBMISSION_SIZE, encode_label_map
+from kit.train.config import METHODS
 
 
 def baseline_rle_encode(mask: np.ndarray) -> str:
@@ -318,13 +322,19 @@ def main(argv: list[str] | None = None) -> None:
     ladder.add_argument("--out", default="outputs/bench_quality", help="runs/, results/, ladder.md and ladder.json "
                         "(default: quality's, so that rungs equal to a method are trained once)")
     ladder.add_argument("--rung", nargs="+", default=list(LADDER), choices=list(LADDER), help="rungs (default: all)")
+    tools = sub.add_parser("tools", help="rare-class sampling, Dice and TTA switched, at equal budget, paired")
+    tools.add_argument("--data", default="data/demo", help="synthetic dataset root (with test_gt.csv)")
+    tools.add_argument("--out", default="outputs/bench_quality", help="runs/, results/, tools.md and tools.json "
+                       "(default: quality's, so that each method as trained there is reused)")
+    tools.add_argument("--method", nargs="+", default=["source_only", "oracle"], choices=list(METHODS))
+    tools.add_argument("--tool", nargs="+", default=list(TOOLS), choices=list(TOOLS), help="tools switched (TTA: always)")
     encoders = sub.add_parser("encoders", help="mit_b0 and pvt_v2_b0 from scratch, tf_efficientnet_lite0 bundled, trained alike")
     encoders.add_argument("--data", default="data/demo", help="synthetic dataset root (with test_gt.csv)")
     encoders.add_argument("--out", default="outputs/bench_encoders", help="runs/, results/, encoders.md and encoders.json")
-    for command, budget, seeds in ((quality, 1.0, [0, 1, 2]), (tune, 0.5, [0]), (ladder, 1.0, [0, 1, 2]),
+    for command, budget, seeds in ((quality, 1.0, [0, 1, 2]), (tools, 0.5, [0, 1, 2]), (tune, 0.5, [0]), (ladder, 1.0, [0, 1, 2]),
                                    (encoders, 0.9, [0, 1, 2])):
         scaled = (f"the {QUALITY_PASSES:,} image passes per run (kit.train.budget: the same compute for every method)"
-                  if command is quality else f"the {QUALITY_STEPS} training steps per run")
+                  if command in (quality, tools) else f"the {QUALITY_STEPS} training steps per run")
         command.add_argument("--budget", type=float, default=budget, help=f"scales {scaled}")
         command.add_argument("--seeds", "--seed", type=int, nargs="+", default=seeds, help="one run per seed")
         command.add_argument("--threads", type=int, default=1, help="torch CPU threads per run (1 was fastest on 2 cores)")
@@ -346,6 +356,9 @@ def main(argv: list[str] | None = None) -> None:
     elif args.name == "quality":
         bench_quality(args.data, args.out, args.budget, args.seeds, args.overwrite, args.threads, args.jobs,
                       train_missing=not args.report_only, curve=tuple(args.curve))
+    elif args.name == "tools":
+        bench_tools(args.data, args.out, args.method, args.budget, args.seeds, args.overwrite, args.threads, args.jobs,
+                    train_missing=not args.report_only, tools=tuple(args.tool))
     elif args.name == "tune":
         bench_tune(args.data, args.out, args.variant, args.budget, args.seeds, args.overwrite, args.threads, args.jobs,
                    reference=args.reference, train_missing=not args.report_only)

@@ -180,10 +180,11 @@ def _train_and_score(data_dir: str, out_dir: Path, job: Job, overwrite: bool, th
     return result
 
 
-def score_run(run_dir: str | Path, data_dir: str, weights: str = "model") -> dict:
+def score_run(run_dir: str | Path, data_dir: str, weights: str = "model", settings=None) -> dict:
     """Per-class IoU and mIoU of a run's ``last.pt`` (``weights``: ``"model"``, the student, or
     ``"teacher"``) on ``data_dir``'s labelled fisheye test split: whole image at the run's target
-    size, the border an ellipse estimated as the run's training estimated it (``kit.predict.splits.run_border``)."""
+    size (or ``settings``, a ``kit.predict.tta.InferenceSettings``), the border an ellipse estimated
+    as the run's training estimated it (``kit.predict.splits.run_border``)."""
     from kit.competition.layout import read_split
     from kit.predict.runs import load_checkpoint, load_run
     from kit.predict.splits import predict_split
@@ -196,7 +197,8 @@ def score_run(run_dir: str | Path, data_dir: str, weights: str = "model") -> dic
             raise ValueError(f"{run_dir}/last.pt holds no {weights!r} weights")
         model.load_state_dict(state[weights])
     border = _ellipse_border(data_dir, config.target_size, config.stats_limit, config.border_threshold)
-    return predict_split([(model, config)], read_split(data_dir, "test_gt"), settings=InferenceSettings(mode="whole"),
+    return predict_split([(model, config)], read_split(data_dir, "test_gt"),
+                         settings=settings or InferenceSettings(mode="whole"),
                          border=border, progress=False).scores
 
 

@@ -194,9 +194,15 @@ class FisheyeTransform(A.DualTransform):
         return ("mean_target", "inside")
 
 
+def crop_step(crop: tuple[int, int] | A.BasicTransform) -> A.BasicTransform:
+    """A pipeline's last step: ``A.RandomCrop`` of ``crop = (H, W)``, or the crop transform given
+    (``kit.data.rare.RareClassCrop`` under rare-class sampling)."""
+    return crop if isinstance(crop, A.BasicTransform) else A.RandomCrop(*crop)
+
+
 def solution_a_pipeline(
     image_size: tuple[int, int],
-    crop_size: tuple[int, int],
+    crop_size: tuple[int, int] | A.BasicTransform,
     mix_background: MixBackground | None = None,
 ) -> A.Compose:
     """Solution A's source pipeline: resize to ``image_size = (H, W)``, Mix Background (p=0.25 when
@@ -204,7 +210,7 @@ def solution_a_pipeline(
     steps = [A.Resize(*image_size)]
     if mix_background is not None:
         steps.append(mix_background)
-    steps += [A.HorizontalFlip(p=0.5), A.ColorJitter(p=0.25), A.RandomCrop(*crop_size)]
+    steps += [A.HorizontalFlip(p=0.5), A.ColorJitter(p=0.25), crop_step(crop_size)]
     return A.Compose(steps)
 
 
@@ -222,15 +228,15 @@ def solution_a_distortion(alpha: float = 100.0, sigma: float = 10.0, alpha_affin
     ])
 
 
-def solution_b_pipeline(fisheye_transform: FisheyeTransform, crop_size: tuple[int, int]) -> A.Compose:
+def solution_b_pipeline(fisheye_transform: FisheyeTransform, crop_size: tuple[int, int] | A.BasicTransform) -> A.Compose:
     """Solution B's pipeline: fisheye transformation, flip p=0.5, photometric jitter, random crop
     ``crop_size = (H, W)`` (theirs: 1920×1080 frames, 960×540 crops)."""
-    return A.Compose([fisheye_transform, A.HorizontalFlip(p=0.5), A.ColorJitter(p=0.5), A.RandomCrop(*crop_size)])
+    return A.Compose([fisheye_transform, A.HorizontalFlip(p=0.5), A.ColorJitter(p=0.5), crop_step(crop_size)])
 
 
-def kit_pipeline(fisheye_warp: FisheyeWarp, crop_size: tuple[int, int]) -> A.Compose:
+def kit_pipeline(fisheye_warp: FisheyeWarp, crop_size: tuple[int, int] | A.BasicTransform) -> A.Compose:
     """The kit's default: geometric fisheye warp, flip p=0.5, ColorJitter p=0.25, random crop."""
-    return A.Compose([fisheye_warp, A.HorizontalFlip(p=0.5), A.ColorJitter(p=0.25), A.RandomCrop(*crop_size)])
+    return A.Compose([fisheye_warp, A.HorizontalFlip(p=0.5), A.ColorJitter(p=0.25), crop_step(crop_size)])
 
 
 def fix_sky_bonnet(label: np.ndarray, start: float = 2 / 3, value: int = IGNORE_INDEX) -> np.ndarray:

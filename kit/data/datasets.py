@@ -23,6 +23,7 @@ from torch.utils.data import Dataset, Sampler
 
 from kit.competition.labels import IGNORE_INDEX, VALID_LABEL_VALUES, VOID_INDEX
 from kit.competition.layout import read_image, read_label
+from kit.data.rare import rare_class_probabilities
 from kit.data.stats import IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -228,11 +229,7 @@ class RareClassSampler(Sampler[int]):
 
     def __init__(self, class_pixels: np.ndarray, temperature: float, num_samples: int, generator: torch.Generator) -> None:
         counts = np.asarray(class_pixels, dtype=np.float64)
-        present = counts.sum(axis=0) > 0
-        freq = counts.sum(axis=0) / counts.sum()
-        logits = np.where(present, (1.0 - freq) / temperature, -np.inf)
-        prob = np.exp(logits - logits[present].max())
-        self.class_prob = torch.tensor(prob / prob.sum())
+        self.class_prob = torch.tensor(rare_class_probabilities(counts, temperature))
         self.images_of = [torch.nonzero(torch.tensor(counts[:, c] > 0)).flatten() for c in range(counts.shape[1])]
         self.num_samples = num_samples
         self.generator = generator

@@ -96,7 +96,7 @@ class TrainConfig:
     normalization: str = "per_domain"  # per_domain (measured, cached) | reference | imagenet | encoder
     stats_limit: int | None = 200  # images per domain for the statistics and the mean target image
     border_threshold: float | None = None  # mean-target threshold of the border (real data: 108); None: Otsu
-    rare_class_sampling: bool = False  # DAFormer's rare-class sampling of source images
+    rare_class_sampling: bool = False  # DAFormer's rare-class sampling of labelled images, and crops holding the class
     rcs_temperature: float = 0.01  # rare-class sampling temperature (DAFormer: 0.01)
     eval_limit: int | None = 100  # images per evaluation split (None: all)
     fisheye_eval_split: str | None = "train_target_gt"  # labelled fisheye split scored each epoch, if present

@@ -40,6 +40,7 @@ from kit.data.augment import (
     FisheyeTransform,
     FisheyeWarp,
     MixBackground,
+    crop_step,
     fix_sky_bonnet,
     kit_pipeline,
     solution_a_distortion,
@@ -48,6 +49,7 @@ from kit.data.augment import (
 )
 from kit.data.border import BorderEstimate, estimate_border
 from kit.data.datasets import RareClassSampler, Reseeded, SeededDraws, SegmentationDataset, ZipDataset
+from kit.data.rare import RareClassCrop, rare_class_probabilities
 from kit.data.stats import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -124,6 +126,15 @@ def build_data(config: TrainConfig) -> TrainData:
     def source(transform) -> SegmentationDataset:
         return SegmentationDataset(trained, compose(transform), smean, sstd, BACKGROUND_CLASS, label_fn)
 
+    class_pixels = None  # rare-class sampling: labelled pixels per trained image (images and crops are drawn from them)
+    if config.rare_class_sampling:
+        if config.method == "oracle":
+            counts = class_pixel_counts(root, "train_target_gt") if has_split(root, "train_target_gt") else None
+        else:  # the rows trained on, as source_splits chose them
+            counts = np.concatenate([class_pixel_counts(root, s) for s in config.train_splits])[trained_rows]
+        if counts is not None:
+            class_pixels = counts[:, :NUM_CLASSES]
+            crop = RareClassCrop(*config.crop_size, rare_class_probabilities(class_pixels, config.rcs_temperature))
     border = target_border(config) if config.method in ("fisheye_tf", "self_train", *UDA_METHODS) else None
     target = None
 
@@ -145,7 +156,7 @@ def build_data(config: TrainConfig) -> TrainData:
                 f"kit's synthetic datasets have; {root} has none"
             )
         frame = read_split(root, "train_target_gt")
-        steps = [A.Resize(th, tw), A.HorizontalFlip(p=0.5), A.ColorJitter(p=0.25), A.RandomCrop(*crop)]
+        steps = [A.Resize(th, tw), A.HorizontalFlip(p=0.5), A.ColorJitter(p=0.25), crop_step(crop)]
         train = SegmentationDataset(frame, compose(steps), tmean, tstd, BACKGROUND_CLASS)
     else:
         mix = MixBackground(list(border.paths), border.ellipse, (tw, th), p=config.mix_background)
@@ -157,7 +168,7 @@ def build_data(config: TrainConfig) -> TrainData:
             distortion = warp_pipeline()
         branches = {"distorted": source(distortion)} if config.distortion_branch else {}
         train = ZipDataset(source=source(source_pipeline), **branches)
-        target_steps = [A.Resize(th, tw), A.HorizontalFlip(p=0.5), A.RandomCrop(*crop)]
+        target_steps = [A.Resize(th, tw), A.HorizontalFlip(p=0.5), A.RandomCrop(*config.crop_size)]
         target = SegmentationDataset(read_split(root, "train_target"), compose(target_steps), tmean, tstd)
 
     evals = {}
@@ -173,12 +184,6 @@ def build_data(config: TrainConfig) -> TrainData:
         frame = evenly_spread(read_split(root, config.fisheye_eval_split), config.eval_limit)
         evals["fisheye"] = SegmentationDataset(frame, A.Compose([A.Resize(th, tw)]), tmean, tstd, BACKGROUND_CLASS)
 
-    class_pixels = None
-    if config.rare_class_sampling:
-        if config.method == "oracle":
-            raise ValueError("rare-class sampling draws source images; METHOD 'oracle' trains on target images")
-        counts = np.concatenate([class_pixel_counts(root, s) for s in config.train_splits])
-        class_pixels = counts[trained_rows][:, :NUM_CLASSES]  # the rows trained on, as source_splits chose them
     return TrainData(train, target, evals, (smean, sstd), (tmean, tstd), monitor_of(config, evals), border,
                      class_pixels)
 

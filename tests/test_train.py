@@ -363,6 +363,9 @@ def test_best_pt_is_never_chosen_on_images_the_run_trains_on(tiny, tmp_path):
     assert isinstance(rare_oracle.train.transform.transforms[-1], RareClassCrop)
     assert isinstance(rare.train.transform.transforms[-1], RareClassCrop)
     assert type(oracle.train.transform.transforms[-1]).__name__ == "RandomCrop"  # off: the plain crop
+    zipped = build_data(_config(tiny, tmp_path, method="uda", rare_class_sampling=True)).train.datasets
+    crops = [t for d in zipped.values() for t in d.transform.transforms if isinstance(t, RareClassCrop)]
+    assert len(crops) == 2 and crops[0] is not crops[1]  # each pipeline its own crop, drawing from its own generator
     everything = _config(tiny, tmp_path, method="source_only", fisheye_eval_split=None, val_holdout=0.0)
     assert build_data(everything).monitor is None  # nothing left to monitor: best.pt follows last.pt
     with pytest.raises(ValueError, match="val_holdout = 0.0 keeps no val_source image out of training"):

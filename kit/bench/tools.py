@@ -9,9 +9,10 @@ small classes' IoU and the paired differences against the method as trained.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from kit.bench.scoreboard import QUALITY_OVERRIDES, Job, budget_passes, run_jobs, score_run, setup_line
+from kit.bench.scoreboard import Job, budget_passes, run_jobs, score_run, setup_line
 from kit.bench.tables import report
 from kit.common.files import make_dirs, write_json
 
@@ -24,8 +25,6 @@ TTA_SCALES = (0.8, 0.9, 1.0, 1.1, 1.2)
 def tta_result(result: dict, run_dir: Path, data_dir: str, path: Path) -> dict:
     """``result`` (a trained run's) scored again with :data:`TTA_SCALES` + flip, as ``<name>_tta``;
     kept in ``path`` and reused while its run's result is the same."""
-    import json
-
     from kit.predict.tta import InferenceSettings
 
     if path.is_file():
@@ -51,8 +50,7 @@ def bench_tools(data_dir: str, out: str, methods: list[str], budget: float, seed
     switched = {"": {}, **{tool: TOOLS[tool] for tool in tools}}
     jobs = [Job(method + (f"_{tool}" if tool else ""), {"method": method, **overrides}, seed, passes, passes=True)
             for method in methods for tool, overrides in switched.items() for seed in seeds]
-    results = run_jobs(data_dir, out, jobs, overwrite, threads, processes, dict(QUALITY_OVERRIDES),
-                       train_missing=train_missing)
+    results = run_jobs(data_dir, out, jobs, overwrite, threads, processes, train_missing=train_missing)
     out_dir = Path(out)
     for job in jobs:
         if job.name in methods and job.key in results:

@@ -115,7 +115,6 @@ def build_data(config: TrainConfig) -> TrainData:
     if config.fix_sky_bonnet:
         label_fn = functools.partial(fix_sky_bonnet, value=VOID_INDEX if config.bonnet == "void" else IGNORE_INDEX)
     th, tw = config.target_size
-    crop = config.crop_size
 
     def compose(steps) -> A.Compose:
         return steps if isinstance(steps, A.Compose) else A.Compose(steps)
@@ -126,7 +125,7 @@ def build_data(config: TrainConfig) -> TrainData:
     def source(transform) -> SegmentationDataset:
         return SegmentationDataset(trained, compose(transform), smean, sstd, BACKGROUND_CLASS, label_fn)
 
-    class_pixels = None  # rare-class sampling: labelled pixels per trained image (images and crops are drawn from them)
+    class_pixels, crop_prob = None, None  # rare-class sampling: labelled pixels per trained image, class probabilities
     if config.rare_class_sampling:
         if config.method == "oracle":
             counts = class_pixel_counts(root, "train_target_gt") if has_split(root, "train_target_gt") else None
@@ -134,19 +133,23 @@ def build_data(config: TrainConfig) -> TrainData:
             counts = np.concatenate([class_pixel_counts(root, s) for s in config.train_splits])[trained_rows]
         if counts is not None:
             class_pixels = counts[:, :NUM_CLASSES]
-            crop = RareClassCrop(*config.crop_size, rare_class_probabilities(class_pixels, config.rcs_temperature))
+            crop_prob = rare_class_probabilities(class_pixels, config.rcs_temperature)
+
+    def crop():  # a crop step of its own for each pipeline: Reseeded gives each pipeline its own generator
+        return config.crop_size if crop_prob is None else RareClassCrop(*config.crop_size, crop_prob)
+
     border = target_border(config) if config.method in ("fisheye_tf", "self_train", *UDA_METHODS) else None
     target = None
 
     def warp_pipeline() -> A.Compose:
         warp = FisheyeWarp(size=(tw, th), src_hfov_deg=config.src_hfov_deg, fov_deg=config.fisheye_fov_deg,
                            seed=config.seed)
-        return A.Compose([A.Resize(*config.source_size), *kit_pipeline(warp, crop).transforms])
+        return A.Compose([A.Resize(*config.source_size), *kit_pipeline(warp, crop()).transforms])
 
     if config.method == "source_only":
-        train = source(solution_a_pipeline(config.source_size, crop))
+        train = source(solution_a_pipeline(config.source_size, crop()))
     elif config.method == "fisheye_tf" or (config.method == "self_train" and config.self_train_source == "fisheye_tf"):
-        train = source(solution_b_pipeline(FisheyeTransform(border.mean, border.inside), crop))
+        train = source(solution_b_pipeline(FisheyeTransform(border.mean, border.inside), crop()))
     elif config.method == "self_train":
         train = source(warp_pipeline())
     elif config.method == "oracle":
@@ -156,13 +159,13 @@ def build_data(config: TrainConfig) -> TrainData:
                 f"kit's synthetic datasets have; {root} has none"
             )
         frame = read_split(root, "train_target_gt")
-        steps = [A.Resize(th, tw), A.HorizontalFlip(p=0.5), A.ColorJitter(p=0.25), crop_step(crop)]
+        steps = [A.Resize(th, tw), A.HorizontalFlip(p=0.5), A.ColorJitter(p=0.25), crop_step(crop())]
         train = SegmentationDataset(frame, compose(steps), tmean, tstd, BACKGROUND_CLASS)
     else:
         mix = MixBackground(list(border.paths), border.ellipse, (tw, th), p=config.mix_background)
-        source_pipeline = solution_a_pipeline(config.source_size, crop, mix if config.mix_background > 0 else None)
+        source_pipeline = solution_a_pipeline(config.source_size, crop(), mix if config.mix_background > 0 else None)
         if config.method == "uda":
-            distortion = A.Compose([*solution_a_pipeline(config.source_size, crop).transforms,
+            distortion = A.Compose([*solution_a_pipeline(config.source_size, crop()).transforms,
                                     *solution_a_distortion().transforms])
         else:
             distortion = warp_pipeline()

@@ -127,11 +127,17 @@ def _albedo(texture: int, p: np.ndarray, n: np.ndarray, colour: np.ndarray, para
         tinted = np.float32(0.12) + 0.12 * np.clip(n[:, 2:3] + 0.5, 0, 1) + 0.02 * blotch  # dark, sky-lit glass
         return np.where(glass[:, None], tinted, out)
     if texture == LAMPS:
-        cx, cz, lit, facing, vertical = params[:, 0], params[:, 1], params[:, 2], params[:, 3], params[:, 4] > 0.5
-        along, across = np.where(vertical, cz - p[:, 2], p[:, 0] - cx), np.where(vertical, p[:, 0] - cx, p[:, 2] - cz)
+        cx, cz, lit, cy, vertical = params[:, 0], params[:, 1], params[:, 2], params[:, 3], params[:, 4] > 0.5
+        # a row of three lamps on both large faces (±y) of a head: heads hang back to back, one for each
+        # direction of the traffic, so a camera behind a head sees lamps, not a dark box like a window;
+        # a post's vertical head also carries them on its ±x faces (the crossing's heads), as a fisheye
+        # camera beside the kerb sees it side-on
+        side = vertical & (np.abs(n[:, 0]) > 0.5)
+        along = np.where(vertical, cz - p[:, 2], p[:, 0] - cx)
+        across = np.where(side, p[:, 1] - cy, np.where(vertical, p[:, 0] - cx, p[:, 2] - cz))
         offset = along / 0.4  # lamp slots at offsets -1, 0, 1: along x, or top to bottom on a vertical head
         slot = np.clip(np.round(offset), -1, 1)
-        in_lamp = (np.hypot((offset - slot) * 0.4, across) < 0.13) & (n[:, 1] * facing > 0.5)
+        in_lamp = (np.hypot((offset - slot) * 0.4, across) < 0.13) & ((np.abs(n[:, 1]) > 0.5) | side)
         lamp_colours = np.array([(1.0, 0.15, 0.1), (1.0, 0.7, 0.1), (0.1, 0.9, 0.5)], np.float32)
         brightness = np.where(slot + 1 == lit, np.float32(1.4), np.float32(0.25))  # one lamp lit
         lamp = lamp_colours[(slot + 1).astype(int)] * brightness[:, None]

@@ -147,13 +147,15 @@ def sign_material(
 
 
 def signal_housing(rng: np.random.Generator, params: tuple[float, ...]) -> Material:
-    """A signal head's housing: black most often, else yellow or dark green, with its lamps (``params``)."""
+    """A signal head's housing: black most often, else yellow or dark green, with its lamps; ``params``
+    are the head's centre (x, z), its lit lamp (0 red, 1 amber, 2 green), its centre y, 1 for a vertical head."""
     colour = HOUSINGS[int(rng.choice(len(HOUSINGS), p=[0.5, 0.3, 0.2]))]
     return Material(LIGHT, jitter(rng, colour, 0.1), LAMPS, params)
 
 
 def traffic_light(rng: np.random.Generator, x_pole: float, y: float, x_end: float, facing: float) -> Thing:
-    """Korean-style gantry: pole, arm over the lanes, horizontal signal heads facing ``facing`` (±1 y)."""
+    """Korean-style gantry: pole, arm over the lanes, horizontal signal heads facing ``facing`` (±1 y)
+    with a second set of lamps on their backs (heads back to back, as over a two-way street)."""
     height = rng.uniform(5.5, 7.0)
     metal = Material(POLE, grey(rng.uniform(0.45, 0.6)), PLAIN, (0.15, 3.0))
     parts: list[tuple[Shape, Material]] = [
@@ -164,7 +166,7 @@ def traffic_light(rng: np.random.Generator, x_pole: float, y: float, x_end: floa
     for k in range(heads):
         cx = x_end + (x_pole - x_end) * (0.1 + 0.35 * k)
         lit = float(rng.integers(3))
-        housing = signal_housing(rng, (cx, height - 0.35, lit, facing, 0.0))
+        housing = signal_housing(rng, (cx, height - 0.35, lit, y, 0.0))
         parts.append((Box((cx, y, height - 0.35), (0.65, 0.2, 0.24)), housing))
     if rng.random() < 0.4:
         centre = (x_pole + (x_end - x_pole) * 0.75, height + 0.05)
@@ -174,12 +176,13 @@ def traffic_light(rng: np.random.Generator, x_pole: float, y: float, x_end: floa
 
 
 def signal_post(rng: np.random.Generator, x: float, y: float, facing: float) -> Thing:
-    """A kerbside signal: a 3 m post with a vertical three-lamp head facing ``facing`` (±1 y), as at
-    crossings, sometimes with a sign under it; close to the kerb, so near cameras see it large."""
+    """A kerbside signal: a 3 m post with a vertical three-lamp head facing ``facing`` (±1 y), lamps on all
+    four sides (the crossing's heads too), as at crossings, sometimes with a sign under it; close to the
+    kerb, so near cameras see it large."""
     height = rng.uniform(2.6, 3.4)
     metal = Material(POLE, grey(rng.uniform(0.35, 0.6)), PLAIN, (0.15, 3.0))
     centre = height + 0.55
-    housing = signal_housing(rng, (x, centre, float(rng.integers(3)), facing, 1.0))
+    housing = signal_housing(rng, (x, centre, float(rng.integers(3)), y + facing * 0.2, 1.0))
     parts: list[tuple[Shape, Material]] = [
         (Cylinder((x, y, 0.0), (0, 0, 1), rng.uniform(0.07, 0.1), height + 1.1), metal),
         (Box((x, y + facing * 0.2, centre), (0.22, 0.18, 0.65)), housing),

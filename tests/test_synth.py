@@ -293,15 +293,17 @@ def test_cli_refuses_bad_camera_options_before_writing_anything(
 
 def test_signal_heads_show_their_lamps_from_behind_and_a_post_head_from_the_side() -> None:
     """Lamps: a row of three on both large faces of every head (heads hang back to back), and on a post's
-    vertical head on its narrow faces too; the lit one bright, none on the top or on a gantry head's ends."""
+    vertical head on its narrow faces too; the lit one bright, none on the top or on a gantry head's ends;
+    a light border round each face with lamps."""
     from kit.synth.raycast import _albedo
 
     housing = np.array([0.08, 0.08, 0.08], np.float32)
+    rim = np.full(3, 0.85, np.float32)  # the backplate's light border round a face with lamps
     red, green = np.array([1.4, 0.21, 0.14]), np.array([0.14, 1.26, 0.7])
     # a post's vertical head: centre x 0, y 0.2, z 3.0, red lit (the top lamp: z = 3.4); half sizes 0.22, 0.18, 0.65
-    post = (0.0, 3.0, 0.0, 0.2, 1.0)
+    post = (0.0, 3.0, 0.0, 0.2, 1.0, 0.65, 0.22, 0.18)
     # a gantry's horizontal head: centre x 1, z 6, green lit (the lamp at x = 1.4); half sizes 0.65, 0.2, 0.24
-    gantry = (1.0, 6.0, 2.0, 0.0, 0.0)
+    gantry = (1.0, 6.0, 2.0, 0.0, 0.0, 0.65, 0.24, 0.0)
     cases = [  # (params, point, normal, expected albedo)
         (post, (0.0, 0.02, 3.4), (0, -1, 0), red),  # front
         (post, (0.0, 0.38, 3.4), (0, 1, 0), red),  # back
@@ -309,9 +311,13 @@ def test_signal_heads_show_their_lamps_from_behind_and_a_post_head_from_the_side
         (post, (-0.22, 0.25, 3.4), (-1, 0, 0), red),  # the other side, 5 cm off the lamp's centre
         (post, (0.22, 0.2, 3.2), (1, 0, 0), housing),  # side, between two lamps
         (post, (0.0, 0.2, 3.65), (0, 0, 1), housing),  # top
+        (post, (0.2, 0.02, 3.0), (0, -1, 0), rim),  # front, 2 cm from its edge
+        (post, (0.22, 0.35, 3.0), (1, 0, 0), rim),  # side, 3 cm from its edge
+        (post, (0.22, 0.2, 2.4), (1, 0, 0), rim),  # side, 5 cm above its bottom
         (post, (0.0, 0.02, 2.6), (0, -1, 0), 0.25 / 1.4 * green),  # front, the unlit green lamp at the bottom
         (gantry, (1.4, -0.2, 6.0), (0, -1, 0), green),  # front
         (gantry, (1.4, 0.2, 6.0), (0, 1, 0), green),  # back
+        (gantry, (1.0, -0.2, 6.22), (0, -1, 0), rim),  # front, 2 cm below its top
         (gantry, (1.65, 0.0, 6.0), (1, 0, 0), housing),  # an end
         (gantry, (1.4, 0.0, 5.76), (0, 0, -1), housing),  # bottom
     ]
@@ -320,6 +326,6 @@ def test_signal_heads_show_their_lamps_from_behind_and_a_post_head_from_the_side
     params = np.array([c[0] for c in cases], np.float32)
     albedo = _albedo(LAMPS, p, n, np.tile(housing, (len(cases), 1)), params)
     grain_free = np.array([c[3] for c in cases], np.float32)
-    lamp = np.array([c[3] is not housing for c in cases])
+    lamp = np.array([c[3] is not housing and c[3] is not rim for c in cases])
     np.testing.assert_allclose(albedo[lamp], grain_free[lamp], rtol=1e-5)
     np.testing.assert_allclose(albedo[~lamp], grain_free[~lamp], rtol=0.2)  # the housing: ±10% grain

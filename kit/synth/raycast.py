@@ -128,20 +128,26 @@ def _albedo(texture: int, p: np.ndarray, n: np.ndarray, colour: np.ndarray, para
         return np.where(glass[:, None], tinted, out)
     if texture == LAMPS:
         cx, cz, lit, cy, vertical = params[:, 0], params[:, 1], params[:, 2], params[:, 3], params[:, 4] > 0.5
+        half_along, half_front, half_side = params[:, 5], params[:, 6], params[:, 7]
         # a row of three lamps on both large faces (±y) of a head: heads hang back to back, one for each
         # direction of the traffic, so a camera behind a head sees lamps, not a dark box like a window;
         # a post's vertical head also carries them on its ±x faces (the crossing's heads), as a fisheye
         # camera beside the kerb sees it side-on
         side = vertical & (np.abs(n[:, 0]) > 0.5)
+        face = (np.abs(n[:, 1]) > 0.5) | side
         along = np.where(vertical, cz - p[:, 2], p[:, 0] - cx)
         across = np.where(side, p[:, 1] - cy, np.where(vertical, p[:, 0] - cx, p[:, 2] - cz))
         offset = along / 0.4  # lamp slots at offsets -1, 0, 1: along x, or top to bottom on a vertical head
         slot = np.clip(np.round(offset), -1, 1)
-        in_lamp = (np.hypot((offset - slot) * 0.4, across) < 0.13) & ((np.abs(n[:, 1]) > 0.5) | side)
+        in_lamp = (np.hypot((offset - slot) * 0.4, across) < 0.13) & face
+        # and round the lamps' face a backplate's light border, which sets a dark head off dark foliage
+        half_across = np.where(side, half_side, half_front)
+        rim = face & ((np.abs(along) > half_along - 0.1) | (np.abs(across) > half_across - 0.1))
         lamp_colours = np.array([(1.0, 0.15, 0.1), (1.0, 0.7, 0.1), (0.1, 0.9, 0.5)], np.float32)
         brightness = np.where(slot + 1 == lit, np.float32(1.4), np.float32(0.25))  # one lamp lit
         lamp = lamp_colours[(slot + 1).astype(int)] * brightness[:, None]
-        return np.where(in_lamp[:, None], lamp, colour * (1.0 + 0.1 * grain))
+        housing = np.where(rim[:, None], np.float32(0.85), colour) * (1.0 + 0.1 * grain)
+        return np.where(in_lamp[:, None], lamp, housing)
     if texture == SIGN_FACE:
         border, cx, cz, half, round_ = params[:, 0:3], params[:, 3], params[:, 4], params[:, 5], params[:, 6]
         across = params[:, 7] > 0.5  # the plate faces ±x; cx is then its centre in y

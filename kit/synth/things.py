@@ -148,7 +148,8 @@ def sign_material(
 
 def signal_housing(rng: np.random.Generator, params: tuple[float, ...]) -> Material:
     """A signal head's housing: black most often, else yellow or dark green, with its lamps; ``params``
-    are the head's centre (x, z), its lit lamp (0 red, 1 amber, 2 green), its centre y, 1 for a vertical head."""
+    are the head's centre (x, z), its lit lamp (0 red, 1 amber, 2 green), its centre y, 1 for a vertical
+    head, and the half sizes of the faces with lamps: along the lamps, across them on ±y, across on ±x."""
     colour = HOUSINGS[int(rng.choice(len(HOUSINGS), p=[0.5, 0.3, 0.2]))]
     return Material(LIGHT, jitter(rng, colour, 0.1), LAMPS, params)
 
@@ -166,7 +167,7 @@ def traffic_light(rng: np.random.Generator, x_pole: float, y: float, x_end: floa
     for k in range(heads):
         cx = x_end + (x_pole - x_end) * (0.1 + 0.35 * k)
         lit = float(rng.integers(3))
-        housing = signal_housing(rng, (cx, height - 0.35, lit, y, 0.0))
+        housing = signal_housing(rng, (cx, height - 0.35, lit, y, 0.0, 0.65, 0.24, 0.0))
         parts.append((Box((cx, y, height - 0.35), (0.65, 0.2, 0.24)), housing))
     if rng.random() < 0.4:
         centre = (x_pole + (x_end - x_pole) * 0.75, height + 0.05)
@@ -182,7 +183,7 @@ def signal_post(rng: np.random.Generator, x: float, y: float, facing: float) -> 
     height = rng.uniform(2.6, 3.4)
     metal = Material(POLE, grey(rng.uniform(0.35, 0.6)), PLAIN, (0.15, 3.0))
     centre = height + 0.55
-    housing = signal_housing(rng, (x, centre, float(rng.integers(3)), y + facing * 0.2, 1.0))
+    housing = signal_housing(rng, (x, centre, float(rng.integers(3)), y + facing * 0.2, 1.0, 0.65, 0.22, 0.18))
     parts: list[tuple[Shape, Material]] = [
         (Cylinder((x, y, 0.0), (0, 0, 1), rng.uniform(0.07, 0.1), height + 1.1), metal),
         (Box((x, y + facing * 0.2, centre), (0.22, 0.18, 0.65)), housing),

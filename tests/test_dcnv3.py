@@ -14,7 +14,6 @@ def unfold_reference(
     ``F.unfold`` lists them y-major; the transpose below maps one onto the other.
     """
     b, h, w, c = x.shape
-    k = kernel_size * kernel_size
     cols = F.unfold(x.permute(0, 3, 1, 2), kernel_size, dilation=dilation, padding=pad, stride=stride)
     ho = (h + 2 * pad - dilation * (kernel_size - 1) - 1) // stride + 1
     wo = (w + 2 * pad - dilation * (kernel_size - 1) - 1) // stride + 1

@@ -277,7 +277,7 @@ def sample_scene(rng: np.random.Generator) -> Scene:
         for _ in range(int(rng.integers(1, 3))):
             y, side = rng.uniform(6, 30) * rng.choice([-1, 1]), int(rng.choice([-1, 1]))
             end = street.centre + side * (median + 0.5)
-            things.append(traffic_light(rng, street.curb(side) + side * 0.5, y, end, -side))
+            things.append(traffic_light(rng, street.curb(side) + side * 0.5, y, end))
             for kerb in (-1, 1):  # kerbside signals at the stop line, facing the traffic that stops there
                 if rng.random() < 0.85:
                     things.append(signal_post(rng, street.curb(kerb) + kerb * 0.4, y + rng.uniform(-2, 2),

@@ -154,9 +154,9 @@ def signal_housing(rng: np.random.Generator, params: tuple[float, ...]) -> Mater
     return Material(LIGHT, jitter(rng, colour, 0.1), LAMPS, params)
 
 
-def traffic_light(rng: np.random.Generator, x_pole: float, y: float, x_end: float, facing: float) -> Thing:
-    """Korean-style gantry: pole, arm over the lanes, horizontal signal heads facing ``facing`` (±1 y)
-    with a second set of lamps on their backs (heads back to back, as over a two-way street)."""
+def traffic_light(rng: np.random.Generator, x_pole: float, y: float, x_end: float) -> Thing:
+    """Korean-style gantry: pole, arm over the lanes, horizontal signal heads with lamps on both faces
+    (±y: heads back to back, as over a two-way street)."""
     height = rng.uniform(5.5, 7.0)
     metal = Material(POLE, grey(rng.uniform(0.45, 0.6)), PLAIN, (0.15, 3.0))
     parts: list[tuple[Shape, Material]] = [
@@ -167,8 +167,9 @@ def traffic_light(rng: np.random.Generator, x_pole: float, y: float, x_end: floa
     for k in range(heads):
         cx = x_end + (x_pole - x_end) * (0.1 + 0.35 * k)
         lit = float(rng.integers(3))
-        housing = signal_housing(rng, (cx, height - 0.35, lit, y, 0.0, 0.65, 0.24, 0.0))
-        parts.append((Box((cx, y, height - 0.35), (0.65, 0.2, 0.24)), housing))
+        half = (0.65, 0.2, 0.24)  # the lamps' row along x, the faces with lamps ±y
+        housing = signal_housing(rng, (cx, height - 0.35, lit, y, 0.0, half[0], half[2], 0.0))
+        parts.append((Box((cx, y, height - 0.35), half), housing))
     if rng.random() < 0.4:
         centre = (x_pole + (x_end - x_pole) * 0.75, height + 0.05)
         sign = Material(SIGN, (0.1, 0.3, 0.72), SIGN_FACE, (0.95, 0.95, 0.95, *centre, 0.3, 0.0))
@@ -183,10 +184,11 @@ def signal_post(rng: np.random.Generator, x: float, y: float, facing: float) -> 
     height = rng.uniform(2.6, 3.4)
     metal = Material(POLE, grey(rng.uniform(0.35, 0.6)), PLAIN, (0.15, 3.0))
     centre = height + 0.55
-    housing = signal_housing(rng, (x, centre, float(rng.integers(3)), y + facing * 0.2, 1.0, 0.65, 0.22, 0.18))
+    half = (0.22, 0.18, 0.65)  # the lamps' column along z, on all four sides
+    housing = signal_housing(rng, (x, centre, float(rng.integers(3)), y + facing * 0.2, 1.0, half[2], half[0], half[1]))
     parts: list[tuple[Shape, Material]] = [
         (Cylinder((x, y, 0.0), (0, 0, 1), rng.uniform(0.07, 0.1), height + 1.1), metal),
-        (Box((x, y + facing * 0.2, centre), (0.22, 0.18, 0.65)), housing),
+        (Box((x, y + facing * 0.2, centre), half), housing),
     ]
     if rng.random() < 0.4:
         plate = sign_material(rng, (x, height - 0.5), 0.35, bool(rng.random() < 0.5))

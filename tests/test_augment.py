@@ -8,7 +8,9 @@ from kit.competition.labels import IGNORE_INDEX, VOID_INDEX
 from kit.data.augment import (
     FisheyeTransform,
     FisheyeWarp,
+    FourierStyle,
     MixBackground,
+    inscribed_box,
     fix_sky_bonnet,
     kit_pipeline,
     solution_a_distortion,
@@ -65,6 +67,78 @@ def test_mix_background_sets_exactly_the_border_to_background(source, tmp_path):
     assert np.array_equal(out["mask"] == IGNORE_INDEX, outside)
     assert np.array_equal(out["mask"][~outside], label[~outside])
     assert (out["image"][outside] == 5).all() and np.array_equal(out["image"][~outside], image[~outside])
+
+
+def test_inscribed_box_hand_computed_and_inside_the_disc():
+    # a circle of diameter 27 (cv2.fitEllipse's full axes) in a 48×27 frame, read at 480×270: half-side
+    # 13.5 / √2 = 9.546 frame px around the centre (24.0, 14.0) in edge coordinates (pixel centres + 0.5), × 10:
+    # x 145.5…335.5 → pixels 146…335, y 44.5…235.5 → 45…235 (whole pixels inside)
+    ellipse = ((23.5, 13.5), (27.0, 27.0), 0.0)
+    x0, y0, x1, y1 = inscribed_box(ellipse, (48, 27), (480, 270))
+    assert (x0, x1, y0, y1) == (145, 335, 45, 235)
+    inside = ellipse_mask((480, 270), ellipse, scale_from=(48, 27))
+    assert inside[y0:y1, x0:x1].all()
+    assert not inside[y0 - 30 : y1 + 30, x0 - 30 : x1 + 30].all()  # a box 30 px larger leaves the disc
+    with pytest.raises(ValueError, match="no box of at least 2×2"):
+        inscribed_box(((5.0, 5.0), (1.0, 1.0), 0.0), (48, 27), (48, 27))
+
+
+def _fda_reference(image: np.ndarray, style: np.ndarray, beta: float) -> np.ndarray:
+    """FDA written out: amplitudes of the centred spectrum swapped in a square of half-side
+    floor(beta · shorter side) around zero frequency, phase kept; then each channel's mean and std put back
+    (uint8 range)."""
+    out = np.empty(image.shape, np.float64)
+    h, w = image.shape[:2]
+    b = int(np.floor(min(h, w) * beta))
+    cy, cx = h / 2 - 0.5, w / 2 - 0.5  # albumentations' centre of the shifted spectrum
+    rows = slice(max(0, int(cy - b)), min(int(cy + b), h))
+    cols = slice(max(0, int(cx - b)), min(int(cx + b), w))
+    for c in range(3):
+        src = np.fft.fftshift(np.fft.fft2(image[..., c].astype(np.float64)))
+        trg = np.fft.fftshift(np.fft.fft2(style[..., c].astype(np.float64)))
+        amp, phase = np.abs(src), np.angle(src)
+        amp[rows, cols] = np.abs(trg)[rows, cols]
+        out[..., c] = np.real(np.fft.ifft2(np.fft.ifftshift(amp * np.exp(1j * phase))))
+    out = np.clip(out, 0, 255)
+    src = image.astype(np.float64)
+    out = (out - out.mean((0, 1))) / out.std((0, 1)) * src.std((0, 1)) + src.mean((0, 1))
+    return np.clip(out, 0, 255)  # a uint8 image again
+
+
+def test_fourier_style_matches_fda_written_out_and_ignores_the_border(source, tmp_path):
+    image, label = source
+    image = image // 2 + 50  # 65…177: FDA's output rarely leaves the uint8 range
+    rng = np.random.default_rng(1)
+    ellipse, frame = ((47.5, 26.5), (54.0, 54.0), 0.0), (96, 54)
+    frame_image = rng.integers(0, 255, (54, 96, 3)).astype(np.uint8)
+    x0, y0, x1, y1 = inscribed_box(ellipse, frame, (96, 54))
+    frame_image[y0:y1, x0:x1] = np.clip(frame_image[y0:y1, x0:x1] * np.linspace(0.2, 1, x1 - x0)[None, :, None], 0, 255)
+    write_image(tmp_path / "t.png", frame_image)
+    bright = frame_image.copy()
+    bright[~ellipse_mask((96, 54), ellipse, scale_from=frame)] = 255  # another border: the same style
+    write_image(tmp_path / "b.png", bright)
+    style = cv2_resize(frame_image[y0:y1, x0:x1], (128, 64))
+    for beta in (0.05, 0.2):
+        out = A.Compose([FourierStyle([tmp_path / "t.png"], ellipse, frame, beta)])(image=image, mask=label)
+        assert np.array_equal(out["mask"], label) and out["image"].dtype == np.uint8
+        expected = _fda_reference(image, style, beta)
+        assert np.abs(out["image"].astype(np.float64) - expected).max() <= 1.0  # rounding to uint8 (and clipping)
+        assert np.abs(out["image"].astype(np.float64) - image).mean() > 3  # it did change the image
+        other = A.Compose([FourierStyle([tmp_path / "b.png"], ellipse, frame, beta)])(image=image, mask=label)
+        assert np.array_equal(other["image"], out["image"])
+    # each channel keeps its mean and standard deviation (what per-domain normalisation sees)
+    assert np.allclose(out["image"].mean((0, 1)), image.mean((0, 1)), atol=0.5)
+    assert np.allclose(out["image"].std((0, 1)), image.std((0, 1)), atol=0.5)
+    with pytest.raises(ValueError, match="FDA beta = 0.0"):
+        FourierStyle([tmp_path / "t.png"], ellipse, frame, 0.0)
+    with pytest.raises(ValueError, match="at least one target image"):
+        FourierStyle([], ellipse, frame)
+
+
+def cv2_resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    import cv2
+
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
 def test_fisheye_transform_sets_exactly_the_border_to_background(source):

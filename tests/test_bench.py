@@ -25,7 +25,7 @@ def _printed_inverses(rate: float, rate_step: float, value: float, value_step: f
 @pytest.fixture
 def calls(monkeypatch):
     seen = []
-    for name in ("bench_quality", "bench_tune", "bench_ladder"):
+    for name in ("bench_quality", "bench_tune", "bench_ladder", "bench_adapt"):
         monkeypatch.setattr(kit.bench.cli, name, lambda *args, name=name, train_missing, **kw: seen.append((name, args, *kw.values()))
                             if train_missing else seen.append((name, "report only")))
     return seen
@@ -55,6 +55,28 @@ def test_tune_and_ladder_defaults_and_choices(calls):
     ]
     with pytest.raises(SystemExit):
         kit.bench.cli.main(["ladder", "--rung", "no_rung"])
+
+
+def test_adapt_trains_its_candidates_at_equal_image_passes_on_validation_data(calls, monkeypatch):
+    kit.bench.cli.main(["adapt", "--variant", "uda_rcs", "uda_rcs_fda", "--jobs", "2"])
+    kit.bench.cli.main(["adapt", "--data", "data/val2", "--reference", "uda", "--seeds", "0", "1"])
+    assert calls == [
+        ("bench_adapt", ("data/demo_val", "outputs/adapt", ["uda_rcs", "uda_rcs_fda"], 0.5, [0], False, 1, 2), "source_only_rcs"),
+        ("bench_adapt", ("data/val2", "outputs/adapt", list(kit.bench.variants.ADAPT_VARIANTS), 0.5, [0, 1], False, 1, 1), "uda"),
+    ]
+    with pytest.raises(SystemExit):
+        kit.bench.cli.main(["adapt", "--variant", "nope"])
+    seen = {}
+    monkeypatch.setattr(kit.bench.scoreboard, "run_jobs", lambda data, out, jobs, *a, **kw: seen.setdefault("jobs", jobs) and {})
+    monkeypatch.setattr(kit.bench.scoreboard, "report", lambda *a, **kw: "")
+    kit.bench.scoreboard.bench_adapt("d", "o", ["source_only_rcs", "uda_rcs_mix"], 0.5, [0, 2])
+    assert [(j.key, j.passes, j.overrides) for j in seen["jobs"]] == [
+        ("source_only_rcs_seed0_16000p", True, {"method": "source_only", "rare_class_sampling": True}),
+        ("uda_rcs_mix_seed0_16000p", True, {"method": "uda", "rare_class_sampling": True, "class_mix": True}),
+        ("source_only_rcs_seed2_16000p", True, {"method": "source_only", "rare_class_sampling": True}),
+        ("uda_rcs_mix_seed2_16000p", True, {"method": "uda", "rare_class_sampling": True, "class_mix": True})]
+    with pytest.raises(ValueError, match="unknown variant.*'nope'"):
+        kit.bench.scoreboard.bench_adapt("d", "o", ["uda", "nope"], 0.5, [0])
 
 
 def test_report_only_trains_nothing(calls):

@@ -253,6 +253,34 @@ def test_without_the_distortion_branch_the_train_items_have_no_distorted_copy(ti
     assert item_keys(distortion_branch=False) == {"source", "source_label"}
 
 
+def test_fda_styles_every_source_pipeline_with_a_style_of_its_own(tiny, tmp_path):
+    from kit.data.augment import FourierStyle
+    from kit.data.datasets import Reseeded
+
+    def styles(dataset):
+        return [t for t in dataset.transform.transforms if isinstance(t, FourierStyle)]
+
+    plain = kit.train.recipes.build_data(_config(tiny, tmp_path, method="source_only"))
+    assert styles(plain.train) == []
+    data = kit.train.recipes.build_data(_config(tiny, tmp_path, method="source_only", fda_beta=0.05))
+    (style,) = styles(data.train)
+    assert style.beta == 0.05 and len(style.target_paths) > 0
+    from kit.competition.layout import read_split
+
+    assert set(style.target_paths) <= set(read_split(tiny, "train_target").img_path)  # unlabelled fisheye frames only
+    # the same draw gives the same image and label as without FDA, but for the styled image
+    with_fda, without = Reseeded(data.train)[(0, 7)], Reseeded(plain.train)[(0, 7)]
+    assert torch.equal(with_fda["label"], without["label"])
+    assert not torch.equal(with_fda["image"], without["image"])
+    zipped = kit.train.recipes.build_data(_config(tiny, tmp_path, method="uda", fda_beta=0.01)).train.datasets
+    found = [style for dataset in zipped.values() for style in styles(dataset)]
+    assert len(found) == 2 and found[0] is not found[1]  # source and distortion copy, each drawing on its own
+    with pytest.raises(ValueError, match="fda_beta = 0.01: .* not 'fisheye_tf'"):
+        _config(tiny, tmp_path, method="fisheye_tf", fda_beta=0.01)
+    with pytest.raises(ValueError, match="fda_beta"):
+        _config(tiny, tmp_path, method="source_only", fda_beta=0.7)
+
+
 def test_from_parameters_maps_upper_case_names_and_refuses_unknown_ones():
     import types
 

@@ -18,6 +18,9 @@
     tools  the small-class tools on/off at equal budget: rare-class sampling on, Dice off, multi-scale + flip
           TTA, paired with each method as the benchmark trains it (tools.md/.json; kit.bench.tools).
     ladder  the Car ablation ladder: source_only → uda_geo one component at a time (ladder.md/.json).
+    adapt  adaptation round two (ADAPT_VARIANTS): uda with rare-class sampling, class mix, no distortion copy,
+          Fourier domain adaptation, each at the same image passes as source_only, on a *validation* dataset
+          (adapt.md/.json).
 
     gpu   the GPU check: uda in bf16/fp16/fp32, mask2former + InternImage in bf16, a pseudo-label round,
           2-GPU DDP (kit.bench.gpu; scripts/gpu_check.sh on a fresh machine).
@@ -41,9 +44,9 @@ import time
 import cv2
 import numpy as np
 
-from kit.bench.scoreboard import QUALITY_PASSES, QUALITY_STEPS, bench_encoders, bench_ladder, bench_quality, bench_tune
+from kit.bench.scoreboard import QUALITY_PASSES, QUALITY_STEPS, bench_adapt, bench_encoders, bench_ladder, bench_quality, bench_tune
 from kit.bench.tools import TOOLS, bench_tools
-from kit.bench.variants import LADDER, TUNE_VARIANTS
+from kit.bench.variants import ADAPT_VARIANTS, LADDER, TUNE_VARIANTS
 from kit.competition.labels import IGNORE_INDEX, NUM_CLASSES
 from kit.competition.rle import SUBMISSION_SIZE, encode_label_map
 from kit.train.config import METHODS
@@ -317,6 +320,12 @@ def main(argv: list[str] | None = None) -> None:
     tune.add_argument("--variant", nargs="+", default=list(TUNE_VARIANTS), choices=list(TUNE_VARIANTS),
                       help="variants to train (default: all; a warm-started one brings the run it starts from)")
     tune.add_argument("--reference", default="uda_geo_untuned", help="variant the paired differences are taken against")
+    adapt = sub.add_parser("adapt", help="adaptation round two: candidates at equal image passes on a validation dataset")
+    adapt.add_argument("--data", default="data/demo_val", help="a synthetic dataset of another seed or camera than --data of quality")
+    adapt.add_argument("--out", default="outputs/adapt", help="runs/, results/, adapt.md and adapt.json")
+    adapt.add_argument("--variant", nargs="+", default=list(ADAPT_VARIANTS), choices=list(ADAPT_VARIANTS),
+                       help="variants to train (default: all)")
+    adapt.add_argument("--reference", default="source_only_rcs", help="variant the paired differences are taken against")
     ladder = sub.add_parser("ladder", help="the Car ablation ladder: source_only → uda_geo one component at a time")
     ladder.add_argument("--data", default="data/demo", help="synthetic dataset root (with test_gt.csv)")
     ladder.add_argument("--out", default="outputs/bench_quality", help="runs/, results/, ladder.md and ladder.json "
@@ -331,10 +340,10 @@ def main(argv: list[str] | None = None) -> None:
     encoders = sub.add_parser("encoders", help="mit_b0 and pvt_v2_b0 from scratch, tf_efficientnet_lite0 bundled, trained alike")
     encoders.add_argument("--data", default="data/demo", help="synthetic dataset root (with test_gt.csv)")
     encoders.add_argument("--out", default="outputs/bench_encoders", help="runs/, results/, encoders.md and encoders.json")
-    for command, budget, seeds in ((quality, 1.0, [0, 1, 2]), (tools, 0.5, [0, 1, 2]), (tune, 0.5, [0]), (ladder, 1.0, [0, 1, 2]),
+    for command, budget, seeds in ((quality, 1.0, [0, 1, 2]), (tools, 0.5, [0, 1, 2]), (adapt, 0.5, [0]), (tune, 0.5, [0]), (ladder, 1.0, [0, 1, 2]),
                                    (encoders, 0.9, [0, 1, 2])):
         scaled = (f"the {QUALITY_PASSES:,} image passes per run (kit.train.budget: the same compute for every method)"
-                  if command in (quality, tools) else f"the {QUALITY_STEPS} training steps per run")
+                  if command in (quality, tools, adapt) else f"the {QUALITY_STEPS} training steps per run")
         command.add_argument("--budget", type=float, default=budget, help=f"scales {scaled}")
         command.add_argument("--seeds", "--seed", type=int, nargs="+", default=seeds, help="one run per seed")
         command.add_argument("--threads", type=int, default=1, help="torch CPU threads per run (1 was fastest on 2 cores)")
@@ -362,6 +371,9 @@ def main(argv: list[str] | None = None) -> None:
     elif args.name == "tune":
         bench_tune(args.data, args.out, args.variant, args.budget, args.seeds, args.overwrite, args.threads, args.jobs,
                    reference=args.reference, train_missing=not args.report_only)
+    elif args.name == "adapt":
+        bench_adapt(args.data, args.out, args.variant, args.budget, args.seeds, args.overwrite, args.threads, args.jobs,
+                    reference=args.reference, train_missing=not args.report_only)
     elif args.name == "encoders":
         bench_encoders(args.data, args.out, args.budget, args.seeds, args.overwrite, args.threads, args.jobs,
                        train_missing=not args.report_only)

@@ -44,7 +44,7 @@ from kit.bench.tables import (  # noqa: F401 (mean_std, summary_tables: re-expor
     summarise,
     summary_tables,
 )
-from kit.bench.variants import ENCODER_VARIANTS, LADDER, TUNE_VARIANTS
+from kit.bench.variants import ADAPT_VARIANTS, ENCODER_VARIANTS, LADDER, TUNE_VARIANTS
 from kit.common.files import is_output_dir, make_dirs, prepare_output_dir, write_json, write_text
 from kit.competition.layout import has_split
 from kit.train.config import METHODS, UDA_METHODS, TrainConfig, with_later_fields
@@ -331,6 +331,22 @@ def bench_tune(data_dir: str, out: str, variants: list[str], budget: float, seed
     title = (f"Validation fisheye mIoU ({setup_line(data_dir, f'{steps} steps', seeds)})."
              + (" A warm-started variant's train s leaves out the run it starts from." if any(starts) else ""))
     return report(Path(out), "tune", title, results, (reference,), "variant", gap=False)
+
+
+def bench_adapt(data_dir: str, out: str, variants: list[str], budget: float, seeds: list[int],
+                overwrite: bool = False, threads: int | None = 1, processes: int = 1,
+                reference: str = "source_only_rcs", train_missing: bool = True) -> str:
+    """:data:`ADAPT_VARIANTS` on a validation dataset, each trained for the same image passes (``budget`` ×
+    :data:`QUALITY_PASSES`); ``adapt.md`` / ``adapt.json`` in ``out``, paired with ``reference``."""
+    unknown = sorted(set(variants) - set(ADAPT_VARIANTS))
+    if unknown:
+        raise ValueError(f"unknown variant(s) {unknown}; choose from {list(ADAPT_VARIANTS)}")
+    passes = budget_passes(budget)
+    jobs = [Job(name, ADAPT_VARIANTS[name], seed, passes, passes=True) for seed in seeds for name in variants]
+    results = run_jobs(data_dir, out, jobs, overwrite, threads, processes, train_missing=train_missing)
+    size = f"{passes:,} image passes per run (kit.train.budget)"
+    title = f"Adaptation round two on validation data, fisheye test mIoU ({setup_line(data_dir, size, seeds)})."
+    return report(Path(out), "adapt", title, results, (reference,), "variant", gap=False)
 
 
 def bench_ladder(data_dir: str, out: str, rungs: list[str], budget: float, seeds: list[int],

@@ -1,6 +1,6 @@
-"""What the tuning sweep, the Car ladder and the encoder comparison train: variants of ``uda_geo`` and
-``self_train``, and encoders, as diffs on the benchmark recipe (``python -m kit.bench tune``,
-``ladder``, ``encoders``).
+"""What the tuning sweep, the Car ladder, the encoder comparison and adaptation round two train: variants
+of ``uda_geo``, ``self_train`` and ``uda``, and encoders, as diffs on the benchmark recipe (``python -m
+kit.bench tune``, ``ladder``, ``encoders``, ``adapt``).
 """
 
 from __future__ import annotations
@@ -76,4 +76,24 @@ ENCODER_VARIANTS: dict[str, dict] = {
     "lite0_bundled": {"method": "fisheye_tf"},
     "pvt_v2_b0_scratch": {"method": "fisheye_tf", "encoder": "pvt_v2_b0", "pretrained": False},
     "mit_b0_scratch": {"method": "fisheye_tf", "encoder": "mit_b0", "pretrained": False},
+}
+
+# Adaptation round two (python -m kit.bench adapt, issue 27 item 4): candidates trained for the same image
+# passes as the baselines on a *validation* dataset, so that the recommended method is chosen off the
+# benchmark's test labels. "_rcs": rare-class sampling of images and crops (kit.data.rare); "_mix": DACS class
+# mix of source classes (never the source's background, which is no class) onto the teacher-labelled target
+# crop; "_nodist": no elastic distortion copy (its passes go to more steps); "_fda": Fourier domain adaptation
+# of the source images towards random fisheye frames (kit.data.augment.FourierStyle).
+_RCS = {"rare_class_sampling": True}
+ADAPT_VARIANTS: dict[str, dict] = {
+    "source_only": {"method": "source_only"},
+    "source_only_rcs": {"method": "source_only", **_RCS},
+    "fisheye_tf_rcs": {"method": "fisheye_tf", **_RCS},
+    "uda": {"method": "uda"},
+    "uda_rcs": {"method": "uda", **_RCS},
+    "uda_rcs_mix": {"method": "uda", **_RCS, "class_mix": True},
+    "uda_rcs_nodist": {"method": "uda", **_RCS, "distortion_branch": False},
+    "uda_rcs_fda": {"method": "uda", **_RCS, "fda_beta": 0.01},
+    "source_only_rcs_fda": {"method": "source_only", **_RCS, "fda_beta": 0.01},
+    "oracle_rcs": {"method": "oracle", **_RCS},
 }

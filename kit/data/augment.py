@@ -4,6 +4,8 @@
   camera jitter; label-exact.
 - :class:`MixBackground`: solution A's (seed 000) "Mix Background": a target image's dark border
   pasted onto a source image through an ellipse, label 255 there.
+- :class:`FourierStyle`: Fourier domain adaptation (FDA) of a source image towards a random fisheye
+  frame's lowest spatial frequencies.
 - :class:`FisheyeTransform`: solution B's (seed 001) "fisheye transformation": the source resized
   to the target size and the mean target image pasted outside the thresholded disc.
 - ready-made pipelines and :func:`fix_sky_bonnet` (solution A's label fix).
@@ -20,6 +22,7 @@ from collections.abc import Sequence
 import albumentations as A
 import cv2
 import numpy as np
+from albumentations.augmentations.mixing.domain_adaptation_functional import fourier_domain_adaptation
 
 from kit.competition.labels import IGNORE_INDEX, VOID_INDEX
 from kit.competition.layout import read_image
@@ -166,6 +169,63 @@ class MixBackground(A.DualTransform):
         return ("target_paths", "ellipse", "frame_size")
 
 
+def inscribed_box(ellipse: Ellipse, frame_size: tuple[int, int], size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """``(x0, y0, x1, y1)``: the axis-aligned box inside the disc ``ellipse`` (fitted in ``frame_size = (W, H)``)
+    scaled to an image of ``size = (W, H)``, clipped to it: half-sides of semi-axis / √2 (the box of a
+    circle; a conservative one for a rotated ellipse, whose smaller semi-axis both sides take)."""
+    (cx, cy), (a, b), _ = ellipse
+    sx, sy = size[0] / frame_size[0], size[1] / frame_size[1]
+    half = min(a, b) / 2 / np.sqrt(2)  # axes are full lengths (cv2.fitEllipse)
+    x0, x1 = max(int(np.ceil(((cx + 0.5) - half) * sx)), 0), min(int(np.floor(((cx + 0.5) + half) * sx)), size[0])
+    y0, y1 = max(int(np.ceil(((cy + 0.5) - half) * sy)), 0), min(int(np.floor(((cy + 0.5) + half) * sy)), size[1])
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        raise ValueError(f"the fisheye disc {ellipse} holds no box of at least 2×2 px in a {size[0]}×{size[1]} image")
+    return x0, y0, x1, y1
+
+
+class FourierStyle(A.ImageOnlyTransform):
+    """Fourier domain adaptation (FDA; Yang & Soatto, CVPR 2020): the lowest frequencies of the image's
+    amplitude spectrum (a square of half-side ``beta`` × the shorter side around zero frequency) are
+    replaced by those of a random fisheye frame, and the phase, which carries the scene, is kept
+    (albumentations' ``fourier_domain_adaptation``).
+
+    The fisheye frame is cut to the box inside its disc (``ellipse``, fitted in ``frame_size = (W, H)``)
+    before it is resized to the image, so that the dark border is no part of its style. Afterwards each
+    channel gets back its own mean and standard deviation: the kit normalises each domain with that
+    domain's statistics, so FDA here carries what normalisation cannot, the spectrum's shape (the
+    fisheye's contrast across scales, its vignetting-like fall-off), not the colour mean.
+    """
+
+    def __init__(self, target_paths: Sequence[str | os.PathLike], ellipse: Ellipse, frame_size: tuple[int, int],
+                 beta: float = 0.01, p: float = 1.0) -> None:
+        super().__init__(p=p)
+        if len(target_paths) == 0:
+            raise ValueError("FourierStyle needs at least one target image path")
+        if not 0.0 < beta <= 0.5:
+            raise ValueError(f"FDA beta = {beta!r}: expected a share of the shorter side in (0, 0.5]")
+        self.target_paths = [str(t) for t in target_paths]
+        self.ellipse = (tuple(map(float, ellipse[0])), tuple(map(float, ellipse[1])), float(ellipse[2]))
+        self.frame_size = tuple(frame_size)
+        self.beta = float(beta)
+
+    def get_params_dependent_on_data(self, params: dict, data: dict) -> dict:
+        return {"target_path": self.target_paths[int(self.random_generator.integers(len(self.target_paths)))]}
+
+    def apply(self, img: np.ndarray, target_path: str, **params) -> np.ndarray:
+        target = read_image(target_path)
+        x0, y0, x1, y1 = inscribed_box(self.ellipse, self.frame_size, (target.shape[1], target.shape[0]))
+        target = cv2.resize(target[y0:y1, x0:x1], (img.shape[1], img.shape[0]), interpolation=cv2.INTER_AREA)
+        source = img.astype(np.float32)
+        # albumentations clips a float image to [0, 1]: the spectra are taken of images in that range
+        styled = fourier_domain_adaptation(source / 255, target.astype(np.float32) / 255, self.beta) * 255
+        mean, std = source.mean(axis=(0, 1)), source.std(axis=(0, 1))
+        styled = (styled - styled.mean(axis=(0, 1))) / np.maximum(styled.std(axis=(0, 1)), 1e-6) * std + mean
+        return np.clip(styled + 0.5, 0, 255).astype(np.uint8) if img.dtype == np.uint8 else styled
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("target_paths", "ellipse", "frame_size", "beta")
+
+
 class FisheyeTransform(A.DualTransform):
     """Solution B's fisheye transformation: resize to the mean target image's size, paste the mean
     target image where ``inside`` (the thresholded disc, ``kit.data.border.border_mask``) is False, and
@@ -204,10 +264,14 @@ def solution_a_pipeline(
     image_size: tuple[int, int],
     crop_size: tuple[int, int] | A.BasicTransform,
     mix_background: MixBackground | None = None,
+    style: FourierStyle | None = None,
 ) -> A.Compose:
-    """Solution A's source pipeline: resize to ``image_size = (H, W)``, Mix Background (p=0.25 when
-    given), horizontal flip p=0.5, ColorJitter p=0.25, random crop ``crop_size = (H, W)``."""
+    """Solution A's source pipeline: resize to ``image_size = (H, W)``, (the kit's option) Fourier style
+    of a fisheye frame, Mix Background (p=0.25 when given), horizontal flip p=0.5, ColorJitter p=0.25,
+    random crop ``crop_size = (H, W)``."""
     steps = [A.Resize(*image_size)]
+    if style is not None:
+        steps.append(style)
     if mix_background is not None:
         steps.append(mix_background)
     steps += [A.HorizontalFlip(p=0.5), A.ColorJitter(p=0.25), crop_step(crop_size)]

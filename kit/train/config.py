@@ -21,6 +21,7 @@ from kit.train.presets import check_preset, preset_diff
 
 METHODS = ("source_only", "fisheye_tf", "uda", "uda_geo", "self_train", "oracle")
 UDA_METHODS = ("uda", "uda_geo")
+FDA_METHODS = ("source_only", *UDA_METHODS)  # what fda_beta applies to: solution A's source pipeline
 # what a mask-classification head (mask2former) trains with: labels and pseudo-label maps, no teacher
 MASK_HEAD_METHODS = ("source_only", "fisheye_tf", "self_train", "oracle")
 NORMALIZATIONS = ("per_domain", "reference", "imagenet", "encoder")
@@ -85,6 +86,7 @@ class TrainConfig:
     distortion_branch: bool = True  # uda methods: train the distorted copy of the source (ablations: False)
     target_branch: bool = True  # uda methods: EMA teacher + masked target loss (ablations: False)
     mix_background: float = 0.25  # probability of solution A's Mix Background on source crops (uda methods)
+    fda_beta: float = 0.0  # source_only / uda methods: Fourier domain adaptation of source images towards random fisheye frames, this share of the shorter side swapped (FDA: 0.01…0.09); 0: off
     dice_weight: float = 1.0  # weight of the Dice loss next to CE (fisheye_tf)
     uda_dice_weight: float | None = None  # Dice next to CE on the uda methods' source and distortion branches; None: METHOD_DEFAULTS
     src_hfov_deg: float = 80.0  # source camera's horizontal FOV, for the uda_geo warp (synthetic source: 80)
@@ -195,6 +197,10 @@ class TrainConfig:
             check_number("fisheye_fov_deg", value, low=0, high=360, low_open=True, high_open=True)
         check_number("border_threshold", self.border_threshold, low=0, high=255, optional=True)
         check_number("rcs_temperature", self.rcs_temperature, low=0, low_open=True)
+        check_number("fda_beta", self.fda_beta, low=0, high=0.5)
+        if self.fda_beta > 0 and self.method not in FDA_METHODS:
+            raise ValueError(f"fda_beta = {self.fda_beta}: Fourier domain adaptation styles the source images of "
+                             f"{', '.join(FDA_METHODS)} (solution A's source pipeline), not {self.method!r}'s; set it to 0")
         if not self.train_splits or not all(isinstance(s, str) and s for s in self.train_splits):
             raise ValueError(f"train_splits = {list(self.train_splits)}: expected one or more split names")
         if self.fisheye_eval_split is not None and not isinstance(self.fisheye_eval_split, str):

@@ -39,6 +39,7 @@ from kit.competition.layout import evenly_spread, has_split, read_split, read_sp
 from kit.data.augment import (
     FisheyeTransform,
     FisheyeWarp,
+    FourierStyle,
     MixBackground,
     crop_step,
     fix_sky_bonnet,
@@ -138,8 +139,12 @@ def build_data(config: TrainConfig) -> TrainData:
     def crop():  # a crop step of its own for each pipeline: Reseeded gives each pipeline its own generator
         return config.crop_size if crop_prob is None else RareClassCrop(*config.crop_size, crop_prob)
 
-    border = target_border(config) if config.method in ("fisheye_tf", "self_train", *UDA_METHODS) else None
+    uses_border = config.method in ("fisheye_tf", "self_train", *UDA_METHODS) or config.fda_beta > 0
+    border = target_border(config) if uses_border else None
     target = None
+
+    def style() -> FourierStyle | None:  # one of its own per pipeline, as crop()
+        return FourierStyle(list(border.paths), border.ellipse, (tw, th), config.fda_beta) if config.fda_beta > 0 else None
 
     def warp_pipeline() -> A.Compose:
         warp = FisheyeWarp(size=(tw, th), src_hfov_deg=config.src_hfov_deg, fov_deg=config.fisheye_fov_deg,
@@ -147,7 +152,7 @@ def build_data(config: TrainConfig) -> TrainData:
         return A.Compose([A.Resize(*config.source_size), *kit_pipeline(warp, crop()).transforms])
 
     if config.method == "source_only":
-        train = source(solution_a_pipeline(config.source_size, crop()))
+        train = source(solution_a_pipeline(config.source_size, crop(), style=style()))
     elif config.method == "fisheye_tf" or (config.method == "self_train" and config.self_train_source == "fisheye_tf"):
         train = source(solution_b_pipeline(FisheyeTransform(border.mean, border.inside), crop()))
     elif config.method == "self_train":
@@ -163,9 +168,10 @@ def build_data(config: TrainConfig) -> TrainData:
         train = SegmentationDataset(frame, compose(steps), tmean, tstd, BACKGROUND_CLASS)
     else:
         mix = MixBackground(list(border.paths), border.ellipse, (tw, th), p=config.mix_background)
-        source_pipeline = solution_a_pipeline(config.source_size, crop(), mix if config.mix_background > 0 else None)
+        source_pipeline = solution_a_pipeline(config.source_size, crop(), mix if config.mix_background > 0 else None,
+                                              style())
         if config.method == "uda":
-            distortion = A.Compose([*solution_a_pipeline(config.source_size, crop()).transforms,
+            distortion = A.Compose([*solution_a_pipeline(config.source_size, crop(), style=style()).transforms,
                                     *solution_a_distortion().transforms])
         else:
             distortion = warp_pipeline()

@@ -36,10 +36,16 @@ def test_seeds_take_one_or_several_values_and_seed_is_an_alias(calls):
     kit.bench.cli.main(["quality", "--seeds", "0", "5", "--jobs", "2", "--budget", "0.5", "--overwrite"])
     kit.bench.cli.main(["quality"])  # the scoreboard: three seeds at the full budget
     kit.bench.cli.main(["quality", "--curve", "0.25", "0.5"])  # and at two more budgets, for the plot
-    assert calls == [("bench_quality", ("d", "o", 1.0, [3], False, 1, 1), ()),
-                     ("bench_quality", ("data/demo", "outputs/bench_quality", 0.5, [0, 5], True, 1, 2), ()),
-                     ("bench_quality", ("data/demo", "outputs/bench_quality", 1.0, [0, 1, 2], False, 1, 1), ()),
-                     ("bench_quality", ("data/demo", "outputs/bench_quality", 1.0, [0, 1, 2], False, 1, 1), (0.25, 0.5))]
+    kit.bench.cli.main(["quality", "--method", "uda", "uda_elastic"])  # some rows only
+    rows = tuple(kit.bench.scoreboard.QUALITY_ROWS)
+    assert calls == [("bench_quality", ("d", "o", 1.0, [3], False, 1, 1), (), rows),
+                     ("bench_quality", ("data/demo", "outputs/bench_quality", 0.5, [0, 5], True, 1, 2), (), rows),
+                     ("bench_quality", ("data/demo", "outputs/bench_quality", 1.0, [0, 1, 2], False, 1, 1), (), rows),
+                     ("bench_quality", ("data/demo", "outputs/bench_quality", 1.0, [0, 1, 2], False, 1, 1), (0.25, 0.5), rows),
+                     ("bench_quality", ("data/demo", "outputs/bench_quality", 1.0, [0, 1, 2], False, 1, 1), (),
+                      ("uda", "uda_elastic"))]
+    assert rows == ("source_only", "fisheye_tf", "uda", "uda_elastic", "uda_geo", "self_train", "oracle")
+    assert kit.bench.scoreboard.QUALITY_ROWS["uda_elastic"] == {"method": "uda", "distortion_branch": True}
 
 
 def test_tune_and_ladder_defaults_and_choices(calls):
@@ -72,9 +78,11 @@ def test_adapt_trains_its_candidates_at_equal_image_passes_on_validation_data(ca
     kit.bench.scoreboard.bench_adapt("d", "o", ["source_only_rcs", "uda_rcs_mix"], 0.5, [0, 2])
     assert [(j.key, j.passes, j.overrides) for j in seen["jobs"]] == [
         ("source_only_rcs_seed0_16000p", True, {"method": "source_only", "rare_class_sampling": True}),
-        ("uda_rcs_mix_seed0_16000p", True, {"method": "uda", "rare_class_sampling": True, "class_mix": True}),
+        ("uda_rcs_mix_seed0_16000p", True, {"method": "uda", "rare_class_sampling": True, "distortion_branch": True,
+                                            "class_mix": True}),
         ("source_only_rcs_seed2_16000p", True, {"method": "source_only", "rare_class_sampling": True}),
-        ("uda_rcs_mix_seed2_16000p", True, {"method": "uda", "rare_class_sampling": True, "class_mix": True})]
+        ("uda_rcs_mix_seed2_16000p", True, {"method": "uda", "rare_class_sampling": True, "distortion_branch": True,
+                                            "class_mix": True})]
     with pytest.raises(ValueError, match="unknown variant.*'nope'"):
         kit.bench.scoreboard.bench_adapt("d", "o", ["uda", "nope"], 0.5, [0])
 

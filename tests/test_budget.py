@@ -57,11 +57,11 @@ def test_self_train_round_step_costs_six_passes_per_image():
 
 
 @pytest.mark.parametrize("values, per_image", [
-    ({}, 11),  # source 3 + distortion 3 + teacher 1 + statistics pass 1 + masked target 3
-    ({"class_mix": True}, 14),
-    ({"distortion_branch": False}, 8),
-    ({"bn_stats": "labelled"}, 10),
-    ({"target_branch": False, "bn_stats": "labelled"}, 6),
+    ({"distortion_branch": True}, 11),  # source 3 + distortion 3 + teacher 1 + statistics pass 1 + masked target 3
+    ({"distortion_branch": True, "class_mix": True}, 14),
+    ({}, 8),  # the kit's uda: no distortion copy
+    ({"distortion_branch": True, "bn_stats": "labelled"}, 10),
+    ({"distortion_branch": True, "target_branch": False, "bn_stats": "labelled"}, 6),
 ])
 def test_uda_step_costs_what_the_budget_counts(values, per_image):
     config = TrainConfig(method="uda", batch_size=2, crop_size=CROP, **values)
@@ -76,7 +76,7 @@ def test_uda_step_costs_what_the_budget_counts(values, per_image):
 
 
 def test_a_self_train_run_costs_its_steps_and_its_pseudo_labels_by_hand():
-    config = TrainConfig()  # cpu_demo: self_train, 5 epochs × 60 steps, then 2 rounds of 2 epochs; batch 8
+    config = TrainConfig(method="self_train", steps_per_epoch=60)  # 5 epochs × 60 steps, then 2 rounds of 2 epochs; batch 8
     cost = run_passes(config, target_images=400)
     # whole image + flip over 100 threshold images, then over all 400: 2 × 500 × 270·480 / 128² = 7910.15625
     assert pseudo_label_passes(config, 400) == 2 * (100 + 400) * 270 * 480 / (128 * 128) == 7910.15625
@@ -108,8 +108,9 @@ def test_a_round_of_pseudo_labels_costs_what_the_budget_counts(tiny, tmp_path):
 
 @pytest.mark.parametrize("method", ["source_only", "fisheye_tf", "oracle", "uda", "uda_geo", "self_train"])
 def test_fit_budget_spends_the_budget_to_within_one_step_per_epoch(method):
-    budget = 34_540  # what the default self_train costs on 400 target images
-    config = fit_budget(TrainConfig(method=method), budget, target_images=400)
+    budget = 34_540  # what self_train at 5 × 60 steps costs on 400 target images
+    config = fit_budget(TrainConfig(method=method, distortion_branch=True if method.startswith("uda") else None),
+                        budget, target_images=400)
     spent = run_passes(config, 400)["total"]
     one_more = run_passes(config, 400, steps_per_epoch=config.steps_per_epoch + 1)["total"]
     assert spent <= budget < one_more
@@ -119,8 +120,14 @@ def test_fit_budget_spends_the_budget_to_within_one_step_per_epoch(method):
     assert config.steps_per_epoch == expected[method]
 
 
+def test_the_main_job_costs_the_benchmarks_budget():
+    # cpu_demo: uda without the distortion copy, 5 × 50 steps of 8 × (source 3 + teacher 1 + statistics 1 + masked 3)
+    assert run_passes(TrainConfig(), 400) == {"steps": 250, "train": 16_000, "pseudo": 0, "total": 16_000}
+    assert fit_budget(TrainConfig(), 16_000, 400).steps_per_epoch == 50
+
+
 def test_fit_budget_refuses_a_budget_that_pays_for_nothing():
     with pytest.raises(ValueError, match=r"12,000 image passes .* self_train .*15,820 of them pseudo-labels"):
-        fit_budget(TrainConfig(), 12_000, target_images=400)
+        fit_budget(TrainConfig(method="self_train"), 12_000, target_images=400)
     with pytest.raises(ValueError, match="steps_per_epoch is None"):
         run_passes(TrainConfig(steps_per_epoch=None), 400)

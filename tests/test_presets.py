@@ -19,10 +19,12 @@ FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 def test_cpu_demo_is_trainconfigs_own_defaults():
     assert preset_diff("cpu_demo") == {} and TrainConfig.from_preset("cpu_demo") == TrainConfig()
     demo = TrainConfig()  # the values 03_train's cell held before the presets (commit a332dd8)
-    assert (demo.method, demo.encoder, demo.pretrained, demo.head_channels) == ("self_train", "tf_efficientnet_lite0",
+    assert (demo.method, demo.encoder, demo.pretrained, demo.head_channels) == ("uda", "tf_efficientnet_lite0",
                                                                                 "bundled", 64)
+    # issue 27: rare-class sampling, and uda without solution A's elastic copy (chosen on validation data)
+    assert (demo.rare_class_sampling, demo.distortion_branch, demo.fda_beta) == (True, False, 0.0)
     assert (demo.source_size, demo.target_size, demo.crop_size) == ((256, 512), (270, 480), (128, 128))
-    assert (demo.epochs, demo.steps_per_epoch, demo.warmup_steps, demo.lr_encoder, demo.lr_decoder) == (5, 60, 30, 2e-4, 2e-3)
+    assert (demo.epochs, demo.steps_per_epoch, demo.warmup_steps, demo.lr_encoder, demo.lr_decoder) == (5, 50, 30, 2e-4, 2e-3)
     assert (demo.mask_block, demo.src_hfov_deg, demo.rounds, demo.bn_stats) == (16, 80.0, 2, "target")
 
 
@@ -48,6 +50,8 @@ def test_the_reference_solutions_recipes():
                                                                                                    0.9, "epoch")
     assert (a.border_threshold, a.batch_size, a.steps_per_epoch, a.predict_mode) == (108.0, 8, None, "slide")
     assert a.warmup_steps == 50 * 333  # 50 epochs of (2194 + 466) / 8 steps
+    # its elastic distortion copy; rare-class sampling "tried and dropped for time"
+    assert (a.distortion_branch, a.rare_class_sampling) == (True, False)
     t4 = TrainConfig.from_preset("t4")
     assert (t4.source_size, t4.crop_size, t4.amp, t4.method, t4.lr_encoder) == ((256, 512), (128, 256), "fp16", "uda", 1e-4)
     b = TrainConfig.from_preset("solution_b")

@@ -164,7 +164,9 @@ def test_unknown_variants_and_rungs_are_refused_by_name(tmp_path):
         kit.bench.scoreboard.bench_tune("no_data", str(tmp_path / "tune"), ["uda_geo_untuned", "nope"], 1.0, [0])
     with pytest.raises(ValueError, match="unknown rung.*'no_rung'"):
         kit.bench.scoreboard.bench_ladder("no_data", str(tmp_path / "ladder"), ["no_rung", "source_only"], 1.0, [0])
-    assert not (tmp_path / "tune").exists() and not (tmp_path / "ladder").exists()
+    with pytest.raises(ValueError, match=r"unknown scoreboard row\(s\) \['uda_mic'\]"):
+        kit.bench.scoreboard.bench_quality("no_data", str(tmp_path / "quality"), 1.0, [0], rows=("uda", "uda_mic"))
+    assert not any((tmp_path / name).exists() for name in ("tune", "ladder", "quality"))
 
 
 # --- training at a one-step budget ----------------------------------------------------------------
@@ -173,13 +175,17 @@ def test_unknown_variants_and_rungs_are_refused_by_name(tmp_path):
 def test_quality_table_gap_closed(quality_run):
     report = json.loads((quality_run / "quality.json").read_text())
     results, summary = report["results"], report["summary"]
-    assert list(results) == [f"{m}_seed0_152p" for m in ("source_only", "fisheye_tf", "uda", "uda_geo", "self_train", "oracle")]
+    assert list(results) == [f"{m}_seed0_152p" for m in ("source_only", "fisheye_tf", "uda", "uda_elastic", "uda_geo",
+                                                          "self_train", "oracle")]
     assert all(r["budget_passes"] == 152 and r["seed"] == 0 and not r["resumed"] for r in results.values())
     # every method spent the budget, to within one step per epoch (self_train: exactly one step per epoch)
+    # by hand at batch 2: supervised 6 per step, the kit's uda 16 (no elastic copy), uda_elastic and uda_geo 22
     steps = {r["name"]: (r["train_steps"], r["image_passes"]) for r in results.values()}
-    assert steps == {"source_only": (25, 150), "fisheye_tf": (25, 150), "oracle": (25, 150), "uda": (6, 132),
-                     "uda_geo": (6, 132), "self_train": (3, 152)}
-    assert all(("teacher_mIoU" in r) == (r["name"] in ("uda", "uda_geo")) for r in results.values())
+    assert steps == {"source_only": (25, 150), "fisheye_tf": (25, 150), "oracle": (25, 150), "uda": (9, 144),
+                     "uda_elastic": (6, 132), "uda_geo": (6, 132), "self_train": (3, 152)}
+    assert results["uda_elastic_seed0_152p"]["config"]["distortion_branch"] is True
+    assert results["uda_seed0_152p"]["config"]["distortion_branch"] is False
+    assert all(("teacher_mIoU" in r) == (r["name"] in ("uda", "uda_elastic", "uda_geo")) for r in results.values())
     low, high = results["source_only_seed0_152p"]["mIoU"], results["oracle_seed0_152p"]["mIoU"]
     table = _table((quality_run / "quality.md").read_text(), "method")
     assert math.isfinite(low) and math.isfinite(high) and high != low  # else "gap closed" is not defined
@@ -312,16 +318,17 @@ def test_the_benchmark_trains_03s_default_preset():
 
 
 @pytest.mark.parametrize("name, overrides, key", [
-    ("source_only", {"method": "source_only"}, "43ee096b9adc66a2"),
-    ("self_train", {"method": "self_train"}, "e8cde7d95a0c9a01"),
-    ("uda_geo", {"method": "uda_geo"}, "5173c80f79a2fa6a"),
-    ("uda_geo_untuned", kit.bench.variants.TUNE_VARIANTS["uda_geo_untuned"], "ba28b0d9abe0d99d"),
+    ("source_only", {"method": "source_only"}, "12682f4907ab4639"),
+    ("self_train", {"method": "self_train"}, "2b6103b9b6ae00ee"),
+    ("uda_geo", {"method": "uda_geo"}, "54cb28b34546a674"),
+    ("uda_geo_untuned", kit.bench.variants.TUNE_VARIANTS["uda_geo_untuned"], "b621319f9b821726"),
 ])
 def test_a_jobs_configuration_changes_only_when_what_it_trains_changes(name, overrides, key):
     # results already trained into a --out folder are reused by their configuration: the move from a
     # hand copy of 03's cell (QUALITY_CONFIG, commit a332dd8) to the cpu_demo preset did not change it;
     # issue 25 did on purpose (amp "auto", val_holdout: other draws, other data), and issue 27 (the demo
-    # frames' own 270×480 and 256×512 sizes), so that a result trained before them is trained again, not reused
+    # frames' own 270×480 and 256×512 sizes; then rare-class sampling on in the recipe), so that a result trained
+    # before them is trained again, not reused
     import hashlib
 
     config = kit.bench.scoreboard.job_config(kit.bench.scoreboard.Job(name, overrides, 1, 150), "data/demo",
@@ -396,11 +403,11 @@ def test_quality_at_more_budgets_tables_and_plots_mIoU_against_image_passes(tiny
     table = (out / "quality.md").read_text()
     trained = _counting(monkeypatch)
     kit.bench.scoreboard.bench_quality(str(tiny), str(out), small_quality, seeds=[0], threads=1, curve=(2 * small_quality,))
-    assert sorted(trained) == sorted(f"{m}_seed0_304p" for m in kit.train.config.METHODS)  # the main budget is reused
+    assert sorted(trained) == sorted(f"{m}_seed0_304p" for m in kit.bench.scoreboard.QUALITY_ROWS)  # the main budget is reused
     assert (out / "quality.md").read_text() == table  # the main table stays the main budget's
     results = {p.stem: json.loads(p.read_text()) for p in (out / "results").glob("*.json")}
     rows = _table((out / "quality_budget.md").read_text(), "method")
-    for method in kit.train.config.METHODS:
+    for method in kit.bench.scoreboard.QUALITY_ROWS:
         assert rows[method]["152 passes"] == f"{results[f'{method}_seed0_152p']['mIoU']:.4f}"
         assert rows[method]["304 passes"] == f"{results[f'{method}_seed0_304p']['mIoU']:.4f}"
         assert results[f"{method}_seed0_304p"]["image_passes"] <= 304
@@ -415,7 +422,7 @@ def test_a_method_the_budget_cannot_pay_for_is_left_out_with_the_reason(tiny, tm
         "budget_passes": job.steps} if trained.append(job.key) is None else None)
     text = kit.bench.scoreboard.bench_quality(str(tiny), str(tmp_path / "out"), small_quality * 130 / SMALL_PASSES,
                                               seeds=[0], threads=1)
-    assert sorted(trained) == sorted(f"{m}_seed0_130p" for m in kit.train.config.METHODS if m != "self_train")
+    assert sorted(trained) == sorted(f"{m}_seed0_130p" for m in kit.bench.scoreboard.QUALITY_ROWS if m != "self_train")
     assert "Left out: self_train (a budget of 130 image passes does not pay for one step per epoch of self_train " \
            "(152 passes: 122 of them pseudo-labels))." in text
 
@@ -429,9 +436,10 @@ def test_the_tools_bench_switches_each_tool_and_scores_tta_on_the_same_runs(tiny
     shutil.copytree(quality_run, out)
     trained = _counting(monkeypatch)
     text = kit.bench.tools.bench_tools(str(tiny), str(out), ["source_only"], small_quality, seeds=[0], threads=1)
-    assert sorted(trained) == ["source_only_nodice_seed0_152p", "source_only_rcs_seed0_152p"]  # the method is reused
+    assert sorted(trained) == ["source_only_nodice_seed0_152p", "source_only_norcs_seed0_152p"]  # the method is reused
     results = {p.stem: json.loads(p.read_text()) for p in (out / "results").glob("*.json")}
-    assert results["source_only_rcs_seed0_152p"]["config"]["rare_class_sampling"] is True
+    assert results["source_only_seed0_152p"]["config"]["rare_class_sampling"] is True  # the recipe's
+    assert results["source_only_norcs_seed0_152p"]["config"]["rare_class_sampling"] is False
     assert results["source_only_nodice_seed0_152p"]["config"]["dice_weight"] == 0.0
     tta = kit.bench.scoreboard.score_run(out / "runs" / "source_only_seed0_152p", str(tiny),
                                          settings=InferenceSettings(mode="whole", scales=kit.bench.tools.TTA_SCALES, flip=True))
@@ -439,8 +447,8 @@ def test_the_tools_bench_switches_each_tool_and_scores_tta_on_the_same_runs(tiny
     assert rows["source_only_tta"]["mIoU"] == f"{tta['mIoU']:.4f}"
     base = results["source_only_seed0_152p"]["mIoU"]
     assert rows["source_only_tta"]["Δ mIoU vs source_only"] == f"{tta['mIoU'] - base:+.3f}"
-    for tool in ("rcs", "nodice"):
+    for tool in ("norcs", "nodice"):
         assert rows[f"source_only_{tool}"]["Δ mIoU vs source_only"] == \
             f"{results[f'source_only_{tool}_seed0_152p']['mIoU'] - base:+.3f}"
-    with pytest.raises(ValueError, match=r"unknown tool\(s\) \['tta'\]; choose from \['rcs', 'nodice'\]"):
+    with pytest.raises(ValueError, match=r"unknown tool\(s\) \['tta'\]; choose from \['norcs', 'nodice'\]"):
         kit.bench.tools.bench_tools(str(tiny), str(out), ["source_only"], small_quality, seeds=[0], tools=("tta",))

@@ -44,7 +44,7 @@ import time
 import cv2
 import numpy as np
 
-from kit.bench.scoreboard import QUALITY_PASSES, QUALITY_STEPS, bench_adapt, bench_encoders, bench_ladder, bench_quality, bench_tune
+from kit.bench.scoreboard import QUALITY_PASSES, QUALITY_ROWS, QUALITY_STEPS, bench_adapt, bench_encoders, bench_ladder, bench_quality, bench_tune
 from kit.bench.tools import TOOLS, bench_tools
 from kit.bench.variants import ADAPT_VARIANTS, LADDER, TUNE_VARIANTS
 from kit.competition.labels import IGNORE_INDEX, NUM_CLASSES
@@ -312,6 +312,8 @@ def main(argv: list[str] | None = None) -> None:
     quality = sub.add_parser("quality", help="every method trained alike, scored on the labelled fisheye test split")
     quality.add_argument("--data", default="data/demo", help="synthetic dataset root (with test_gt.csv)")
     quality.add_argument("--out", default="outputs/bench_quality", help="runs/, results/, quality.md and quality.json")
+    quality.add_argument("--method", nargs="+", default=list(QUALITY_ROWS), choices=list(QUALITY_ROWS),
+                         help="rows to train and tabulate (default: all; uda_elastic is uda with solution A's elastic copy)")
     quality.add_argument("--curve", type=float, nargs="*", default=[], help="further budgets, every method trained "
                          "alike at each: quality_budget.md and quality_budget.png (mIoU against image passes)")
     tune = sub.add_parser("tune", help="uda_geo / self_train variants trained and scored on a validation dataset")
@@ -364,7 +366,7 @@ def main(argv: list[str] | None = None) -> None:
                     encoder=args.encoder, channels=args.channels, count=args.count)
     elif args.name == "quality":
         bench_quality(args.data, args.out, args.budget, args.seeds, args.overwrite, args.threads, args.jobs,
-                      train_missing=not args.report_only, curve=tuple(args.curve))
+                      train_missing=not args.report_only, curve=tuple(args.curve), rows=tuple(args.method))
     elif args.name == "tools":
         bench_tools(args.data, args.out, args.method, args.budget, args.seeds, args.overwrite, args.threads, args.jobs,
                     train_missing=not args.report_only, tools=tuple(args.tool))

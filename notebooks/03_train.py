@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -22,8 +22,8 @@
 #
 # | PRESET | recipe |
 # |---|---|
-# | `cpu_demo` | the synthetic demo on a laptop CPU: `self_train`, EfficientNet-Lite0 (offline weights) + DAFormer 64, 540 steps |
-# | `solution_a` | solution A on an A100: `uda`, MiT-B4 (ImageNet, from the hub), 512×1024 images, 256×512 crops, slide prediction |
+# | `cpu_demo` | the synthetic demo on a laptop CPU: `uda` with rare-class sampling, EfficientNet-Lite0 (offline weights) + DAFormer 64, 250 steps (16,000 image passes) |
+# | `solution_a` | solution A on an A100: `uda` with its elastic copy, MiT-B4 (ImageNet, from the hub), 512×1024 images, 256×512 crops, slide prediction |
 # | `segformer_cityscapes` | solution A's recipe on a whole Cityscapes SegFormer-B5 (encoder and head, classes mapped) |
 # | `t4` | solution A on a 16 GB T4: 256×512 images, 128×256 crops, fp16 |
 # | `solution_b` | solution B: `fisheye_tf`, InternImage-T + Mask2Former, 960×540 crops, multi-scale flip TTA (give `WEIGHTS`) |
@@ -33,7 +33,7 @@
 # |---|---|
 # | `source_only` | labelled source crops (the lower bound) |
 # | `fisheye_tf` | solution B: source images with the mean target image pasted outside the disc, Dice + CE |
-# | `uda` | solution A: source + elastic "distortion" copy + masked target crops against EMA pseudo-labels |
+# | `uda` | solution A's MIC-style UDA: source + masked target crops against EMA pseudo-labels; its elastic "distortion" copy with `DISTORTION_BRANCH` True (`solution_a`; the kit leaves it out: more steps for the same compute) |
 # | `uda_geo` | the kit's own: `uda` with the geometric pinhole → fisheye warp as the distortion |
 # | `self_train` | the competition's winners: round 0 like `fisheye_tf`, then rounds on source + the model's own class-wise-thresholded pseudo-labels |
 # | `oracle` | the held-out fisheye labels (synthetic data only; the upper bound) |

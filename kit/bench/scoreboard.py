@@ -56,8 +56,8 @@ QUALITY_OVERRIDES = dict(eval_limit=50, progress=False)
 
 QUALITY_STEPS = 600  # training steps per run at --budget 1 (tune, ladder, encoders: variants of one method)
 # quality: image passes per run at --budget 1 (kit.train.budget), the same compute for every method, so that a
-# baseline trains as long as the most expensive method costs; about what the cpu_demo recipe (self_train,
-# 540 steps and two rounds of pseudo-labels over the demo's 400 fisheye frames) costs: 34,540
+# baseline trains as long as the most expensive method costs; twice the cpu_demo recipe (uda, 250 steps: 16,000), about
+# what self_train at 540 steps with two rounds of pseudo-labels over the demo's 400 fisheye frames costs (34,540)
 QUALITY_PASSES = 32_000
 QUALITY_STEPS_PER_EPOCH = 60
 # The scoreboard's rows: every method as the recipe trains it, and uda as solution A built it (with its elastic

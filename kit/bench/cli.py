@@ -317,17 +317,16 @@ def main(argv: list[str] | None = None) -> None:
     quality.add_argument("--curve", type=float, nargs="*", default=[], help="further budgets, every method trained "
                          "alike at each: quality_budget.md and quality_budget.png (mIoU against image passes)")
     tune = sub.add_parser("tune", help="uda_geo / self_train variants trained and scored on a validation dataset")
-    tune.add_argument("--data", default="data/demo_val", help="a synthetic dataset of another seed or camera than --data of quality")
-    tune.add_argument("--out", default="outputs/tune", help="runs/, results/, tune.md and tune.json")
-    tune.add_argument("--variant", nargs="+", default=list(TUNE_VARIANTS), choices=list(TUNE_VARIANTS),
-                      help="variants to train (default: all; a warm-started one brings the run it starts from)")
-    tune.add_argument("--reference", default="uda_geo_untuned", help="variant the paired differences are taken against")
     adapt = sub.add_parser("adapt", help="adaptation round two: candidates at equal image passes on a validation dataset")
-    adapt.add_argument("--data", default="data/demo_val", help="a synthetic dataset of another seed or camera than --data of quality")
-    adapt.add_argument("--out", default="outputs/adapt", help="runs/, results/, adapt.md and adapt.json")
-    adapt.add_argument("--variant", nargs="+", default=list(ADAPT_VARIANTS), choices=list(ADAPT_VARIANTS),
-                       help="variants to train (default: all)")
-    adapt.add_argument("--reference", default="source_only_rcs", help="variant the paired differences are taken against")
+    for command, name, variants, reference, more in (
+            (tune, "tune", TUNE_VARIANTS, "uda_geo_untuned", "; a warm-started one brings the run it starts from"),
+            (adapt, "adapt", ADAPT_VARIANTS, "source_only_rcs", "")):
+        command.add_argument("--data", default="data/demo_val",
+                             help="a synthetic dataset of another seed or camera than --data of quality")
+        command.add_argument("--out", default=f"outputs/{name}", help=f"runs/, results/, {name}.md and {name}.json")
+        command.add_argument("--variant", nargs="+", default=list(variants), choices=list(variants),
+                             help=f"variants to train (default: all{more})")
+        command.add_argument("--reference", default=reference, help="variant the paired differences are taken against")
     ladder = sub.add_parser("ladder", help="the Car ablation ladder: source_only → uda_geo one component at a time")
     ladder.add_argument("--data", default="data/demo", help="synthetic dataset root (with test_gt.csv)")
     ladder.add_argument("--out", default="outputs/bench_quality", help="runs/, results/, ladder.md and ladder.json "

@@ -261,7 +261,7 @@ def test_ladder_tables_its_rungs_and_overwrite_leaves_other_results_alone(tiny, 
     trained.clear()
     kit.bench.scoreboard.bench_quality(str(tiny), str(out), small_quality, seeds=[0], threads=1)
     # quality trains at a budget of image passes, the ladder at steps: no run is shared
-    assert sorted(trained) == sorted(f"{m}_seed0_152p" for m in kit.train.config.METHODS)
+    assert sorted(trained) == sorted(f"{m}_seed0_152p" for m in kit.bench.scoreboard.QUALITY_ROWS)
 
     # overwrite retrains what the call asks for and leaves the other benchmarks' results alone
     trained.clear()

@@ -10,7 +10,6 @@ import numpy as np
 
 from kit.common.files import write_json, write_text
 from kit.competition.labels import CLASSES
-from kit.train.config import METHODS
 
 REFERENCES = ("fisheye_tf", "source_only", "uda_elastic")  # paired differences in the quality table (where trained)
 
@@ -108,10 +107,15 @@ def report(out_dir: Path, stem: str, title: str, results: dict[str, dict], refer
     return text
 
 
+def _names(by_passes: dict[int, dict[str, dict]]) -> list[str]:
+    """The rows of any budget's summary, in the order the scoreboard trained them."""
+    return list(dict.fromkeys(name for summary in by_passes.values() for name in summary))
+
+
 def budget_table(by_passes: dict[int, dict[str, dict]]) -> list[str]:
     """Markdown: each method's mIoU (mean ± std) and wall seconds at each budget (image passes → summary)."""
     budgets = list(by_passes)
-    names = [n for n in METHODS if any(n in summary for summary in by_passes.values())]
+    names = _names(by_passes)
     head = ["method", *[f"{b:,} passes" for b in budgets], *[f"train s at {b:,}" for b in budgets]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in names:
@@ -128,7 +132,7 @@ def plot_budget(by_passes: dict[int, dict[str, dict]], path: Path) -> None:
     from kit.report.viz import save_figure
 
     figure, axis = plt.subplots(figsize=(6.5, 4.2))
-    for name in METHODS:
+    for name in _names(by_passes):
         points = [(b, *s[name]["mIoU"]) for b, s in by_passes.items() if name in s]
         if points:
             x, mean, std = (np.array(v, float) for v in zip(*points))

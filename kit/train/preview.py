@@ -41,7 +41,7 @@ def preview_step(config: TrainConfig) -> dict[str, tuple[np.ndarray, np.ndarray 
         stats = data.target_stats if config.method == "oracle" else data.source_stats
         return {"input": (images(batch["image"], stats), labels(batch["label"]))}
     panels = {name: (images(batch[name], data.source_stats), labels(batch[f"{name}_label"]))
-              for name in ("source", "distorted")}
+              for name in ("source", "distorted") if name in batch}  # the distortion copy where trained
     target = next(targets)["image"]
     device = resolve_device(config.device)  # the run's own device: a GPU-scale model on a GPU
     model = build_model(config).to(device)

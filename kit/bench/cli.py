@@ -44,7 +44,16 @@ import time
 import cv2
 import numpy as np
 
-from kit.bench.scoreboard import QUALITY_PASSES, QUALITY_ROWS, QUALITY_STEPS, bench_adapt, bench_encoders, bench_ladder, bench_quality, bench_tune
+from kit.bench.scoreboard import (
+    QUALITY_PASSES,
+    QUALITY_ROWS,
+    QUALITY_STEPS,
+    bench_adapt,
+    bench_encoders,
+    bench_ladder,
+    bench_quality,
+    bench_tune,
+)
 from kit.bench.tools import TOOLS, bench_tools
 from kit.bench.variants import ADAPT_VARIANTS, LADDER, TUNE_VARIANTS
 from kit.competition.labels import IGNORE_INDEX, NUM_CLASSES
@@ -313,7 +322,7 @@ def main(argv: list[str] | None = None) -> None:
     quality.add_argument("--data", default="data/demo", help="synthetic dataset root (with test_gt.csv)")
     quality.add_argument("--out", default="outputs/bench_quality", help="runs/, results/, quality.md and quality.json")
     quality.add_argument("--method", nargs="+", default=list(QUALITY_ROWS), choices=list(QUALITY_ROWS),
-                         help="rows to train and tabulate (default: all; uda_elastic is uda with solution A's elastic copy)")
+                         help="rows to train and tabulate (default: all; uda_elastic: uda with solution A's elastic copy)")
     quality.add_argument("--curve", type=float, nargs="*", default=[], help="further budgets, every method trained "
                          "alike at each: quality_budget.md and quality_budget.png (mIoU against image passes)")
     tune = sub.add_parser("tune", help="uda_geo / self_train variants trained and scored on a validation dataset")
@@ -341,8 +350,8 @@ def main(argv: list[str] | None = None) -> None:
     encoders = sub.add_parser("encoders", help="mit_b0 and pvt_v2_b0 from scratch, tf_efficientnet_lite0 bundled, trained alike")
     encoders.add_argument("--data", default="data/demo", help="synthetic dataset root (with test_gt.csv)")
     encoders.add_argument("--out", default="outputs/bench_encoders", help="runs/, results/, encoders.md and encoders.json")
-    for command, budget, seeds in ((quality, 1.0, [0, 1, 2]), (tools, 0.5, [0, 1, 2]), (adapt, 0.5, [0]), (tune, 0.5, [0]), (ladder, 1.0, [0, 1, 2]),
-                                   (encoders, 0.9, [0, 1, 2])):
+    for command, budget, seeds in ((quality, 1.0, [0, 1, 2]), (tools, 0.5, [0, 1, 2]), (adapt, 0.5, [0]), (tune, 0.5, [0]),
+                                   (ladder, 1.0, [0, 1, 2]), (encoders, 0.9, [0, 1, 2])):
         scaled = (f"the {QUALITY_PASSES:,} image passes per run (kit.train.budget: the same compute for every method)"
                   if command in (quality, tools, adapt) else f"the {QUALITY_STEPS} training steps per run")
         command.add_argument("--budget", type=float, default=budget, help=f"scales {scaled}")

@@ -295,19 +295,18 @@ def bench_quality(data_dir: str, out: str, budget: float, seeds: list[int], over
     budgets = sorted({budget, *curve})
     rows = tuple(r for r in QUALITY_ROWS if r in rows)  # in the table's order
 
-    def job(method: str, seed: int, b: float) -> Job:
-        return Job(method, QUALITY_ROWS[method], seed, budget_passes(b), passes=True)
+    def job(row: str, seed: int, b: float) -> Job:
+        return Job(row, QUALITY_ROWS[row], seed, budget_passes(b), passes=True)
 
     unpaid = {}  # (row, budget) → why a row cannot train on that budget (self_train's pseudo-labels alone)
     for b in budgets:
-        for method in rows:
+        for row in rows:
             try:
-                job_config(job(method, 0, b), data_dir, dict(QUALITY_OVERRIDES))
+                job_config(job(row, 0, b), data_dir, dict(QUALITY_OVERRIDES))
             except ValueError as error:
-                unpaid[method, b] = str(error)
-                print(f"{method} left out at {budget_passes(b):,} image passes: {error}", flush=True)
-    jobs = {b: [job(method, seed, b) for seed in seeds for method in rows if (method, b) not in unpaid]
-            for b in budgets}
+                unpaid[row, b] = str(error)
+                print(f"{row} left out at {budget_passes(b):,} image passes: {error}", flush=True)
+    jobs = {b: [job(row, seed, b) for seed in seeds for row in rows if (row, b) not in unpaid] for b in budgets}
     results = run_jobs(data_dir, out, [job for b in reversed(budgets) for job in jobs[b]], overwrite, threads,
                        processes, train_missing=train_missing)
     main = {job.key: results[job.key] for job in jobs[budget] if job.key in results}

@@ -126,7 +126,23 @@ def _ellipse_mask_cached(size: tuple[int, int], ellipse: Ellipse, frame: tuple[i
     return mask
 
 
-class MixBackground(A.DualTransform):
+class _TargetFrames:
+    """What :class:`MixBackground` and :class:`FourierStyle` share: the fisheye frames they draw one of
+    per image, and the disc's ``ellipse`` fitted in a frame of ``frame_size = (W, H)``."""
+
+    def _set_frames(self, target_paths: Sequence[str | os.PathLike], ellipse: Ellipse,
+                    frame_size: tuple[int, int]) -> None:
+        if len(target_paths) == 0:
+            raise ValueError(f"{type(self).__name__} needs at least one target image path")
+        self.target_paths = [str(t) for t in target_paths]
+        self.ellipse = (tuple(map(float, ellipse[0])), tuple(map(float, ellipse[1])), float(ellipse[2]))
+        self.frame_size = tuple(frame_size)
+
+    def _draw_path(self) -> str:  # from the pipeline's generator (kit.data.datasets.Reseeded)
+        return self.target_paths[int(self.random_generator.integers(len(self.target_paths)))]
+
+
+class MixBackground(_TargetFrames, A.DualTransform):
     """Solution A's Mix Background: outside an ellipse, the pixels of a random target image.
 
     ``ellipse`` is the target border fitted in a frame of ``frame_size = (W, H)`` (see
@@ -141,16 +157,12 @@ class MixBackground(A.DualTransform):
         p: float = 0.25,
     ) -> None:
         super().__init__(p=p)
-        if len(target_paths) == 0:
-            raise ValueError("MixBackground needs at least one target image path")
-        self.target_paths = [str(t) for t in target_paths]
-        self.ellipse = (tuple(map(float, ellipse[0])), tuple(map(float, ellipse[1])), float(ellipse[2]))
-        self.frame_size = tuple(frame_size)
+        self._set_frames(target_paths, ellipse, frame_size)
 
     def get_params_dependent_on_data(self, params: dict, data: dict) -> dict:
         h, w = params["shape"][:2]
-        path = self.target_paths[int(self.random_generator.integers(len(self.target_paths)))]
-        return {"outside": ~_ellipse_mask_cached((w, h), self.ellipse, self.frame_size), "target_path": path}
+        outside = ~_ellipse_mask_cached((w, h), self.ellipse, self.frame_size)
+        return {"outside": outside, "target_path": self._draw_path()}
 
     def apply(self, img: np.ndarray, outside: np.ndarray, target_path: str, **params) -> np.ndarray:
         target = read_image(target_path)
@@ -183,7 +195,7 @@ def inscribed_box(ellipse: Ellipse, frame_size: tuple[int, int], size: tuple[int
     return x0, y0, x1, y1
 
 
-class FourierStyle(A.ImageOnlyTransform):
+class FourierStyle(_TargetFrames, A.ImageOnlyTransform):
     """Fourier domain adaptation (FDA; Yang & Soatto, CVPR 2020): the lowest frequencies of the image's
     amplitude spectrum (a square of half-side ``beta`` × the shorter side around zero frequency) are
     replaced by those of a random fisheye frame, and the phase, which carries the scene, is kept
@@ -193,23 +205,20 @@ class FourierStyle(A.ImageOnlyTransform):
     before it is resized to the image, so that the dark border is no part of its style. Afterwards each
     channel gets back its own mean and standard deviation: the kit normalises each domain with that
     domain's statistics, so FDA here carries what normalisation cannot, the spectrum's shape (the
-    fisheye's contrast across scales, its vignetting-like fall-off), not the colour mean.
+    fisheye's contrast across scales, its vignetting-like fall-off), not the colour mean. For uint8
+    images, as the kit's pipelines read them.
     """
 
     def __init__(self, target_paths: Sequence[str | os.PathLike], ellipse: Ellipse, frame_size: tuple[int, int],
                  beta: float = 0.01, p: float = 1.0) -> None:
         super().__init__(p=p)
-        if len(target_paths) == 0:
-            raise ValueError("FourierStyle needs at least one target image path")
+        self._set_frames(target_paths, ellipse, frame_size)
         if not 0.0 < beta <= 0.5:
             raise ValueError(f"FDA beta = {beta!r}: expected a share of the shorter side in (0, 0.5]")
-        self.target_paths = [str(t) for t in target_paths]
-        self.ellipse = (tuple(map(float, ellipse[0])), tuple(map(float, ellipse[1])), float(ellipse[2]))
-        self.frame_size = tuple(frame_size)
         self.beta = float(beta)
 
     def get_params_dependent_on_data(self, params: dict, data: dict) -> dict:
-        return {"target_path": self.target_paths[int(self.random_generator.integers(len(self.target_paths)))]}
+        return {"target_path": self._draw_path()}
 
     def apply(self, img: np.ndarray, target_path: str, **params) -> np.ndarray:
         target = read_image(target_path)
@@ -220,7 +229,7 @@ class FourierStyle(A.ImageOnlyTransform):
         styled = fourier_domain_adaptation(source / 255, target.astype(np.float32) / 255, self.beta) * 255
         mean, std = source.mean(axis=(0, 1)), source.std(axis=(0, 1))
         styled = (styled - styled.mean(axis=(0, 1))) / np.maximum(styled.std(axis=(0, 1)), 1e-6) * std + mean
-        return np.clip(styled + 0.5, 0, 255).astype(np.uint8) if img.dtype == np.uint8 else styled
+        return np.clip(styled + 0.5, 0, 255).astype(np.uint8)
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
         return ("target_paths", "ellipse", "frame_size", "beta")

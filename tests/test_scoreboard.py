@@ -364,6 +364,29 @@ def test_a_warm_started_variant_trains_after_the_run_it_starts_from(tiny, tmp_pa
         kit.bench.scoreboard._train_and_score(str(tiny), out, job, False, 1, dict(kit.bench.scoreboard.QUALITY_OVERRIDES))
 
 
+def test_a_warm_start_on_a_budget_of_image_passes_pays_half_of_it_and_counts_both_halves(tiny, tmp_path,
+                                                                                       small_quality, monkeypatch):
+    trained = _counting(monkeypatch)
+    out = tmp_path / "out"
+    budget = kit.bench.scoreboard.budget_passes(small_quality)  # 152 image passes
+    text = kit.bench.scoreboard.bench_adapt(str(tiny), str(out), ["uda_rcs_nodist_warm"], small_quality, seeds=[0],
+                                            threads=1, reference="uda_rcs_nodist_warm")
+    assert trained == ["source_only_rcs_seed0_76p", "uda_rcs_nodist_warm_seed0_152p"]  # its start: the first half
+    first = json.loads((out / "results/source_only_rcs_seed0_76p.json").read_text())
+    warm = json.loads((out / "results/uda_rcs_nodist_warm_seed0_152p.json").read_text())
+    # by hand, batch 2, one epoch: source_only 3 passes per crop, 76 // 6 = 12 steps; uda without the distortion
+    # copy 3 + 1 + 1 + 3 = 8 per image, 76 // 16 = 4 steps
+    assert (first["train_steps"], first["image_passes"]) == (12, 72)
+    assert (warm["train_steps"], warm["start"]) == (4, "source_only_rcs_seed0_76p")
+    assert warm["image_passes"] == 72 + 64 <= budget
+    assert warm["train_seconds"] > first["train_seconds"]
+    run = out / "runs/uda_rcs_nodist_warm_seed0_152p"
+    assert json.loads((run / "config.json").read_text())["init_from"] == str(out / "runs/source_only_rcs_seed0_76p/last.pt")
+    rows = _table(text, "variant")
+    assert list(rows) == ["uda_rcs_nodist_warm"]  # the start is trained, not tabulated
+    assert rows["uda_rcs_nodist_warm"]["image passes"] == "136"
+
+
 def test_a_result_from_before_a_field_existed_is_reused_at_that_fields_default(tiny, tmp_path, quality_run,
                                                                              small_quality, monkeypatch):
     out = tmp_path / "out"

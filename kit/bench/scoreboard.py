@@ -89,10 +89,23 @@ class Job:
 
     @property
     def after(self) -> str | None:
-        """The job whose run this one starts from (``init_from = "@name"``: that name's run of the same
-        seed and steps in the same ``--out``), or None."""
+        """The name whose run this one starts from (``init_from = "@name"``: that name's run of the same
+        seed in the same ``--out``, :meth:`start`), or None."""
         source = self.overrides.get("init_from")
         return source[1:] if isinstance(source, str) and source.startswith("@") else None
+
+    def start(self, overrides: dict) -> Job | None:
+        """The job this one starts from, given the start's ``overrides``: of the same steps, or, on a
+        budget of image passes, the first half of it (the warm-started run trains the rest, so that the
+        two together cost ``steps`` passes, as much as any other job of that budget)."""
+        if self.after is None:
+            return None
+        return Job(self.after, overrides, self.seed, self.steps // 2 if self.passes else self.steps, self.passes)
+
+    @property
+    def own_steps(self) -> int:
+        """Steps or image passes that this job's own run trains (a budget's second half when warm-started)."""
+        return self.steps - self.steps // 2 if self.passes and self.after else self.steps
 
     @property
     def slow(self) -> bool:  # the self-training runs take about three times as long: started first
@@ -109,7 +122,7 @@ def _train_config(job: Job, data_dir: str, base: dict, **how) -> TrainConfig:
     if job.passes:
         from kit.train.budget import fit_budget
 
-        return fit_budget(TrainConfig.from_preset(QUALITY_PRESET, **values), job.steps, target_images(data_dir))
+        return fit_budget(TrainConfig.from_preset(QUALITY_PRESET, **values), job.own_steps, target_images(data_dir))
     epochs = max(job.steps // QUALITY_STEPS_PER_EPOCH, 1)
     return TrainConfig.from_preset(QUALITY_PRESET, **{**values, "epochs": epochs, "steps_per_epoch": job.steps // epochs})
 
@@ -154,12 +167,13 @@ def _train_and_score(data_dir: str, out_dir: Path, job: Job, overwrite: bool, th
     config = _train_config(job, data_dir, base, runs_dir=str(out_dir / "runs"), run_name=job.key,
                            cpu_threads=threads, overwrite=overwrite, resume=resume)
     defining = _defining(config, job)  # "@name" as written: the result does not depend on where out_dir is
-    if job.after:
-        start = out_dir / "runs" / f"{job.after}_seed{job.seed}_{job.size}" / "last.pt"
+    before = job.start({})
+    if before is not None:
+        start = out_dir / "runs" / before.key / "last.pt"
         if not start.is_file():
             unit = "image passes" if job.passes else "steps"
             raise FileNotFoundError(f"{job.key} starts from {job.after}'s run, but {start} does not exist: "
-                                    f"train {job.after} (seed {job.seed}, {job.steps} {unit}) into {out_dir} first")
+                                    f"train {job.after} (seed {job.seed}, {before.steps} {unit}) into {out_dir} first")
         config = dataclasses.replace(config, init_from=str(start))
     print(f"--- {job.key}: {config.method}, {config.epochs} epochs × {config.steps_per_epoch} steps, {job.overrides}"
           f"{' (resumed)' if resume else ''}", flush=True)
@@ -173,6 +187,10 @@ def _train_and_score(data_dir: str, out_dir: Path, job: Job, overwrite: bool, th
               "data": data_dir, "resumed": resume,
               "config": defining, "train_seconds": round(seconds, 1), "train_steps": cost["steps"],
               "image_passes": round(cost["total"])}
+    if before is not None and job.passes:  # a budget's warm start: the run it starts from is half its cost
+        first = json.loads((out_dir / "results" / f"{before.key}.json").read_text())
+        result.update(start=before.key, image_passes=result["image_passes"] + first["image_passes"],
+                      train_seconds=round(seconds + first["train_seconds"], 1))
     result["iou"] = score_run(run_dir, data_dir)
     result["mIoU"] = result["iou"]["mIoU"]
     if config.method in UDA_METHODS and config.target_branch:
@@ -217,10 +235,16 @@ def _ellipse_border(data_dir: str, target_size: tuple[int, int], stats_limit: in
 
 
 def run_jobs(data_dir: str, out: str, jobs: list[Job], overwrite: bool, threads: int | None, processes: int,
-             base: dict | None = None, train_missing: bool = True) -> dict[str, dict]:
+             base: dict | None = None, train_missing: bool = True, table: dict[str, dict] | None = None
+             ) -> dict[str, dict]:
     """Results of ``jobs`` (key → result): reused from ``out/results`` where one exists with the same
     configuration, else trained, ``processes`` at a time (slow ones first); with ``train_missing``
-    False, jobs without a result are left out (tables of what is there)."""
+    False, jobs without a result are left out (tables of what is there). ``table`` (name → overrides)
+    gives the runs that warm-started jobs start from (:meth:`Job.start`): trained first where missing,
+    not returned unless asked for."""
+    asked = [job.key for job in jobs]
+    starts = [job.start(table[job.after]) for job in jobs if job.after and table and job.after in table]
+    jobs = [*{job.key: job for job in [*starts, *jobs]}.values()]
     if not has_split(data_dir, "test_gt"):
         raise FileNotFoundError(f"{data_dir} has no test_gt.csv: the scoreboard needs the synthetic data's held-out "
                                 f"fisheye labels (python -m kit.synth --out {data_dir} --preset demo)")
@@ -252,7 +276,7 @@ def run_jobs(data_dir: str, out: str, jobs: list[Job], overwrite: bool, threads:
     if not train_missing:
         print(f"{len(done)} result(s) in {out_dir / 'results'}; not trained, so not tabulated: "
               f"{', '.join(job.key for job in todo) or 'none'}", flush=True)
-        return {job.key: done[job.key] for job in jobs if job.key in done}
+        return {key: done[key] for key in asked if key in done}
     print(f"{len(done)} result(s) reused from {out_dir / 'results'}, {len(todo)} run(s) to train", flush=True)
     todo.sort(key=lambda job: not job.slow)
     for stage in ([job for job in todo if not job.after], [job for job in todo if job.after]):  # warm starts last
@@ -263,7 +287,7 @@ def run_jobs(data_dir: str, out: str, jobs: list[Job], overwrite: bool, threads:
                 done.update({key: future.result() for key, future in futures.items()})
         else:
             done.update({job.key: _train_and_score(data_dir, out_dir, job, overwrite, threads, base) for job in stage})
-    return {job.key: done[job.key] for job in jobs}
+    return {key: done[key] for key in asked}
 
 
 def setup_line(data_dir: str, size: str, seeds: list[int], base: dict | None = None) -> str:
@@ -308,7 +332,7 @@ def bench_quality(data_dir: str, out: str, budget: float, seeds: list[int], over
                 print(f"{row} left out at {budget_passes(b):,} image passes: {error}", flush=True)
     jobs = {b: [job(row, seed, b) for seed in seeds for row in rows if (row, b) not in unpaid] for b in budgets}
     results = run_jobs(data_dir, out, [job for b in reversed(budgets) for job in jobs[b]], overwrite, threads,
-                       processes, train_missing=train_missing)
+                       processes, train_missing=train_missing, table=QUALITY_ROWS)
     main = {job.key: results[job.key] for job in jobs[budget] if job.key in results}
     size = f"{budget_passes(budget):,} image passes per run (kit.train.budget)"
     title = (f"Fisheye test mIoU ({setup_line(data_dir, size, seeds)}); gap closed = (mIoU − source_only) / "
@@ -351,7 +375,8 @@ def bench_adapt(data_dir: str, out: str, variants: list[str], budget: float, see
         raise ValueError(f"unknown variant(s) {unknown}; choose from {list(ADAPT_VARIANTS)}")
     passes = budget_passes(budget)
     jobs = [Job(name, ADAPT_VARIANTS[name], seed, passes, passes=True) for seed in seeds for name in variants]
-    results = run_jobs(data_dir, out, jobs, overwrite, threads, processes, train_missing=train_missing)
+    results = run_jobs(data_dir, out, jobs, overwrite, threads, processes, train_missing=train_missing,
+                       table=ADAPT_VARIANTS)
     size = f"{passes:,} image passes per run (kit.train.budget)"
     title = f"Adaptation round two on validation data, fisheye test mIoU ({setup_line(data_dir, size, seeds)})."
     return report(Path(out), "adapt", title, results, (reference,), "variant", gap=False)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import kit.bench.cli
+import kit.bench.studies
 import kit.bench.variants
 from kit.data.fisheye import pinhole_to_fisheye_maps
 
@@ -73,9 +74,9 @@ def test_adapt_trains_its_candidates_at_equal_image_passes_on_validation_data(ca
     with pytest.raises(SystemExit):
         kit.bench.cli.main(["adapt", "--variant", "nope"])
     seen = {}
-    monkeypatch.setattr(kit.bench.scoreboard, "run_jobs", lambda data, out, jobs, *a, **kw: seen.setdefault("jobs", jobs) and {})
-    monkeypatch.setattr(kit.bench.scoreboard, "report", lambda *a, **kw: "")
-    kit.bench.scoreboard.bench_adapt("d", "o", ["source_only_rcs", "uda_rcs_mix"], 0.5, [0, 2])
+    monkeypatch.setattr(kit.bench.studies, "run_jobs", lambda data, out, jobs, *a, **kw: seen.setdefault("jobs", jobs) and {})
+    monkeypatch.setattr(kit.bench.studies, "report", lambda *a, **kw: "")
+    kit.bench.studies.bench_adapt("d", "o", ["source_only_rcs", "uda_rcs_mix"], 0.5, [0, 2])
     assert [(j.key, j.passes, j.overrides) for j in seen["jobs"]] == [
         ("source_only_rcs_seed0_16000p", True, {"method": "source_only", "rare_class_sampling": True}),
         ("uda_rcs_mix_seed0_16000p", True, {"method": "uda", "rare_class_sampling": True, "distortion_branch": True,
@@ -84,7 +85,7 @@ def test_adapt_trains_its_candidates_at_equal_image_passes_on_validation_data(ca
         ("uda_rcs_mix_seed2_16000p", True, {"method": "uda", "rare_class_sampling": True, "distortion_branch": True,
                                             "class_mix": True})]
     with pytest.raises(ValueError, match="unknown variant.*'nope'"):
-        kit.bench.scoreboard.bench_adapt("d", "o", ["uda", "nope"], 0.5, [0])
+        kit.bench.studies.bench_adapt("d", "o", ["uda", "nope"], 0.5, [0])
 
 
 def test_report_only_trains_nothing(calls):

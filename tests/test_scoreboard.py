@@ -9,6 +9,7 @@ import statistics
 import pytest
 
 import kit.bench.scoreboard
+import kit.bench.studies
 import kit.bench.variants
 import kit.predict.splits
 import kit.train.config
@@ -161,9 +162,9 @@ def test_summary_tables_render_mean_pm_std_and_a_dash_for_what_is_missing():
 
 def test_unknown_variants_and_rungs_are_refused_by_name(tmp_path):
     with pytest.raises(ValueError, match="unknown variant.*'nope'"):
-        kit.bench.scoreboard.bench_tune("no_data", str(tmp_path / "tune"), ["uda_geo_untuned", "nope"], 1.0, [0])
+        kit.bench.studies.bench_tune("no_data", str(tmp_path / "tune"), ["uda_geo_untuned", "nope"], 1.0, [0])
     with pytest.raises(ValueError, match="unknown rung.*'no_rung'"):
-        kit.bench.scoreboard.bench_ladder("no_data", str(tmp_path / "ladder"), ["no_rung", "source_only"], 1.0, [0])
+        kit.bench.studies.bench_ladder("no_data", str(tmp_path / "ladder"), ["no_rung", "source_only"], 1.0, [0])
     with pytest.raises(ValueError, match=r"unknown scoreboard row\(s\) \['uda_mic'\]"):
         kit.bench.scoreboard.bench_quality("no_data", str(tmp_path / "quality"), 1.0, [0], rows=("uda", "uda_mic"))
     assert not any((tmp_path / name).exists() for name in ("tune", "ladder", "quality"))
@@ -222,7 +223,7 @@ def test_an_interrupted_run_is_resumed_and_ends_as_an_uninterrupted_one(tiny, tm
     budget = 2 * small_quality
 
     def source_only(out):
-        text = kit.bench.scoreboard.bench_ladder(str(tiny), str(out), ["source_only"], budget, seeds=[0], threads=1)
+        text = kit.bench.studies.bench_ladder(str(tiny), str(out), ["source_only"], budget, seeds=[0], threads=1)
         return json.loads((out / "results/source_only_seed0_2.json").read_text()), text
 
     straight, _ = source_only(tmp_path / "straight")
@@ -241,7 +242,7 @@ def test_an_interrupted_run_is_resumed_and_ends_as_an_uninterrupted_one(tiny, tm
 def test_ladder_tables_its_rungs_and_overwrite_leaves_other_results_alone(tiny, tmp_path, small_quality, monkeypatch):
     out = tmp_path / "out"
     trained = _counting(monkeypatch)
-    kit.bench.scoreboard.bench_ladder(str(tiny), str(out), ["mix_background", "source_only"], small_quality, seeds=[0, 1],
+    kit.bench.studies.bench_ladder(str(tiny), str(out), ["mix_background", "source_only"], small_quality, seeds=[0, 1],
                                 threads=1)
     assert sorted(trained) == sorted(f"{r}_seed{s}_1" for r in ("source_only", "mix_background") for s in (0, 1))
     results = json.loads((out / "ladder.json").read_text())["results"]
@@ -265,7 +266,7 @@ def test_ladder_tables_its_rungs_and_overwrite_leaves_other_results_alone(tiny, 
 
     # overwrite retrains what the call asks for and leaves the other benchmarks' results alone
     trained.clear()
-    kit.bench.scoreboard.bench_ladder(str(tiny), str(out), ["mix_background"], small_quality, seeds=[0], threads=1,
+    kit.bench.studies.bench_ladder(str(tiny), str(out), ["mix_background"], small_quality, seeds=[0], threads=1,
                                 overwrite=True)
     assert trained == ["mix_background_seed0_1"]
     assert (out / "quality.md").is_file() and (out / "results/uda_geo_seed0_152p.json").is_file()
@@ -296,7 +297,7 @@ def test_the_benchmark_scores_with_the_border_training_used(tiny, tmp_path, smal
 
     monkeypatch.setattr(kit.predict.splits, "make_border", spy)
     kit.bench.scoreboard._ellipse_border.cache_clear()  # computed once per process: an earlier test may have cached it
-    kit.bench.scoreboard.bench_tune(str(tiny), str(tmp_path / "tune"), ["uda_geo_untuned"], small_quality, seeds=[0],
+    kit.bench.studies.bench_tune(str(tiny), str(tmp_path / "tune"), ["uda_geo_untuned"], small_quality, seeds=[0],
                               threads=1)
     assert seen == [("ellipse", {"size": (96, 54), "threshold": None, "max_images": 200})]
     result = json.loads((tmp_path / "tune/results/uda_geo_untuned_seed0_1.json").read_text())
@@ -338,9 +339,9 @@ def test_a_jobs_configuration_changes_only_when_what_it_trains_changes(name, ove
 
 def test_report_only_tabulates_what_is_there_and_trains_nothing(tiny, tmp_path, small_quality, monkeypatch):
     out = tmp_path / "ladder"
-    kit.bench.scoreboard.bench_ladder(str(tiny), str(out), ["source_only"], small_quality, seeds=[0], threads=1)
+    kit.bench.studies.bench_ladder(str(tiny), str(out), ["source_only"], small_quality, seeds=[0], threads=1)
     monkeypatch.setattr(kit.bench.scoreboard, "_train_and_score", lambda *a: pytest.fail("trained in a report-only call"))
-    text = kit.bench.scoreboard.bench_ladder(str(tiny), str(out), ["source_only", "mix_background"], small_quality,
+    text = kit.bench.studies.bench_ladder(str(tiny), str(out), ["source_only", "mix_background"], small_quality,
                                        seeds=[0, 1], threads=1, train_missing=False)
     assert "| source_only | 0 |" in text and "| mix_background |" not in text
 
@@ -350,7 +351,7 @@ def test_a_warm_started_variant_trains_after_the_run_it_starts_from(tiny, tmp_pa
 
     trained = _counting(monkeypatch)
     out = tmp_path / "out"
-    text = kit.bench.scoreboard.bench_tune(str(tiny), str(out), ["self_train_warm"], small_quality, seeds=[0], threads=1,
+    text = kit.bench.studies.bench_tune(str(tiny), str(out), ["self_train_warm"], small_quality, seeds=[0], threads=1,
                                      reference="fisheye_tf")
     assert trained == ["fisheye_tf_seed0_1", "self_train_warm_seed0_1"]  # the start is brought in and trained first
     result = json.loads((out / "results/self_train_warm_seed0_1.json").read_text())
@@ -369,7 +370,7 @@ def test_a_warm_start_on_a_budget_of_image_passes_pays_half_of_it_and_counts_bot
     trained = _counting(monkeypatch)
     out = tmp_path / "out"
     budget = kit.bench.scoreboard.budget_passes(small_quality)  # 152 image passes
-    text = kit.bench.scoreboard.bench_adapt(str(tiny), str(out), ["uda_rcs_nodist_warm"], small_quality, seeds=[0],
+    text = kit.bench.studies.bench_adapt(str(tiny), str(out), ["uda_rcs_nodist_warm"], small_quality, seeds=[0],
                                             threads=1, reference="uda_rcs_nodist_warm")
     assert trained == ["source_only_rcs_seed0_76p", "uda_rcs_nodist_warm_seed0_152p"]  # its start: the first half
     first = json.loads((out / "results/source_only_rcs_seed0_76p.json").read_text())
@@ -406,7 +407,7 @@ def test_a_result_from_before_a_field_existed_is_reused_at_that_fields_default(t
 
 
 def test_the_encoder_comparison_trains_each_encoder_alike(tiny, tmp_path, small_quality):
-    text = kit.bench.scoreboard.bench_encoders(str(tiny), str(tmp_path), small_quality, seeds=[0], threads=1)
+    text = kit.bench.studies.bench_encoders(str(tiny), str(tmp_path), small_quality, seeds=[0], threads=1)
     results = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "results").glob("*.json")}
     assert sorted(results) == ["lite0_bundled_seed0_1", "mit_b0_scratch_seed0_1", "pvt_v2_b0_scratch_seed0_1"]
     configs = {r["name"]: r["config"] for r in results.values()}

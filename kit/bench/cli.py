@@ -44,16 +44,8 @@ import time
 import cv2
 import numpy as np
 
-from kit.bench.scoreboard import (
-    QUALITY_PASSES,
-    QUALITY_ROWS,
-    QUALITY_STEPS,
-    bench_adapt,
-    bench_encoders,
-    bench_ladder,
-    bench_quality,
-    bench_tune,
-)
+from kit.bench.scoreboard import QUALITY_PASSES, QUALITY_ROWS, QUALITY_STEPS, bench_quality
+from kit.bench.studies import bench_adapt, bench_encoders, bench_ladder, bench_tune
 from kit.bench.tools import TOOLS, bench_tools
 from kit.bench.variants import ADAPT_VARIANTS, LADDER, TUNE_VARIANTS
 from kit.competition.labels import IGNORE_INDEX, NUM_CLASSES

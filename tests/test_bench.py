@@ -45,8 +45,9 @@ def test_seeds_take_one_or_several_values_and_seed_is_an_alias(calls):
                      ("bench_quality", ("data/demo", "outputs/bench_quality", 1.0, [0, 1, 2], False, 1, 1), (0.25, 0.5), rows),
                      ("bench_quality", ("data/demo", "outputs/bench_quality", 1.0, [0, 1, 2], False, 1, 1), (),
                       ("uda", "uda_elastic"))]
-    assert rows == ("source_only", "fisheye_tf", "uda", "uda_elastic", "uda_geo", "self_train", "oracle")
+    assert rows == ("source_only", "fisheye_tf", "uda", "uda_elastic", "uda_warm", "uda_geo", "self_train", "oracle")
     assert kit.bench.scoreboard.QUALITY_ROWS["uda_elastic"] == {"method": "uda", "distortion_branch": True}
+    assert kit.bench.scoreboard.QUALITY_ROWS["uda_warm"] == {"method": "uda", "init_from": "@source_only"}
 
 
 def test_tune_and_ladder_defaults_and_choices(calls):
@@ -241,3 +242,18 @@ def test_the_infer_bench_predicts_alike_batched_or_one_window_at_a_time(capsys):
     difference = float(re.fullmatch(r"slide batched vs one window at a time: max abs probability difference (\S+)",
                                     lines[6]).group(1))
     assert difference < 1e-5  # the same windows and sums, batched: float32 rounding only
+
+
+def test_the_dice_tool_switches_dice_where_a_method_has_it_and_refuses_where_it_has_none():
+    from kit.bench.tools import tool_switch
+
+    assert tool_switch("dice", "fisheye_tf") == ("nodice", {"dice_weight": 0.0})  # solution B's: on in the recipe
+    assert tool_switch("dice", "self_train") == ("nodice", {"dice_weight": 0.0})
+    assert tool_switch("dice", "uda") == ("dice", {"uda_dice_weight": 1.0})  # off in the recipe: switched on
+    assert tool_switch("dice", "uda_geo") == ("dice", {"uda_dice_weight": 1.0})
+    assert tool_switch("norcs", "oracle") == ("norcs", {"rare_class_sampling": False})
+    for method in ("source_only", "oracle"):  # dice_weight is read by no step of theirs (kit.train.loop)
+        with pytest.raises(ValueError, match=f"{method} trains without Dice loss"):
+            tool_switch("dice", method)
+    with pytest.raises(ValueError, match="unknown tool 'tta'"):
+        tool_switch("tta", "uda")

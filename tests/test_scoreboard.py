@@ -176,17 +176,20 @@ def test_unknown_variants_and_rungs_are_refused_by_name(tmp_path):
 def test_quality_table_gap_closed(quality_run):
     report = json.loads((quality_run / "quality.json").read_text())
     results, summary = report["results"], report["summary"]
-    assert list(results) == [f"{m}_seed0_152p" for m in ("source_only", "fisheye_tf", "uda", "uda_elastic", "uda_geo",
-                                                          "self_train", "oracle")]
+    assert list(results) == [f"{m}_seed0_152p" for m in ("source_only", "fisheye_tf", "uda", "uda_elastic", "uda_warm",
+                                                          "uda_geo", "self_train", "oracle")]
     assert all(r["budget_passes"] == 152 and r["seed"] == 0 and not r["resumed"] for r in results.values())
     # every method spent the budget, to within one step per epoch (self_train: exactly one step per epoch)
-    # by hand at batch 2: supervised 6 per step, the kit's uda 16 (no elastic copy), uda_elastic and uda_geo 22
+    # by hand at batch 2: supervised 6 per step, the kit's uda 16 (no elastic copy), uda_elastic and uda_geo 22;
+    # uda_warm: source_only for 76 passes (12 steps, 72), then its own 4 uda steps (64)
     steps = {r["name"]: (r["train_steps"], r["image_passes"]) for r in results.values()}
     assert steps == {"source_only": (25, 150), "fisheye_tf": (25, 150), "oracle": (25, 150), "uda": (9, 144),
-                     "uda_elastic": (6, 132), "uda_geo": (6, 132), "self_train": (3, 152)}
+                     "uda_elastic": (6, 132), "uda_warm": (4, 136), "uda_geo": (6, 132), "self_train": (3, 152)}
+    assert results["uda_warm_seed0_152p"]["start"] == "source_only_seed0_76p"
     assert results["uda_elastic_seed0_152p"]["config"]["distortion_branch"] is True
     assert results["uda_seed0_152p"]["config"]["distortion_branch"] is False
-    assert all(("teacher_mIoU" in r) == (r["name"] in ("uda", "uda_elastic", "uda_geo")) for r in results.values())
+    assert all(("teacher_mIoU" in r) == (r["name"] in ("uda", "uda_elastic", "uda_warm", "uda_geo"))
+               for r in results.values())
     low, high = results["source_only_seed0_152p"]["mIoU"], results["oracle_seed0_152p"]["mIoU"]
     table = _table((quality_run / "quality.md").read_text(), "method")
     assert math.isfinite(low) and math.isfinite(high) and high != low  # else "gap closed" is not defined
@@ -261,8 +264,9 @@ def test_ladder_tables_its_rungs_and_overwrite_leaves_other_results_alone(tiny, 
 
     trained.clear()
     kit.bench.scoreboard.bench_quality(str(tiny), str(out), small_quality, seeds=[0], threads=1)
-    # quality trains at a budget of image passes, the ladder at steps: no run is shared
-    assert sorted(trained) == sorted(f"{m}_seed0_152p" for m in kit.bench.scoreboard.QUALITY_ROWS)
+    # quality trains at a budget of image passes, the ladder at steps: no run is shared (uda_warm's start: half)
+    assert sorted(trained) == sorted([*(f"{m}_seed0_152p" for m in kit.bench.scoreboard.QUALITY_ROWS),
+                                      "source_only_seed0_76p"])
 
     # overwrite retrains what the call asks for and leaves the other benchmarks' results alone
     trained.clear()
@@ -446,7 +450,8 @@ def test_a_method_the_budget_cannot_pay_for_is_left_out_with_the_reason(tiny, tm
         "budget_passes": job.steps} if trained.append(job.key) is None else None)
     text = kit.bench.scoreboard.bench_quality(str(tiny), str(tmp_path / "out"), small_quality * 130 / SMALL_PASSES,
                                               seeds=[0], threads=1)
-    assert sorted(trained) == sorted(f"{m}_seed0_130p" for m in kit.bench.scoreboard.QUALITY_ROWS if m != "self_train")
+    assert sorted(trained) == sorted([*(f"{m}_seed0_130p" for m in kit.bench.scoreboard.QUALITY_ROWS if m != "self_train"),
+                                      "source_only_seed0_65p"])  # uda_warm's start
     assert "Left out: self_train (a budget of 130 image passes does not pay for one step per epoch of self_train " \
            "(152 passes: 122 of them pseudo-labels))." in text
 
@@ -460,19 +465,19 @@ def test_the_tools_bench_switches_each_tool_and_scores_tta_on_the_same_runs(tiny
     shutil.copytree(quality_run, out)
     trained = _counting(monkeypatch)
     text = kit.bench.tools.bench_tools(str(tiny), str(out), ["source_only"], small_quality, seeds=[0], threads=1)
-    assert sorted(trained) == ["source_only_nodice_seed0_152p", "source_only_norcs_seed0_152p"]  # the method is reused
+    # the method is reused; source_only trains without Dice, so Dice has no switch there and is left out
+    assert trained == ["source_only_norcs_seed0_152p"]
+    assert "Left out: dice for source_only (source_only trains without Dice loss" in text
     results = {p.stem: json.loads(p.read_text()) for p in (out / "results").glob("*.json")}
     assert results["source_only_seed0_152p"]["config"]["rare_class_sampling"] is True  # the recipe's
     assert results["source_only_norcs_seed0_152p"]["config"]["rare_class_sampling"] is False
-    assert results["source_only_nodice_seed0_152p"]["config"]["dice_weight"] == 0.0
     tta = kit.bench.scoreboard.score_run(out / "runs" / "source_only_seed0_152p", str(tiny),
                                          settings=InferenceSettings(mode="whole", scales=kit.bench.tools.TTA_SCALES, flip=True))
     rows = _table(text, "variant")
     assert rows["source_only_tta"]["mIoU"] == f"{tta['mIoU']:.4f}"
     base = results["source_only_seed0_152p"]["mIoU"]
     assert rows["source_only_tta"]["Δ mIoU vs source_only"] == f"{tta['mIoU'] - base:+.3f}"
-    for tool in ("norcs", "nodice"):
-        assert rows[f"source_only_{tool}"]["Δ mIoU vs source_only"] == \
-            f"{results[f'source_only_{tool}_seed0_152p']['mIoU'] - base:+.3f}"
-    with pytest.raises(ValueError, match=r"unknown tool\(s\) \['tta'\]; choose from \['norcs', 'nodice'\]"):
+    assert rows["source_only_norcs"]["Δ mIoU vs source_only"] == \
+        f"{results['source_only_norcs_seed0_152p']['mIoU'] - base:+.3f}"
+    with pytest.raises(ValueError, match=r"unknown tool\(s\) \['tta'\]; choose from \['norcs', 'dice'\]"):
         kit.bench.tools.bench_tools(str(tiny), str(out), ["source_only"], small_quality, seeds=[0], tools=("tta",))

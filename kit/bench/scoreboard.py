@@ -56,10 +56,12 @@ QUALITY_STEPS = 600  # training steps per run at --budget 1 (tune, ladder, encod
 # what self_train at 540 steps with two rounds of pseudo-labels over the demo's 400 fisheye frames costs (34,540)
 QUALITY_PASSES = 32_000
 QUALITY_STEPS_PER_EPOCH = 60
-# The scoreboard's rows: every method as the recipe trains it, and uda as solution A built it (with its elastic
-# distortion copy, which the kit's uda leaves out: kit.train.config.METHOD_DEFAULTS)
+# The scoreboard's rows: every method as the recipe trains it; uda as solution A built it (with its elastic
+# distortion copy, which the kit's uda leaves out: kit.train.config.METHOD_DEFAULTS); and uda_warm, source_only for
+# the first half of the budget, then uda from that run for the second (Job.start; chosen on validation data)
 QUALITY_ROWS: dict[str, dict] = {**{method: {"method": method} for method in METHODS[:3]},
                                  "uda_elastic": {"method": "uda", "distortion_branch": True},
+                                 "uda_warm": {"method": "uda", "init_from": "@source_only"},
                                  **{method: {"method": method} for method in METHODS[3:]}}
 
 

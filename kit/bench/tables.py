@@ -11,7 +11,7 @@ import numpy as np
 from kit.common.files import write_json, write_text
 from kit.competition.labels import CLASSES
 
-REFERENCES = ("fisheye_tf", "source_only", "uda_elastic")  # paired differences in the quality table (where trained)
+REFERENCES = ("fisheye_tf", "source_only", "uda", "uda_elastic")  # paired differences in the quality table (where trained)
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

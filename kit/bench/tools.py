@@ -1,10 +1,12 @@
 """The small-class tools on/off at equal budget (``python -m kit.bench tools``, issue 27 item 3).
 
 For each method asked for, every seed: the method as the benchmark trains it, then once per tool
-switched the other way (``TOOLS``: rare-class sampling off, Dice loss off), each trained for the same
-image passes (:mod:`kit.train.budget`); and the method's own run scored again with multi-scale +
-flip test-time augmentation (``TTA``; no training). ``tools.md`` / ``tools.json`` give mIoU, the
-small classes' IoU and the paired differences against the method as trained.
+switched the other way (:data:`TOOLS`, :func:`tool_switch`: rare-class sampling off; Dice loss off
+where the method trains with it, on where it can), each trained for the same image passes
+(:mod:`kit.train.budget`); and the method's own run scored again with multi-scale + flip test-time
+augmentation (``TTA``; no training). ``tools.md`` / ``tools.json`` give mIoU, the small classes' IoU
+and the paired differences against the method as trained. A tool the method has no switch for
+(Dice for source_only and the oracle, which train without it) is left out with a note.
 """
 
 from __future__ import annotations
@@ -15,9 +17,29 @@ from pathlib import Path
 from kit.bench.scoreboard import Job, budget_passes, run_jobs, score_run, setup_line
 from kit.bench.tables import report
 from kit.common.files import make_dirs, write_json
+from kit.train.config import DEFAULTS, DICE_METHODS, METHOD_DEFAULTS, UDA_METHODS
 
-# overrides switching one tool from the benchmark recipe's setting (dice_weight 1, rare-class sampling on)
-TOOLS: dict[str, dict] = {"norcs": {"rare_class_sampling": False}, "nodice": {"dice_weight": 0.0}}
+TOOLS = ("norcs", "dice")  # rare-class sampling (on in the benchmark recipe), Dice loss (per method)
+
+
+def tool_switch(tool: str, method: str) -> tuple[str, dict]:
+    """The variant's suffix and the overrides that switch ``tool`` away from the recipe's setting for
+    ``method``. Dice: off (``_nodice``) for :data:`~kit.train.config.DICE_METHODS`, on (``_dice``, weight 1
+    as solution B's) for the uda methods, whose ``uda_dice_weight`` is 0; ValueError for a method that
+    trains without Dice whatever its weights say (switching them would retrain the same model)."""
+    if tool == "norcs":
+        return "norcs", {"rare_class_sampling": False}
+    if tool != "dice":
+        raise ValueError(f"unknown tool {tool!r}; choose from {list(TOOLS)}")
+    if method in DICE_METHODS:
+        return "nodice", {"dice_weight": 0.0}
+    if method in UDA_METHODS:
+        on = METHOD_DEFAULTS.get(method, {}).get("uda_dice_weight", DEFAULTS["uda_dice_weight"]) > 0
+        return ("nodice", {"uda_dice_weight": 0.0}) if on else ("dice", {"uda_dice_weight": 1.0})
+    raise ValueError(f"{method} trains without Dice loss (kit.train.loop: only {', '.join(DICE_METHODS)} and the uda "
+                     f"methods' uda_dice_weight add it), so there is no Dice to switch")
+
+
 # solution B's test-time scales, with a flip (kit.predict.tta)
 TTA_SCALES = (0.8, 0.9, 1.0, 1.1, 1.2)
 
@@ -47,9 +69,17 @@ def bench_tools(data_dir: str, out: str, methods: list[str], budget: float, seed
     if unknown:
         raise ValueError(f"unknown tool(s) {unknown}; choose from {list(TOOLS)}")
     passes = budget_passes(budget)
-    switched = {"": {}, **{tool: TOOLS[tool] for tool in tools}}
-    jobs = [Job(method + (f"_{tool}" if tool else ""), {"method": method, **overrides}, seed, passes, passes=True)
-            for method in methods for tool, overrides in switched.items() for seed in seeds]
+    variants, notes = {}, []
+    for method in methods:
+        variants[method] = {"method": method}
+        for tool in tools:
+            try:
+                suffix, overrides = tool_switch(tool, method)
+            except ValueError as error:
+                notes.append(f"Left out: {tool} for {method} ({error}).")
+                continue
+            variants[f"{method}_{suffix}"] = {"method": method, **overrides}
+    jobs = [Job(name, overrides, seed, passes, passes=True) for name, overrides in variants.items() for seed in seeds]
     results = run_jobs(data_dir, out, jobs, overwrite, threads, processes, train_missing=train_missing)
     out_dir = Path(out)
     for job in jobs:
@@ -59,6 +89,8 @@ def bench_tools(data_dir: str, out: str, methods: list[str], budget: float, seed
     size = f"{passes:,} image passes per run (kit.train.budget)"
     title = (f"Small-class tools, fisheye test mIoU ({setup_line(data_dir, size, seeds)}); each method as the "
              f"benchmark trains it (rare-class sampling of images and crops on), with rare-class sampling off "
-             f"(_norcs), Dice off (_nodice), and scored with {len(TTA_SCALES)}-scale + flip TTA (_tta, the same runs); "
-             f"Δ: paired differences against the method over the same seeds.")
-    return report(out_dir, "tools", title, results, tuple(methods), "variant", gap=False)
+             f"(_norcs), Dice off (_nodice) or on (_dice), and scored with {len(TTA_SCALES)}-scale + flip TTA (_tta, the "
+             f"same runs); Δ: paired differences against the method over the same seeds.")
+    for note in notes:
+        print(note, flush=True)
+    return report(out_dir, "tools", title, results, tuple(methods), "variant", gap=False, notes=notes)

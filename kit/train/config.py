@@ -39,6 +39,9 @@ DEFAULTS = {"bonnet": "background", "pseudo_weighting": "image", "uda_dice_weigh
 # Each method's own values, chosen on validation datasets (docs/RESULTS.md): uda_geo's bonnet (python -m kit.bench
 # tune); uda without solution A's elastic distortion copy, whose passes buy more steps (python -m kit.bench adapt)
 METHOD_DEFAULTS = {"uda_geo": {"bonnet": "void"}, "uda": {"distortion_branch": False}}
+# Methods whose supervised steps add dice_weight × Dice to cross-entropy (solution B's); the others train without it
+# whatever dice_weight says: source_only and oracle, and the uda methods, which have uda_dice_weight instead
+DICE_METHODS = ("fisheye_tf", "self_train")
 
 
 @dataclass

@@ -26,7 +26,7 @@ from kit.common.progress import tqdm
 from kit.competition.metrics import mean_iou
 from kit.predict.runs import load_checkpoint
 from kit.train.checkpoints import check_run_dir, prepare_run_dir, save_checkpoint
-from kit.train.config import OUTPUTS, UDA_METHODS, TrainConfig
+from kit.train.config import DICE_METHODS, OUTPUTS, UDA_METHODS, TrainConfig
 from kit.train.distributed import Context, average_buffers, barrier, start, stop, unwrap, wrap
 from kit.train.recipes import (
     Batches,
@@ -161,7 +161,7 @@ def _train(config: TrainConfig, run_dir: Path, context: Context, device: torch.d
                 batch["target"], batch["target_label"] = move(target["image"]), move(target["label"])
                 losses = self_train_step(model, batch, config.dice_weight, backward, autocast)
             else:
-                dice = config.dice_weight if config.method in ("fisheye_tf", "self_train") else 0.0
+                dice = config.dice_weight if config.method in DICE_METHODS else 0.0
                 losses = supervised_step(model, batch["image"], batch["label"], dice, backward, autocast)
             bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
             if bad:

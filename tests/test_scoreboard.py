@@ -210,12 +210,14 @@ def test_a_second_call_reuses_a_changed_config_is_refused_overwrite_retrains(tin
     again = kit.bench.scoreboard.bench_quality(str(tiny), str(out), small_quality, seeds=[0], threads=1)
     assert trained == [] and again == table and (out / "quality.md").read_text() == table
     monkeypatch.setitem(kit.bench.scoreboard.QUALITY_OVERRIDES, "lr_encoder", 1e-3)
-    with pytest.raises(FileExistsError, match=r"source_only_seed0_152p\.json was trained with other settings "
+    # the first run checked: uda_warm's start, source_only at half the budget
+    with pytest.raises(FileExistsError, match=r"source_only_seed0_76p\.json was trained with other settings "
                                               r"\(lr_encoder differ\)"):
         kit.bench.scoreboard.bench_quality(str(tiny), str(out), small_quality, seeds=[0], threads=1)
     assert trained == [] and (out / "quality.md").read_text() == table
     kit.bench.scoreboard.bench_quality(str(tiny), str(out), small_quality, seeds=[0], threads=1, overwrite=True)
-    assert sorted(trained) == sorted(json.loads((quality_run / "quality.json").read_text())["results"])
+    assert sorted(trained) == sorted([*json.loads((quality_run / "quality.json").read_text())["results"],
+                                      "source_only_seed0_76p"])
     results = json.loads((out / "quality.json").read_text())["results"]
     assert all(r["config"]["lr_encoder"] == 1e-3 for r in results.values())
 

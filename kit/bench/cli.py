@@ -11,16 +11,17 @@
     quality  every training method (source_only, fisheye_tf, uda, uda_geo, self_train, oracle) with one
           encoder, crop and step budget, over seeds, on the synthetic demo data, scored on its labelled
           fisheye test split: mean ± std of per-class IoU, mIoU, gap closed, paired differences to
-          fisheye_tf and source_only, training time (quality.md/.json; kit.bench.scoreboard).
+          fisheye_tf, source_only, uda and uda_elastic, training time (quality.md/.json; kit.bench.scoreboard).
     tune  variants of uda_geo and self_train (TUNE_VARIANTS) trained like quality and scored on the test split of a
           *validation* dataset (another synthetic seed or camera), so that no choice looks at the
           benchmark's test labels (tune.md/.json).
-    tools  the small-class tools on/off at equal budget: rare-class sampling on, Dice off, multi-scale + flip
-          TTA, paired with each method as the benchmark trains it (tools.md/.json; kit.bench.tools).
+    tools  the small-class tools switched at equal budget: rare-class sampling off, Dice off or on where the method
+          has it, multi-scale + flip TTA, paired with each method as the benchmark trains it (tools.md/.json;
+          kit.bench.tools).
     ladder  the Car ablation ladder: source_only → uda_geo one component at a time (ladder.md/.json).
     adapt  adaptation round two (ADAPT_VARIANTS): uda with rare-class sampling, class mix, no distortion copy,
-          Fourier domain adaptation, each at the same image passes as source_only, on a *validation* dataset
-          (adapt.md/.json).
+          Fourier domain adaptation, warm-started from source_only, each at the same image passes as
+          source_only, on a *validation* dataset (adapt.md/.json; kit.bench.studies).
 
     gpu   the GPU check: uda in bf16/fp16/fp32, mask2former + InternImage in bf16, a pseudo-label round,
           2-GPU DDP (kit.bench.gpu; scripts/gpu_check.sh on a fresh machine).

@@ -14,28 +14,28 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from kit.bench.scoreboard import Job, budget_passes, run_jobs, score_run, setup_line
+from kit.bench.scoreboard import QUALITY_PRESET, Job, budget_passes, run_jobs, score_run, setup_line
 from kit.bench.tables import report
 from kit.common.files import make_dirs, write_json
-from kit.train.config import DEFAULTS, DICE_METHODS, METHOD_DEFAULTS, UDA_METHODS
+from kit.train.config import DICE_METHODS, UDA_METHODS, TrainConfig
 
 TOOLS = ("norcs", "dice")  # rare-class sampling (on in the benchmark recipe), Dice loss (per method)
 
 
 def tool_switch(tool: str, method: str) -> tuple[str, dict]:
-    """The variant's suffix and the overrides that switch ``tool`` away from the recipe's setting for
-    ``method``. Dice: off (``_nodice``) for :data:`~kit.train.config.DICE_METHODS`, on (``_dice``, weight 1
-    as solution B's) for the uda methods, whose ``uda_dice_weight`` is 0; ValueError for a method that
-    trains without Dice whatever its weights say (switching them would retrain the same model)."""
+    """The variant's suffix and the overrides that switch ``tool`` away from the benchmark recipe's
+    setting for ``method`` (its TrainConfig, defaults resolved). Dice: the weight the method's steps read
+    (``dice_weight`` for :data:`~kit.train.config.DICE_METHODS`, ``uda_dice_weight`` for the uda methods)
+    off (``_nodice``) where it is on, else on at weight 1 as solution B's (``_dice``); ValueError for a
+    method that trains without Dice whatever its weights say (switching them would retrain the same model)."""
     if tool == "norcs":
         return "norcs", {"rare_class_sampling": False}
     if tool != "dice":
         raise ValueError(f"unknown tool {tool!r}; choose from {list(TOOLS)}")
-    if method in DICE_METHODS:
-        return "nodice", {"dice_weight": 0.0}
-    if method in UDA_METHODS:
-        on = METHOD_DEFAULTS.get(method, {}).get("uda_dice_weight", DEFAULTS["uda_dice_weight"]) > 0
-        return ("nodice", {"uda_dice_weight": 0.0}) if on else ("dice", {"uda_dice_weight": 1.0})
+    field = "dice_weight" if method in DICE_METHODS else "uda_dice_weight" if method in UDA_METHODS else None
+    if field is not None:
+        on = getattr(TrainConfig.from_preset(QUALITY_PRESET, method=method), field) > 0
+        return ("nodice", {field: 0.0}) if on else ("dice", {field: 1.0})
     raise ValueError(f"{method} trains without Dice loss (kit.train.loop: only {', '.join(DICE_METHODS)} and the uda "
                      f"methods' uda_dice_weight add it), so there is no Dice to switch")
 

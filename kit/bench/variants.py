@@ -85,7 +85,8 @@ ENCODER_VARIANTS: dict[str, dict] = {
 # crop; "_nodist": no elastic distortion copy (its passes go to more steps); "_fda": Fourier domain adaptation
 # of the source images towards random fisheye frames (kit.data.augment.FourierStyle); "_void": the source bonnet
 # ignored in training (BONNET void) instead of taught as background; "_warm": the first half of the budget trains
-# source_only_rcs, the second half this variant from that run (student and EMA teacher; kit.bench.scoreboard.Job.start).
+# source_only_rcs, the second half this variant from that run (student and EMA teacher; kit.bench.scoreboard.Job.start);
+# "_dice": Dice next to CE on the uda source crops (uda_dice_weight 1).
 # Each states rare-class sampling and the distortion copy explicitly (their defaults were chosen with them).
 _RCS, _NO_RCS = {"rare_class_sampling": True}, {"rare_class_sampling": False}
 _ELASTIC, _NODIST = {"distortion_branch": True}, {"distortion_branch": False}
@@ -105,4 +106,6 @@ ADAPT_VARIANTS: dict[str, dict] = {
     "uda_rcs_nodist_fda": {"method": "uda", **_RCS, **_NODIST, "fda_beta": 0.01},
     "oracle_rcs": {"method": "oracle", **_RCS},
     "uda_rcs_nodist_warm": {"method": "uda", **_RCS, **_NODIST, "init_from": "@source_only_rcs"},
+    "uda_rcs_nodist_warm_dice": {"method": "uda", **_RCS, **_NODIST, "init_from": "@source_only_rcs", "uda_dice_weight": 1.0},
+    "uda_rcs_nodist_warm_mix": {"method": "uda", **_RCS, **_NODIST, "init_from": "@source_only_rcs", "class_mix": True},
 }

@@ -22,7 +22,7 @@
 #
 # | PRESET | recipe |
 # |---|---|
-# | `cpu_demo` | the synthetic demo on a laptop CPU: `uda` with rare-class sampling, EfficientNet-Lite0 (offline weights) + DAFormer 64, 250 steps (16,000 image passes) |
+# | `cpu_demo` | the synthetic demo on a laptop CPU: `uda` with rare-class sampling, warm-started by `source_only` for half its 16,000 image passes (`WARM_START`), EfficientNet-Lite0 (offline weights) + DAFormer 64 |
 # | `solution_a` | solution A on an A100: `uda` with its elastic copy, MiT-B4 (ImageNet, from the hub), 512×1024 images, 256×512 crops, slide prediction |
 # | `segformer_cityscapes` | solution A's recipe on a whole Cityscapes SegFormer-B5 (encoder and head, classes mapped) |
 # | `t4` | solution A on a 16 GB T4: 256×512 images, 128×256 crops, fp16 |
@@ -33,7 +33,7 @@
 # |---|---|
 # | `source_only` | labelled source crops (the lower bound) |
 # | `fisheye_tf` | solution B: source images with the mean target image pasted outside the disc, Dice + CE |
-# | `uda` | solution A's MIC-style UDA: source + masked target crops against EMA pseudo-labels; its elastic "distortion" copy with `DISTORTION_BRANCH` True (`solution_a`; the kit leaves it out: more steps for the same compute) |
+# | `uda` | solution A's MIC-style UDA: source + masked target crops against EMA pseudo-labels; its elastic "distortion" copy with `DISTORTION_BRANCH` True (`solution_a`; the kit leaves it out: more steps for the same compute). The kit's `uda` first trains `source_only` for `WARM_START` (0.5) of the run's image passes, into `RUN_NAME/warm_start/`, and adapts from there for the rest (0: solution A's start from ImageNet weights) |
 # | `uda_geo` | the kit's own: `uda` with the geometric pinhole → fisheye warp as the distortion |
 # | `self_train` | the competition's winners: round 0 like `fisheye_tf`, then rounds on source + the model's own class-wise-thresholded pseudo-labels |
 # | `oracle` | the held-out fisheye labels (synthetic data only; the upper bound) |
@@ -51,6 +51,7 @@ ENCODER: "Optional[str]" = None  # a timm encoder with features_only, mit_b0…b
 WEIGHTS: "Optional[str]" = None  # an encoder checkpoint (solution_b: ImageNet InternImage), or a hub id / folder of a MiT or Cityscapes model; None: the preset's
 EPOCHS: "Optional[int]" = None  # epochs of STEPS_PER_EPOCH steps (self_train: of round 0); None: the preset's
 INIT_FROM: "Optional[str]" = None  # a run folder or checkpoint whose weights start this run (same ARCH and ENCODER)
+WARM_START: "Optional[float]" = None  # uda: share of the run's image passes trained first as source_only (0: none); None: the preset's (cpu_demo 0.5)
 PSEUDO_SPLIT: "Optional[str]" = None  # self_train: round 1's pseudo-labels, 06_pseudo_label's OUTPUT_DIR; None: its own
 OVERRIDES: dict = {}  # any other TrainConfig field in lower case, e.g. {"lr_encoder": 1e-4, "amp": "fp16"}
 SEED: int = 0  # seed of everything random
@@ -104,15 +105,21 @@ run_dir = train(config)
 with atomic_path(run_dir / "step.png") as tmp:
     tmp.write_bytes(step_png)
 metrics = pd.read_csv(run_dir / "metrics.csv")
-metrics
+warm_csv = run_dir / "warm_start" / "metrics.csv"  # a warm-started run's source_only epochs come first
+warm = pd.read_csv(warm_csv) if warm_csv.is_file() else metrics.iloc[:0]
+if len(warm):
+    print(f"warm start: {len(warm)} source_only epochs of {int(warm['step'].iloc[0])} steps in {warm_csv.parent}, "
+          f"then {len(metrics)} {config.method} epochs of {int(metrics['step'].iloc[0])} steps")
+history = pd.concat([warm, metrics.assign(epoch=metrics["epoch"] + len(warm))], ignore_index=True)
+history
 
 # %% [markdown]
 # ## Curves
-# Losses per epoch (left) and mIoU per epoch (right). With `uda`/`uda_geo` the `pseudo_weight`
-# column is the mean share of confident teacher pixels: it climbs as the teacher grows sure.
+# Losses per epoch (left) and mIoU per epoch (right), the warm start's epochs first. With `uda`/`uda_geo`
+# the `pseudo_weight` column is the mean share of confident teacher pixels: it climbs as the teacher grows sure.
 
 # %%
-save_training_curves(run_dir / "curves.png", metrics)
+save_training_curves(run_dir / "curves.png", history)
 display(Image(str(run_dir / "curves.png")))
 
 # %% [markdown]

@@ -1,7 +1,7 @@
 """The main job on the embedded default: ``python -m kit.bench.demo`` (``bash scripts/demo.sh`` sets up first).
 
 Synthetic ``demo`` dataset (generated when missing) → ``01_eda`` → ``02_labels_and_augment`` →
-``03_train`` (its default preset, cpu_demo: ``uda``, chosen on validation data) →
+``03_train`` (its default preset, cpu_demo: ``uda`` warm-started by ``source_only``, chosen on validation data) →
 ``04_predict`` (the first steps of ``kit.bench.chain``), each notebook run by
 papermill into ``--out`` (executed notebooks, figures, the run folder, ``submission.csv``), then
 ``metrics.json`` with the fisheye test mIoU and the time each step took.
@@ -116,7 +116,7 @@ def execute(notebook, output, parameters: dict | None = None, **kwargs):
 
 def steps(data: str, out: Path) -> list[tuple[str, dict]]:
     """(notebook, parameters) in order: the chain's first :data:`STEPS` steps, every one writing below
-    ``out``; 03_train runs its default preset (cpu_demo: uda)."""
+    ``out``; 03_train runs its default preset (cpu_demo: uda warm-started by source_only)."""
     return chain(data, out)[:STEPS]
 
 

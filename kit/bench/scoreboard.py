@@ -47,8 +47,10 @@ from kit.train.config import METHODS, UDA_METHODS, TrainConfig, with_later_field
 
 QUALITY_PRESET = "cpu_demo"  # the benchmark's recipe (kit.train.presets), shared by every method here
 # Where the benchmark departs from 03_train on purpose: it scores last.pt on the test split, so the
-# per-epoch evaluation (which only picks best.pt) reads fewer images; no progress bars in the log.
-QUALITY_OVERRIDES = dict(eval_limit=50, progress=False)
+# per-epoch evaluation (which only picks best.pt) reads fewer images; no progress bars in the log; and no uda
+# run warm-starts inside itself (cpu_demo's warm_start): the row uda_warm names its start, so that the start is a
+# result of its own (Job.start; the same two runs as 03_train's warm start, tests/test_warm_start.py)
+QUALITY_OVERRIDES = dict(eval_limit=50, progress=False, warm_start=0.0)
 
 QUALITY_STEPS = 600  # training steps per run at --budget 1 (tune, ladder, encoders: variants of one method)
 # quality: image passes per run at --budget 1 (kit.train.budget), the same compute for every method, so that a

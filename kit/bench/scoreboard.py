@@ -54,7 +54,7 @@ QUALITY_OVERRIDES = dict(eval_limit=50, progress=False, warm_start=0.0)
 
 QUALITY_STEPS = 600  # training steps per run at --budget 1 (tune, ladder, encoders: variants of one method)
 # quality: image passes per run at --budget 1 (kit.train.budget), the same compute for every method, so that a
-# baseline trains as long as the most expensive method costs; twice the cpu_demo recipe (uda, 250 steps: 16,000), about
+# baseline trains as long as the most expensive method costs; twice the cpu_demo recipe (16,000: uda_warm), about
 # what self_train at 540 steps with two rounds of pseudo-labels over the demo's 400 fisheye frames costs (34,540)
 QUALITY_PASSES = 32_000
 QUALITY_STEPS_PER_EPOCH = 60

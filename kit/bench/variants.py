@@ -86,7 +86,8 @@ ENCODER_VARIANTS: dict[str, dict] = {
 # of the source images towards random fisheye frames (kit.data.augment.FourierStyle); "_void": the source bonnet
 # ignored in training (BONNET void) instead of taught as background; "_warm": the first half of the budget trains
 # source_only_rcs, the second half this variant from that run (student and EMA teacher; kit.bench.scoreboard.Job.start);
-# "_dice": Dice next to CE on the uda source crops (uda_dice_weight 1).
+# "_dice": Dice next to CE on the uda source crops (uda_dice_weight 1); "_warm25"/"_warm75": the warm start inside
+# the run (warm_start, kit.train.budget.warm_start_plan) with a quarter / three quarters of the budget on source_only.
 # Each states rare-class sampling and the distortion copy explicitly (their defaults were chosen with them).
 _RCS, _NO_RCS = {"rare_class_sampling": True}, {"rare_class_sampling": False}
 _ELASTIC, _NODIST = {"distortion_branch": True}, {"distortion_branch": False}
@@ -108,4 +109,6 @@ ADAPT_VARIANTS: dict[str, dict] = {
     "uda_rcs_nodist_warm": {"method": "uda", **_RCS, **_NODIST, "init_from": "@source_only_rcs"},
     "uda_rcs_nodist_warm_dice": {"method": "uda", **_RCS, **_NODIST, "init_from": "@source_only_rcs", "uda_dice_weight": 1.0},
     "uda_rcs_nodist_warm_mix": {"method": "uda", **_RCS, **_NODIST, "init_from": "@source_only_rcs", "class_mix": True},
+    "uda_rcs_nodist_warm25": {"method": "uda", **_RCS, **_NODIST, "warm_start": 0.25},
+    "uda_rcs_nodist_warm75": {"method": "uda", **_RCS, **_NODIST, "warm_start": 0.75},
 }

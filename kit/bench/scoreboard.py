@@ -175,13 +175,15 @@ def _train_and_score(data_dir: str, out_dir: Path, job: Job, overwrite: bool, th
             raise FileNotFoundError(f"{job.key} starts from {job.after}'s run, but {start} does not exist: "
                                     f"train {job.after} (seed {job.seed}, {before.steps} {unit}) into {out_dir} first")
         config = dataclasses.replace(config, init_from=str(start))
-    print(f"--- {job.key}: {config.method}, {config.epochs} epochs × {config.steps_per_epoch} steps, {job.overrides}"
-          f"{' (resumed)' if resume else ''}", flush=True)
+    from kit.train.budget import run_passes, warm_start_plan
+
+    warm = warm_start_plan(config)  # a warm start inside the run: its own steps first
+    steps = (f"source_only {warm.config.epochs} epochs × {warm.config.steps_per_epoch} steps, then " if warm else "") + \
+        f"{config.method} {config.epochs} epochs × {(warm.run if warm else config).steps_per_epoch} steps"
+    print(f"--- {job.key}: {steps}, {job.overrides}{' (resumed)' if resume else ''}", flush=True)
     start = time.perf_counter()
     train(config)
     seconds = time.perf_counter() - start
-    from kit.train.budget import run_passes
-
     cost = run_passes(config, target_images(data_dir))
     result = {"name": job.name, "seed": job.seed, ("budget_passes" if job.passes else "steps"): job.steps,
               "data": data_dir, "resumed": resume,

@@ -126,6 +126,11 @@ class WarmStart:
     config: TrainConfig
     run: TrainConfig
 
+    @property
+    def folder(self) -> Path:
+        """The warm start's run folder, ``<run folder>/warm_start``."""
+        return Path(self.config.runs_dir) / self.config.run_name
+
 
 def warm_start_plan(config: TrainConfig) -> WarmStart | None:
     """The warm start of ``config`` (None without one, ``warm_start`` 0). Its budget is what

@@ -75,7 +75,6 @@ def train(config: TrainConfig) -> Path:
         if config.warm_start:  # the budget it shares out: epochs × steps_per_epoch (None: one pass over the images)
             steps = config.steps_per_epoch or steps_per_epoch(config, build_data(config), context.world_size)
             warm = warm_start_plan(dataclasses.replace(config, steps_per_epoch=steps))
-        if warm is not None:
             config = _warm_start(config, warm, run_dir, context, device)
             if config is None:  # stopped inside the warm start (stop_after_epoch)
                 return run_dir
@@ -92,7 +91,7 @@ def _warm_start(config: TrainConfig, warm: WarmStart, run_dir: Path, context: Co
     ``stop_after_epoch`` stops the run inside the warm start."""
     first, epochs = warm.config, len(round_plan(warm.config))
     stop_at = config.stop_after_epoch
-    last = Path(first.runs_dir) / first.run_name / "last.pt"
+    last = warm.folder / "last.pt"
     finished = config.resume and last.is_file() and load_checkpoint(last)["epoch"] + 1 >= epochs
     if not finished:
         if context.main and not config.resume:
@@ -100,7 +99,7 @@ def _warm_start(config: TrainConfig, warm: WarmStart, run_dir: Path, context: Co
         barrier(context)
         first = dataclasses.replace(first, resume=config.resume and last.is_file(),
                                     stop_after_epoch=stop_at if stop_at is not None and stop_at < epochs else None)
-        _train(first, Path(first.runs_dir) / first.run_name, context, device)
+        _train(first, warm.folder, context, device)
     if stop_at is not None and stop_at <= epochs:
         return None
     return dataclasses.replace(config, resume=config.resume and (run_dir / "last.pt").is_file(),
@@ -116,8 +115,9 @@ def _train(config: TrainConfig, run_dir: Path, context: Context, device: torch.d
     seed_all(config.seed)
     data = build_data(config)
     net = build_model(config)
-    if not config.resume and (warm is not None or config.init_from):  # a warm start is read instead of init_from
-        load_init_weights(net, Path(warm.config.runs_dir) / warm.config.run_name if warm else config.init_from, config)
+    start_from = warm.folder if warm is not None else config.init_from  # a warm start is read instead of init_from
+    if start_from and not config.resume:
+        load_init_weights(net, start_from, config)
     net = net.to(device)
     run_config = _run_config(recorded, data)
     barrier(context)  # every rank has checked the run folder before rank 0 changes it

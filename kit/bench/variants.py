@@ -87,7 +87,10 @@ ENCODER_VARIANTS: dict[str, dict] = {
 # ignored in training (BONNET void) instead of taught as background; "_warm": the first half of the budget trains
 # source_only_rcs, the second half this variant from that run (student and EMA teacher; kit.bench.scoreboard.Job.start);
 # "_dice": Dice next to CE on the uda source crops (uda_dice_weight 1); "_warm25"/"_warm75": the warm start inside
-# the run (warm_start, kit.train.budget.warm_start_plan) with a quarter / three quarters of the budget on source_only.
+# the run (warm_start, kit.train.budget.warm_start_plan) with a quarter / three quarters of the budget on source_only;
+# "_class": only confident pixels count, each class's upper half of confidences too (pseudo_weighting "class", CBST's
+# idea against thin classes vanishing); "_thr90": pseudo-label confidence threshold 0.9 (DAFormer: 0.968);
+# "_mask50": half the target blocks masked (MIC 0.7, the kit 0.75).
 # Each states rare-class sampling and the distortion copy explicitly (their defaults were chosen with them).
 _RCS, _NO_RCS = {"rare_class_sampling": True}, {"rare_class_sampling": False}
 _ELASTIC, _NODIST = {"distortion_branch": True}, {"distortion_branch": False}
@@ -111,4 +114,7 @@ ADAPT_VARIANTS: dict[str, dict] = {
     "uda_rcs_nodist_warm_mix": {"method": "uda", **_RCS, **_NODIST, "init_from": "@source_only_rcs", "class_mix": True},
     "uda_rcs_nodist_warm25": {"method": "uda", **_RCS, **_NODIST, "warm_start": 0.25},
     "uda_rcs_nodist_warm75": {"method": "uda", **_RCS, **_NODIST, "warm_start": 0.75},
+    "uda_rcs_nodist_warm_class": {"method": "uda", **_RCS, **_NODIST, "init_from": "@source_only_rcs", "pseudo_weighting": "class"},
+    "uda_rcs_nodist_warm_thr90": {"method": "uda", **_RCS, **_NODIST, "init_from": "@source_only_rcs", "pseudo_threshold": 0.9},
+    "uda_rcs_nodist_warm_mask50": {"method": "uda", **_RCS, **_NODIST, "init_from": "@source_only_rcs", "mask_ratio": 0.5},
 }

@@ -1,4 +1,5 @@
 import albumentations as A
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,6 +14,7 @@ from kit.data.augment import (
     inscribed_box,
     fix_sky_bonnet,
     kit_pipeline,
+    random_scale,
     solution_a_distortion,
     solution_a_pipeline,
     solution_b_pipeline,
@@ -204,6 +206,41 @@ def test_pipelines_give_crop_sized_pairs(source, tmp_path):
         out = pipeline(image=image, mask=label)
         assert out["image"].shape == (h, w, 3) and out["mask"].shape == (h, w)
         assert set(np.unique(out["mask"])) <= {0, 2, 8, 11, IGNORE_INDEX, VOID_INDEX}
+
+
+def test_random_scale_against_opencv():
+    """A fixed factor: OpenCV's resize (bilinear image, nearest label, albumentations' floor of the size),
+    then image 0 and VOID_INDEX labels below and right of it up to the crop; (1, 1) adds no step."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(1, 256, (256, 512, 3)).astype(np.uint8)
+    label = rng.integers(0, 12, (256, 512)).astype(np.uint8)
+    out = A.Compose(random_scale((0.3, 0.3), (128, 128)))(image=image, mask=label)
+    h, w = 76, 153  # floor(256 · 0.3), floor(512 · 0.3)
+    assert out["image"].shape == (128, 153, 3) and out["mask"].shape == (128, 153)
+    assert np.array_equal(out["image"][:h], cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR))
+    assert np.array_equal(out["mask"][:h], cv2.resize(label, (w, h), interpolation=cv2.INTER_NEAREST))
+    assert (out["image"][h:] == 0).all() and (out["mask"][h:] == VOID_INDEX).all()
+    assert random_scale((1.0, 1.0), (128, 128)) == []
+    sizes = {A.Compose(random_scale((0.5, 1.0), (16, 16)), seed=s)(image=image, mask=label)["image"].shape[0]
+             for s in range(30)}
+    assert min(sizes) >= 128 and max(sizes) <= 256 and len(sizes) > 10  # drawn across the range
+
+
+def test_source_scale_pads_are_ignored_not_background(tmp_path):
+    """Through solution A's pipeline and the dataset, the padding of a shrunk source image is ignored
+    (255 after background became class 12); the image's own background stays class 12."""
+    label = np.full((64, 128), 2, np.uint8)
+    label[:, :10] = IGNORE_INDEX  # background
+    frame = pd.DataFrame({"id": ["a"], "img_path": [str(tmp_path / "a.png")], "gt_path": [str(tmp_path / "a_gt.png")]})
+    write_image(frame.img_path[0], np.full((64, 128, 3), 200, np.uint8))
+    write_image(frame.gt_path[0], label)
+    pipeline = solution_a_pipeline((64, 128), (48, 48), scale=(0.5, 0.5))
+    steps = [type(t).__name__ for t in pipeline.transforms]
+    assert steps[-3:] == ["RandomScale", "PadIfNeeded", "RandomCrop"]
+    target = SegmentationDataset(frame, A.Compose([*pipeline.transforms[:-1], A.Crop(0, 0, 64, 48)]), background=12)[0]
+    labels = target["label"].numpy()  # the shrunk image is 32 × 64, padded to 48 rows
+    assert (labels[32:] == IGNORE_INDEX).all() and (labels[:32] != IGNORE_INDEX).all()
+    assert set(np.unique(labels[:32])) == {2, 12}
 
 
 def test_channel_stats_against_numpy(tmp_path):

@@ -286,6 +286,23 @@ def test_fda_styles_every_source_pipeline_with_a_style_of_its_own(tiny, tmp_path
         _config(tiny, tmp_path, method="source_only", fda_beta=0.7)
 
 
+def test_source_scale_reaches_every_source_pipeline_and_only_those(tiny, tmp_path):
+    def scales(dataset):
+        return [t.scale_limit for t in dataset.transform.transforms if type(t).__name__ == "RandomScale"]
+
+    for method in ("source_only", "uda"):
+        config = _config(tiny, tmp_path, method=method, source_scale=[0.5, 1.0], distortion_branch=True,
+                         warm_start=0.0) if method == "uda" else _config(tiny, tmp_path, method=method, source_scale=[0.5, 1.0])
+        train = kit.train.recipes.build_data(config).train
+        datasets = train.datasets.values() if hasattr(train, "datasets") else [train]
+        assert [scales(d) for d in datasets] == [[(-0.5, 0.0)]] * (2 if method == "uda" else 1)  # 1 + limit: 0.5…1
+    assert scales(kit.train.recipes.build_data(_config(tiny, tmp_path, method="source_only")).train) == []
+    with pytest.raises(ValueError, match=r"source_scale = \[0.5, 1.0\]: .* not 'oracle'"):
+        _config(tiny, tmp_path, method="oracle", source_scale=[0.5, 1.0])
+    with pytest.raises(ValueError, match="0 < low ≤ high"):
+        _config(tiny, tmp_path, method="source_only", source_scale=[1.0, 0.5])
+
+
 def test_from_parameters_maps_upper_case_names_and_refuses_unknown_ones():
     import types
 

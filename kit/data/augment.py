@@ -269,21 +269,36 @@ def crop_step(crop: tuple[int, int] | A.BasicTransform) -> A.BasicTransform:
     return crop if isinstance(crop, A.BasicTransform) else A.RandomCrop(*crop)
 
 
+def random_scale(scale: tuple[float, float], crop_size: tuple[int, int]) -> list[A.BasicTransform]:
+    """Rescale an image by a factor drawn uniformly from ``scale = (low, high)`` (image bilinear,
+    label nearest), then pad it to at least ``crop_size = (H, W)`` at the bottom and right: image 0,
+    label :data:`VOID_INDEX` (ignored in training, never background). ``(1, 1)``: no steps."""
+    low, high = scale
+    if (low, high) == (1.0, 1.0):
+        return []
+    return [A.RandomScale(scale_limit=(low - 1.0, high - 1.0), interpolation=cv2.INTER_LINEAR,
+                          mask_interpolation=cv2.INTER_NEAREST, p=1.0),
+            A.PadIfNeeded(min_height=crop_size[0], min_width=crop_size[1], position="top_left",
+                          border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=VOID_INDEX)]
+
+
 def solution_a_pipeline(
     image_size: tuple[int, int],
     crop_size: tuple[int, int] | A.BasicTransform,
     mix_background: MixBackground | None = None,
     style: FourierStyle | None = None,
+    scale: tuple[float, float] = (1.0, 1.0),
 ) -> A.Compose:
     """Solution A's source pipeline: resize to ``image_size = (H, W)``, (the kit's option) Fourier style
     of a fisheye frame, Mix Background (p=0.25 when given), horizontal flip p=0.5, ColorJitter p=0.25,
-    random crop ``crop_size = (H, W)``."""
+    (the kit's option) :func:`random_scale` by ``scale``, random crop ``crop_size = (H, W)``."""
     steps = [A.Resize(*image_size)]
     if style is not None:
         steps.append(style)
     if mix_background is not None:
         steps.append(mix_background)
-    steps += [A.HorizontalFlip(p=0.5), A.ColorJitter(p=0.25), crop_step(crop_size)]
+    crop_hw = (crop_size.height, crop_size.width) if isinstance(crop_size, A.BasicTransform) else crop_size
+    steps += [A.HorizontalFlip(p=0.5), A.ColorJitter(p=0.25), *random_scale(scale, crop_hw), crop_step(crop_size)]
     return A.Compose(steps)
 
 

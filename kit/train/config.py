@@ -94,6 +94,7 @@ class TrainConfig:
     distortion_branch: bool | None = None  # uda methods: train the distorted copy of the source (solution A's elastic, uda_geo's warp); None: METHOD_DEFAULTS (uda: off)
     target_branch: bool = True  # uda methods: EMA teacher + masked target loss (ablations: False)
     mix_background: float = 0.25  # probability of solution A's Mix Background on source crops (uda methods)
+    source_scale: tuple[float, float] = (1.0, 1.0)  # source_only / uda methods: source images rescaled by a random factor in [low, high] before the crop (padded, ignored, when smaller); (1, 1): off
     fda_beta: float = 0.0  # source_only / uda methods: Fourier domain adaptation of source images towards random fisheye frames, this share of the shorter side swapped (FDA: 0.01…0.09); 0: off
     dice_weight: float = 1.0  # weight of the Dice loss next to CE (fisheye_tf)
     uda_dice_weight: float | None = None  # Dice next to CE on the uda methods' source and distortion branches; None: METHOD_DEFAULTS
@@ -127,7 +128,7 @@ class TrainConfig:
     predict_flip: bool = False  # also predict the mirrored image and average (solution B)
 
     def __post_init__(self) -> None:
-        for name in ("source_size", "target_size", "crop_size", "fisheye_fov_deg", "train_splits", "predict_scales"):
+        for name in ("source_size", "target_size", "crop_size", "fisheye_fov_deg", "train_splits", "predict_scales", "source_scale"):
             value = getattr(self, name)
             if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
                 raise ValueError(f"{name} = {value!r}: expected a list or tuple")
@@ -213,6 +214,12 @@ class TrainConfig:
         if self.fda_beta > 0 and self.method not in FDA_METHODS:
             raise ValueError(f"fda_beta = {self.fda_beta}: Fourier domain adaptation styles the source images of "
                              f"{', '.join(FDA_METHODS)} (solution A's source pipeline), not {self.method!r}'s; set it to 0")
+        if len(self.source_scale) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 4
+                                                    for v in self.source_scale) or self.source_scale[0] > self.source_scale[1]:
+            raise ValueError(f"source_scale = {list(self.source_scale)}: expected (low, high), 0 < low ≤ high ≤ 4")
+        if self.source_scale != (1.0, 1.0) and self.method not in FDA_METHODS:
+            raise ValueError(f"source_scale = {list(self.source_scale)}: it rescales the source images of "
+                             f"{', '.join(FDA_METHODS)} (solution A's source pipeline), not {self.method!r}'s; set it to (1, 1)")
         if not self.train_splits or not all(isinstance(s, str) and s for s in self.train_splits):
             raise ValueError(f"train_splits = {list(self.train_splits)}: expected one or more split names")
         if self.fisheye_eval_split is not None and not isinstance(self.fisheye_eval_split, str):

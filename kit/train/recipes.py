@@ -152,7 +152,7 @@ def build_data(config: TrainConfig) -> TrainData:
         return A.Compose([A.Resize(*config.source_size), *kit_pipeline(warp, crop()).transforms])
 
     if config.method == "source_only":
-        train = source(solution_a_pipeline(config.source_size, crop(), style=style()))
+        train = source(solution_a_pipeline(config.source_size, crop(), style=style(), scale=config.source_scale))
     elif config.method == "fisheye_tf" or (config.method == "self_train" and config.self_train_source == "fisheye_tf"):
         train = source(solution_b_pipeline(FisheyeTransform(border.mean, border.inside), crop()))
     elif config.method == "self_train":
@@ -169,9 +169,10 @@ def build_data(config: TrainConfig) -> TrainData:
     else:
         mix = MixBackground(list(border.paths), border.ellipse, (tw, th), p=config.mix_background)
         source_pipeline = solution_a_pipeline(config.source_size, crop(), mix if config.mix_background > 0 else None,
-                                              style())
+                                              style(), config.source_scale)
         if config.method == "uda":
-            distortion = A.Compose([*solution_a_pipeline(config.source_size, crop(), style=style()).transforms,
+            distortion = A.Compose([*solution_a_pipeline(config.source_size, crop(), style=style(),
+                                                         scale=config.source_scale).transforms,
                                     *solution_a_distortion().transforms])
         else:
             distortion = warp_pipeline()

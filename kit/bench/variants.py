@@ -90,7 +90,7 @@ ENCODER_VARIANTS: dict[str, dict] = {
 # the run (warm_start, kit.train.budget.warm_start_plan) with a quarter / three quarters of the budget on source_only;
 # "_class": only confident pixels count, each class's upper half of confidences too (pseudo_weighting "class", CBST's
 # idea against thin classes vanishing); "_thr90": pseudo-label confidence threshold 0.9 (DAFormer: 0.968);
-# "_mask50": half the target blocks masked (MIC 0.7, the kit 0.75); "_scale": source images rescaled by a random
+# "_mask50"/"_mask25"/"_mask0": a half / a quarter / none of the target blocks masked (MIC 0.7, the kit 0.75); "_scale": source images rescaled by a random
 # factor in [0.5, 1] before the crop (source_scale; the fisheye frames show cars at about 0.56×, people at 0.73× the
 # source's median height), in both halves of a warm-started variant.
 # Each states rare-class sampling and the distortion copy explicitly (their defaults were chosen with them).
@@ -119,6 +119,8 @@ ADAPT_VARIANTS: dict[str, dict] = {
     "uda_rcs_nodist_warm_class": {"method": "uda", **_RCS, **_NODIST, "init_from": "@source_only_rcs", "pseudo_weighting": "class"},
     "uda_rcs_nodist_warm_thr90": {"method": "uda", **_RCS, **_NODIST, "init_from": "@source_only_rcs", "pseudo_threshold": 0.9},
     "uda_rcs_nodist_warm_mask50": {"method": "uda", **_RCS, **_NODIST, "init_from": "@source_only_rcs", "mask_ratio": 0.5},
+    "uda_rcs_nodist_warm_mask25": {"method": "uda", **_RCS, **_NODIST, "init_from": "@source_only_rcs", "mask_ratio": 0.25},
+    "uda_rcs_nodist_warm_mask0": {"method": "uda", **_RCS, **_NODIST, "init_from": "@source_only_rcs", "mask_ratio": 0.0},
     "uda_rcs_nodist_warm_void": {"method": "uda", **_RCS, **_NODIST, "init_from": "@source_only_rcs_void", "bonnet": "void"},
     "source_only_rcs_scale": {"method": "source_only", **_RCS, "source_scale": (0.5, 1.0)},
     "uda_rcs_nodist_warm_scale": {"method": "uda", **_RCS, **_NODIST, "init_from": "@source_only_rcs_scale",

@@ -92,7 +92,8 @@ ENCODER_VARIANTS: dict[str, dict] = {
 # idea against thin classes vanishing); "_thr90": pseudo-label confidence threshold 0.9 (DAFormer: 0.968);
 # "_mask50"/"_mask25"/"_mask0": a half / a quarter / none of the target blocks masked (MIC 0.7, the kit 0.75); "_scale": source images rescaled by a random
 # factor in [0.5, 1] before the crop (source_scale; the fisheye frames show cars at about 0.56×, people at 0.73× the
-# source's median height), in both halves of a warm-started variant.
+# source's median height), in both halves of a warm-started variant; "_scale2": in [0.5, 2] (DAFormer's range: the
+# fisheye's near road is seen closer than anything in a dash camera's view).
 # Each states rare-class sampling and the distortion copy explicitly (their defaults were chosen with them).
 _RCS, _NO_RCS = {"rare_class_sampling": True}, {"rare_class_sampling": False}
 _ELASTIC, _NODIST = {"distortion_branch": True}, {"distortion_branch": False}
@@ -123,6 +124,9 @@ ADAPT_VARIANTS: dict[str, dict] = {
     "uda_rcs_nodist_warm_mask0": {"method": "uda", **_RCS, **_NODIST, "init_from": "@source_only_rcs", "mask_ratio": 0.0},
     "uda_rcs_nodist_warm_void": {"method": "uda", **_RCS, **_NODIST, "init_from": "@source_only_rcs_void", "bonnet": "void"},
     "source_only_rcs_scale": {"method": "source_only", **_RCS, "source_scale": (0.5, 1.0)},
+    "source_only_rcs_scale2": {"method": "source_only", **_RCS, "source_scale": (0.5, 2.0)},
+    "uda_rcs_nodist_warm_scale2": {"method": "uda", **_RCS, **_NODIST, "init_from": "@source_only_rcs_scale2",
+                                   "source_scale": (0.5, 2.0)},
     "uda_rcs_nodist_warm_scale": {"method": "uda", **_RCS, **_NODIST, "init_from": "@source_only_rcs_scale",
                                   "source_scale": (0.5, 1.0)},
 }

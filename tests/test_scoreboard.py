@@ -170,6 +170,20 @@ def test_unknown_variants_and_rungs_are_refused_by_name(tmp_path):
     assert not any((tmp_path / name).exists() for name in ("tune", "ladder", "quality"))
 
 
+@pytest.mark.parametrize("table", ["TUNE_VARIANTS", "ADAPT_VARIANTS"])
+def test_every_variant_is_a_valid_config_and_starts_from_a_variant_of_its_table(table):
+    """A typo in a variant (a field, a value, the run it starts from) fails here, not an hour into a sweep."""
+    variants = getattr(kit.bench.variants, table)
+    for name, overrides in variants.items():
+        start = overrides.get("init_from")
+        if isinstance(start, str) and start.startswith("@"):
+            assert start[1:] in variants or start[1:] in kit.bench.scoreboard.QUALITY_ROWS, (name, start)
+        values = {k: v for k, v in overrides.items() if k != "init_from"}
+        config = kit.train.config.TrainConfig(**{**kit.bench.scoreboard.QUALITY_OVERRIDES, **values})
+        for key, value in values.items():
+            assert getattr(config, key) == (tuple(value) if isinstance(value, list) else value), (name, key)
+
+
 # --- training at a one-step budget ----------------------------------------------------------------
 
 

@@ -2,8 +2,8 @@
 states only how it differs from B0). ``cpu_demo`` is :class:`kit.train.config.TrainConfig`'s own
 defaults, so there is one set of default values and every other recipe names its differences.
 
-    cpu_demo     the synthetic demo on a laptop CPU: uda with rare-class sampling and no distortion copy,
-                 warm-started by source_only for half its budget, EfficientNet-Lite0 (offline weights) +
+    cpu_demo     the synthetic demo on a laptop CPU: uda with rare-class sampling, no distortion copy and a quarter
+                 of the target blocks masked, warm-started by source_only for half its budget, EfficientNet-Lite0 (offline weights) +
                  DAFormer 64, 270×480 fisheye frames, 128×128 crops, 16,000 image passes (the benchmark's
                  budget: 330 source_only steps, then 125 uda steps)
     solution_a   solution A (seed 000) on an A100: uda (MIC-style) with its elastic distortion copy, no
@@ -50,7 +50,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
                arch="daformer_up2", encoder="mit_b4", pretrained=True, head_channels=256,
                source_size=(512, 1024), target_size=(540, 960), crop_size=(256, 512), epochs=100, steps_per_epoch=None,
                lr_encoder=1e-4, lr_decoder=1e-3, warmup_steps=50 * _SOLUTION_A_STEPS_PER_EPOCH,
-               ema_per="epoch", mask_block=32, src_hfov_deg=90.0, distortion_branch=True, warm_start=0.0,
+               ema_per="epoch", mask_ratio=0.75, mask_block=32, src_hfov_deg=90.0, distortion_branch=True, warm_start=0.0,
                rare_class_sampling=False,
                border_threshold=108.0, predict_mode="slide")),
     Preset("segformer_cityscapes", "solution A's recipe on a whole Cityscapes SegFormer-B5 (nvidia/segformer-b5-finetuned-"

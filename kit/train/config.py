@@ -36,11 +36,11 @@ RESUME_MAY_CHANGE = ("resume", "overwrite", "device", "num_workers", "cpu_thread
 NONE_KEEPS_PRESET = ("weights", "warm_start")
 # Values TrainConfig fields left at None take: DEFAULTS, overridden per method by METHOD_DEFAULTS.
 DEFAULTS = {"bonnet": "background", "pseudo_weighting": "image", "uda_dice_weight": 0.0, "distortion_branch": True,
-            "warm_start": 0.0}
+            "warm_start": 0.0, "mask_ratio": 0.75}
 # Each method's own values, chosen on validation datasets (docs/RESULTS.md): uda_geo's bonnet (python -m kit.bench
 # tune); uda without solution A's elastic distortion copy, whose passes buy more steps, and with the first half of
-# its image passes spent on a source_only warm start (python -m kit.bench adapt)
-METHOD_DEFAULTS = {"uda_geo": {"bonnet": "void"}, "uda": {"distortion_branch": False, "warm_start": 0.5}}
+# its image passes spent on a source_only warm start, then a quarter of the target blocks masked (python -m kit.bench adapt)
+METHOD_DEFAULTS = {"uda_geo": {"bonnet": "void"}, "uda": {"distortion_branch": False, "warm_start": 0.5, "mask_ratio": 0.25}}
 WARM_START_RUN = "warm_start"  # the source_only run inside a warm-started run's folder (kit.train.budget.warm_start_plan)
 # Methods whose supervised steps add dice_weight × Dice to cross-entropy (solution B's); the others train without it
 # whatever dice_weight says: source_only and oracle, and the uda methods, which have uda_dice_weight instead
@@ -87,7 +87,7 @@ class TrainConfig:
     self_train_source: str = "fisheye_tf"  # self_train's source images: fisheye_tf (solution B's transformation) | warp (uda_geo's)
     pseudo_threshold: float = 0.968  # uda methods: teacher confidence of a confident pixel (DAFormer, MIC)
     pseudo_weighting: str | None = None  # image (the kit's: each image's confident share) | batch (DAFormer/MIC: the batch's share) | pixel (confident pixels only) | class (pixel + each class's upper half); None: METHOD_DEFAULTS
-    mask_ratio: float = 0.25  # uda methods: share of masked target blocks (MIC 0.7, solution A 0.75; cpu_demo 0.25, chosen on validation data for the warm-started uda)
+    mask_ratio: float | None = None  # uda methods: share of masked target blocks (MIC 0.7, solution A 0.75); None: METHOD_DEFAULTS (uda: 0.25, uda_geo: 0.75)
     mask_block: int = 16  # MIC mask block in pixels at the crop's scale (solution A: 32 on 256×512 crops)
     class_mix: bool = False  # DACS ClassMix (uda methods)
     bn_stats: str = "target"  # uda methods, passes updating BatchNorm statistics: target (unmasked target crop) | labelled (source + distortion) | all (MIC's code; kit.train.uda explains)

@@ -94,39 +94,41 @@ ENCODER_VARIANTS: dict[str, dict] = {
 # factor in [0.5, 1] before the crop (source_scale; the fisheye frames show cars at about 0.56×, people at 0.73× the
 # source's median height), in both halves of a warm-started variant; "_scale2": in [0.5, 2] (DAFormer's range: the
 # fisheye's near road is seen closer than anything in a dash camera's view).
-# Each states rare-class sampling and the distortion copy explicitly (their defaults were chosen with them).
+# Each states rare-class sampling, the distortion copy and the share of masked blocks explicitly (their defaults were
+# chosen with them).
 _RCS, _NO_RCS = {"rare_class_sampling": True}, {"rare_class_sampling": False}
 _ELASTIC, _NODIST = {"distortion_branch": True}, {"distortion_branch": False}
+_MASK75 = {"mask_ratio": 0.75}  # MIC's and solution A's share of masked target blocks, the uda default until the seventh part
 ADAPT_VARIANTS: dict[str, dict] = {
     "source_only": {"method": "source_only", **_NO_RCS},
     "source_only_rcs": {"method": "source_only", **_RCS},
     "fisheye_tf_rcs": {"method": "fisheye_tf", **_RCS},
-    "uda": {"method": "uda", **_NO_RCS, **_ELASTIC},
-    "uda_rcs": {"method": "uda", **_RCS, **_ELASTIC},
-    "uda_rcs_mix": {"method": "uda", **_RCS, **_ELASTIC, "class_mix": True},
-    "uda_rcs_nodist": {"method": "uda", **_RCS, **_NODIST},
-    "uda_rcs_fda": {"method": "uda", **_RCS, **_ELASTIC, "fda_beta": 0.01},
+    "uda": {"method": "uda", **_MASK75, **_NO_RCS, **_ELASTIC},
+    "uda_rcs": {"method": "uda", **_MASK75, **_RCS, **_ELASTIC},
+    "uda_rcs_mix": {"method": "uda", **_MASK75, **_RCS, **_ELASTIC, "class_mix": True},
+    "uda_rcs_nodist": {"method": "uda", **_MASK75, **_RCS, **_NODIST},
+    "uda_rcs_fda": {"method": "uda", **_MASK75, **_RCS, **_ELASTIC, "fda_beta": 0.01},
     "source_only_rcs_fda": {"method": "source_only", **_RCS, "fda_beta": 0.01},
-    "uda_rcs_void": {"method": "uda", **_RCS, **_ELASTIC, "bonnet": "void"},
+    "uda_rcs_void": {"method": "uda", **_MASK75, **_RCS, **_ELASTIC, "bonnet": "void"},
     "source_only_rcs_void": {"method": "source_only", **_RCS, "bonnet": "void"},
-    "uda_rcs_nodist_void": {"method": "uda", **_RCS, **_NODIST, "bonnet": "void"},
-    "uda_rcs_nodist_fda": {"method": "uda", **_RCS, **_NODIST, "fda_beta": 0.01},
+    "uda_rcs_nodist_void": {"method": "uda", **_MASK75, **_RCS, **_NODIST, "bonnet": "void"},
+    "uda_rcs_nodist_fda": {"method": "uda", **_MASK75, **_RCS, **_NODIST, "fda_beta": 0.01},
     "oracle_rcs": {"method": "oracle", **_RCS},
-    "uda_rcs_nodist_warm": {"method": "uda", **_RCS, **_NODIST, "init_from": "@source_only_rcs"},
-    "uda_rcs_nodist_warm_dice": {"method": "uda", **_RCS, **_NODIST, "init_from": "@source_only_rcs", "uda_dice_weight": 1.0},
-    "uda_rcs_nodist_warm_mix": {"method": "uda", **_RCS, **_NODIST, "init_from": "@source_only_rcs", "class_mix": True},
-    "uda_rcs_nodist_warm25": {"method": "uda", **_RCS, **_NODIST, "warm_start": 0.25},
-    "uda_rcs_nodist_warm75": {"method": "uda", **_RCS, **_NODIST, "warm_start": 0.75},
-    "uda_rcs_nodist_warm_class": {"method": "uda", **_RCS, **_NODIST, "init_from": "@source_only_rcs", "pseudo_weighting": "class"},
-    "uda_rcs_nodist_warm_thr90": {"method": "uda", **_RCS, **_NODIST, "init_from": "@source_only_rcs", "pseudo_threshold": 0.9},
+    "uda_rcs_nodist_warm": {"method": "uda", **_MASK75, **_RCS, **_NODIST, "init_from": "@source_only_rcs"},
+    "uda_rcs_nodist_warm_dice": {"method": "uda", **_MASK75, **_RCS, **_NODIST, "init_from": "@source_only_rcs", "uda_dice_weight": 1.0},
+    "uda_rcs_nodist_warm_mix": {"method": "uda", **_MASK75, **_RCS, **_NODIST, "init_from": "@source_only_rcs", "class_mix": True},
+    "uda_rcs_nodist_warm25": {"method": "uda", **_MASK75, **_RCS, **_NODIST, "warm_start": 0.25},
+    "uda_rcs_nodist_warm75": {"method": "uda", **_MASK75, **_RCS, **_NODIST, "warm_start": 0.75},
+    "uda_rcs_nodist_warm_class": {"method": "uda", **_MASK75, **_RCS, **_NODIST, "init_from": "@source_only_rcs", "pseudo_weighting": "class"},
+    "uda_rcs_nodist_warm_thr90": {"method": "uda", **_MASK75, **_RCS, **_NODIST, "init_from": "@source_only_rcs", "pseudo_threshold": 0.9},
     "uda_rcs_nodist_warm_mask50": {"method": "uda", **_RCS, **_NODIST, "init_from": "@source_only_rcs", "mask_ratio": 0.5},
     "uda_rcs_nodist_warm_mask25": {"method": "uda", **_RCS, **_NODIST, "init_from": "@source_only_rcs", "mask_ratio": 0.25},
     "uda_rcs_nodist_warm_mask0": {"method": "uda", **_RCS, **_NODIST, "init_from": "@source_only_rcs", "mask_ratio": 0.0},
-    "uda_rcs_nodist_warm_void": {"method": "uda", **_RCS, **_NODIST, "init_from": "@source_only_rcs_void", "bonnet": "void"},
+    "uda_rcs_nodist_warm_void": {"method": "uda", **_MASK75, **_RCS, **_NODIST, "init_from": "@source_only_rcs_void", "bonnet": "void"},
     "source_only_rcs_scale": {"method": "source_only", **_RCS, "source_scale": (0.5, 1.0)},
     "source_only_rcs_scale2": {"method": "source_only", **_RCS, "source_scale": (0.5, 2.0)},
-    "uda_rcs_nodist_warm_scale2": {"method": "uda", **_RCS, **_NODIST, "init_from": "@source_only_rcs_scale2",
+    "uda_rcs_nodist_warm_scale2": {"method": "uda", **_MASK75, **_RCS, **_NODIST, "init_from": "@source_only_rcs_scale2",
                                    "source_scale": (0.5, 2.0)},
-    "uda_rcs_nodist_warm_scale": {"method": "uda", **_RCS, **_NODIST, "init_from": "@source_only_rcs_scale",
+    "uda_rcs_nodist_warm_scale": {"method": "uda", **_MASK75, **_RCS, **_NODIST, "init_from": "@source_only_rcs_scale",
                                   "source_scale": (0.5, 1.0)},
 }

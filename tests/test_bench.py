@@ -46,8 +46,9 @@ def test_seeds_take_one_or_several_values_and_seed_is_an_alias(calls):
                      ("bench_quality", ("data/demo", "outputs/bench_quality", 1.0, [0, 1, 2], False, 1, 1), (),
                       ("uda", "uda_elastic"))]
     assert rows == ("source_only", "fisheye_tf", "uda", "uda_elastic", "uda_warm", "uda_geo", "self_train", "oracle")
-    assert kit.bench.scoreboard.QUALITY_ROWS["uda_elastic"] == {"method": "uda", "distortion_branch": True}
-    assert kit.bench.scoreboard.QUALITY_ROWS["uda_warm"] == {"method": "uda", "init_from": "@source_only"}
+    assert kit.bench.scoreboard.QUALITY_ROWS["uda_elastic"] == {"method": "uda", "distortion_branch": True, "mask_ratio": 0.75}
+    assert kit.bench.scoreboard.QUALITY_ROWS["uda"] == {"method": "uda", "mask_ratio": 0.75}  # as measured before 0.25
+    assert kit.bench.scoreboard.QUALITY_ROWS["uda_warm"] == {"method": "uda", "init_from": "@source_only"}  # the recipe's
 
 
 def test_tune_and_ladder_defaults_and_choices(calls):
@@ -80,11 +81,11 @@ def test_adapt_trains_its_candidates_at_equal_image_passes_on_validation_data(ca
     kit.bench.studies.bench_adapt("d", "o", ["source_only_rcs", "uda_rcs_mix"], 0.5, [0, 2])
     assert [(j.key, j.passes, j.overrides) for j in seen["jobs"]] == [
         ("source_only_rcs_seed0_16000p", True, {"method": "source_only", "rare_class_sampling": True}),
-        ("uda_rcs_mix_seed0_16000p", True, {"method": "uda", "rare_class_sampling": True, "distortion_branch": True,
-                                            "class_mix": True}),
+        ("uda_rcs_mix_seed0_16000p", True, {"method": "uda", "mask_ratio": 0.75, "rare_class_sampling": True,
+                                            "distortion_branch": True, "class_mix": True}),
         ("source_only_rcs_seed2_16000p", True, {"method": "source_only", "rare_class_sampling": True}),
-        ("uda_rcs_mix_seed2_16000p", True, {"method": "uda", "rare_class_sampling": True, "distortion_branch": True,
-                                            "class_mix": True})]
+        ("uda_rcs_mix_seed2_16000p", True, {"method": "uda", "mask_ratio": 0.75, "rare_class_sampling": True,
+                                            "distortion_branch": True, "class_mix": True})]
     with pytest.raises(ValueError, match="unknown variant.*'nope'"):
         kit.bench.studies.bench_adapt("d", "o", ["uda", "nope"], 0.5, [0])
 

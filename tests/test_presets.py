@@ -26,6 +26,11 @@ def test_cpu_demo_is_trainconfigs_own_defaults():
     assert (demo.source_size, demo.target_size, demo.crop_size) == ((256, 512), (270, 480), (128, 128))
     assert (demo.epochs, demo.steps_per_epoch, demo.warmup_steps, demo.lr_encoder, demo.lr_decoder) == (5, 50, 30, 2e-4, 2e-3)
     assert (demo.mask_block, demo.src_hfov_deg, demo.rounds, demo.bn_stats) == (16, 80.0, 2, "target")
+    # issue 27, seventh part: the warm-started uda masks a quarter of the target blocks; methods that never mask, and
+    # uda_geo, keep 0.75 (so do their stored results' keys), and solution A keeps its own
+    assert (demo.mask_ratio, demo.source_scale) == (0.25, (1.0, 1.0))
+    assert [TrainConfig(method=m).mask_ratio for m in ("source_only", "fisheye_tf", "uda_geo", "oracle")] == [0.75] * 4
+    assert TrainConfig.from_preset("solution_a").mask_ratio == 0.75
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

@@ -123,6 +123,8 @@ ADAPT_VARIANTS: dict[str, dict] = {
     "uda_rcs_nodist_warm_thr90": {"method": "uda", **_MASK75, **_RCS, **_NODIST, "init_from": "@source_only_rcs", "pseudo_threshold": 0.9},
     "uda_rcs_nodist_warm_mask50": {"method": "uda", **_RCS, **_NODIST, "init_from": "@source_only_rcs", "mask_ratio": 0.5},
     "uda_rcs_nodist_warm_mask25": {"method": "uda", **_RCS, **_NODIST, "init_from": "@source_only_rcs", "mask_ratio": 0.25},
+    "uda_rcs_nodist_warm_mask25_dice": {"method": "uda", **_RCS, **_NODIST, "init_from": "@source_only_rcs", "mask_ratio": 0.25,
+                                        "uda_dice_weight": 1.0},
     "uda_rcs_nodist_warm_mask0": {"method": "uda", **_RCS, **_NODIST, "init_from": "@source_only_rcs", "mask_ratio": 0.0},
     "uda_rcs_nodist_warm_void": {"method": "uda", **_MASK75, **_RCS, **_NODIST, "init_from": "@source_only_rcs_void", "bonnet": "void"},
     "source_only_rcs_scale": {"method": "source_only", **_RCS, "source_scale": (0.5, 1.0)},

@@ -357,6 +357,8 @@ def test_a_jobs_configuration_changes_only_when_what_it_trains_changes(name, ove
                                              dict(kit.bench.scoreboard.QUALITY_OVERRIDES))
     # warm_start came later (issue 27, sixth part) at what every run before it did: stored results are reused
     assert config.pop("warm_start") == 0.0 and kit.train.config.with_later_fields({})["warm_start"] == 0.0
+    # ...and source_scale (seventh part) at (1, 1), no rescaling
+    assert config.pop("source_scale") == [1.0, 1.0] == kit.train.config.with_later_fields({})["source_scale"]
     assert hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16] == key
 
 

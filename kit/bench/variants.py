@@ -90,10 +90,10 @@ ENCODER_VARIANTS: dict[str, dict] = {
 # the run (warm_start, kit.train.budget.warm_start_plan) with a quarter / three quarters of the budget on source_only;
 # "_class": only confident pixels count, each class's upper half of confidences too (pseudo_weighting "class", CBST's
 # idea against thin classes vanishing); "_thr90": pseudo-label confidence threshold 0.9 (DAFormer: 0.968);
-# "_mask50"/"_mask25"/"_mask0": a half / a quarter / none of the target blocks masked (MIC 0.7, the kit 0.75); "_scale": source images rescaled by a random
-# factor in [0.5, 1] before the crop (source_scale; the fisheye frames show cars at about 0.56×, people at 0.73× the
-# source's median height), in both halves of a warm-started variant; "_scale2": in [0.5, 2] (DAFormer's range: the
-# fisheye's near road is seen closer than anything in a dash camera's view).
+# "_mask50"/"_mask25"/"_mask0": a half / a quarter / none of the target blocks masked (MIC 0.7, the kit 0.75 before);
+# "_scale": source images rescaled by a random factor in [0.5, 1] before the crop (source_scale; the fisheye frames
+# show cars at about 0.56×, people at 0.73× the source's median height), in both halves of a warm-started variant;
+# "_scale2": in [0.5, 2] (DAFormer's range: the fisheye's near road is seen closer than anything in a dash camera's view).
 # Each states rare-class sampling, the distortion copy and the share of masked blocks explicitly (their defaults were
 # chosen with them).
 _RCS, _NO_RCS = {"rare_class_sampling": True}, {"rare_class_sampling": False}

@@ -21,7 +21,7 @@ from kit.train.presets import check_preset, preset_diff
 
 METHODS = ("source_only", "fisheye_tf", "uda", "uda_geo", "self_train", "oracle")
 UDA_METHODS = ("uda", "uda_geo")
-FDA_METHODS = ("source_only", *UDA_METHODS)  # what fda_beta applies to: solution A's source pipeline
+FDA_METHODS = ("source_only", *UDA_METHODS)  # what fda_beta and source_scale apply to: solution A's source pipeline
 # what a mask-classification head (mask2former) trains with: labels and pseudo-label maps, no teacher
 MASK_HEAD_METHODS = ("source_only", "fisheye_tf", "self_train", "oracle")
 NORMALIZATIONS = ("per_domain", "reference", "imagenet", "encoder")
@@ -214,8 +214,9 @@ class TrainConfig:
         if self.fda_beta > 0 and self.method not in FDA_METHODS:
             raise ValueError(f"fda_beta = {self.fda_beta}: Fourier domain adaptation styles the source images of "
                              f"{', '.join(FDA_METHODS)} (solution A's source pipeline), not {self.method!r}'s; set it to 0")
-        if len(self.source_scale) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 4
-                                                    for v in self.source_scale) or self.source_scale[0] > self.source_scale[1]:
+        for value in self.source_scale:
+            check_number("source_scale", value, low=0, high=4, low_open=True)
+        if len(self.source_scale) != 2 or self.source_scale[0] > self.source_scale[1]:
             raise ValueError(f"source_scale = {list(self.source_scale)}: expected (low, high), 0 < low ≤ high ≤ 4")
         if self.source_scale != (1.0, 1.0) and self.method not in FDA_METHODS:
             raise ValueError(f"source_scale = {list(self.source_scale)}: it rescales the source images of "

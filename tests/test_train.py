@@ -291,9 +291,8 @@ def test_source_scale_reaches_every_source_pipeline_and_only_those(tiny, tmp_pat
         return [t.scale_limit for t in dataset.transform.transforms if type(t).__name__ == "RandomScale"]
 
     for method in ("source_only", "uda"):
-        config = _config(tiny, tmp_path, method=method, source_scale=[0.5, 1.0], distortion_branch=True,
-                         warm_start=0.0) if method == "uda" else _config(tiny, tmp_path, method=method, source_scale=[0.5, 1.0])
-        train = kit.train.recipes.build_data(config).train
+        copy = {"distortion_branch": True, "warm_start": 0.0} if method == "uda" else {}  # uda: the distortion copy too
+        train = kit.train.recipes.build_data(_config(tiny, tmp_path, method=method, source_scale=[0.5, 1.0], **copy)).train
         datasets = train.datasets.values() if hasattr(train, "datasets") else [train]
         assert [scales(d) for d in datasets] == [[(-0.5, 0.0)]] * (2 if method == "uda" else 1)  # 1 + limit: 0.5…1
     assert scales(kit.train.recipes.build_data(_config(tiny, tmp_path, method="source_only")).train) == []
